@@ -1,0 +1,1 @@
+"""The `sottovoce` command line: one module per group of subcommands."""

@@ -1,0 +1,1 @@
+"""The always-on service `sottovoced`: controller, devices, D-Bus, systemd glue."""

@@ -1,0 +1,13 @@
+"""Shared pytest setup. Fixtures live in one module per area (loaded below), each loading
+its models once per test run (session scope)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+pytest_plugins = [
+    "tests.fixtures_core",
+]
