@@ -13,6 +13,8 @@ EXIT_MODEL = 6            # a model is missing or failed to load
 EXIT_KB = 7               # knowledge-base folder missing or unusable
 EXIT_BAD_ARG = 8          # a value the user gave is not acceptable (e.g. unknown emotion)
 EXIT_ALREADY_RUNNING = 9  # a second instance of the service
+EXIT_KB_EMPTY = 10        # knowledge-base folder holds no documents
+EXIT_NO_DEVICE = 11       # no usable audio device
 
 
 class SottovoceError(Exception):
@@ -63,3 +65,13 @@ class AlreadyRunningError(SottovoceError):
 
 class InterruptedTurn(Exception):
     """Raised inside a turn when barge-in (or Interrupt()) cancelled it."""
+
+
+class KnowledgeBaseEmptyError(KnowledgeBaseError):
+    exit_code = EXIT_KB_EMPTY
+    code = "KnowledgeBaseEmpty"
+
+
+class NoDeviceError(SottovoceError):
+    exit_code = EXIT_NO_DEVICE
+    code = "NoDevice"

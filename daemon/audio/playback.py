@@ -1,0 +1,69 @@
+"""Play a turn's audio on an output device as it arrives (the CLI's default output)."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+import numpy as np
+
+from daemon.config import AudioConfig
+from daemon.errors import NoDeviceError
+from daemon.messages import AudioChunk
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _output_device(name: str) -> int | str | None:
+    if name in ("", "default"):
+        return None
+    return int(name) if name.isdigit() else name
+
+
+class DeviceSink:
+    """Streams chunks to ``audio.output`` through sounddevice from a writer thread."""
+
+    def __init__(self, cfg: AudioConfig) -> None:
+        try:
+            import sounddevice as sd
+
+            self._device = _output_device(cfg.output)
+            sd.query_devices(self._device, "output")
+        except (OSError, ValueError, ImportError) as exc:
+            raise NoDeviceError(
+                f"no audio output device {cfg.output!r} ({exc}); use --out FILE.wav") from None
+        self._sd = sd
+        self._queue: "queue.Queue[AudioChunk | None]" = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="cli-playback", daemon=True)
+        self._started = False
+        self._error: Exception | None = None
+
+    def write(self, chunk: AudioChunk) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        self._queue.put(chunk)
+
+    def _run(self) -> None:
+        stream = None
+        try:
+            while (chunk := self._queue.get()) is not None:
+                if stream is None:
+                    stream = self._sd.OutputStream(samplerate=chunk.sample_rate, channels=1,
+                                                   dtype="float32", device=self._device)
+                    stream.start()
+                stream.write(np.ascontiguousarray(chunk.samples, dtype=np.float32).reshape(-1, 1))
+        except Exception as exc:  # reported by close()
+            self._error = exc
+        finally:
+            if stream is not None:
+                stream.stop()
+                stream.close()
+
+    def close(self) -> None:
+        if self._started:
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise NoDeviceError(f"playback on {self._device or 'the default device'} failed: {self._error}")

@@ -1,0 +1,47 @@
+"""Where a turn's audio goes when no live speaker is involved: a WAV file or a buffer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from daemon.messages import AudioChunk
+
+
+class BufferSink:
+    """Collects a turn's audio in memory (tests, WAV output, benchmarks)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[AudioChunk] = []
+        self.first_write: float | None = None
+
+    def write(self, chunk: AudioChunk) -> None:
+        if self.first_write is None:
+            self.first_write = time.monotonic()
+        self.chunks.append(chunk)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.chunks[0].sample_rate if self.chunks else 22050
+
+    def audio(self) -> np.ndarray:
+        if not self.chunks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate([c.samples for c in self.chunks]).astype(np.float32)
+
+
+class WavFileSink(BufferSink):
+    """Collects audio and writes it as 16-bit PCM WAV on ``close()``."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+
+    def close(self) -> Path:
+        from daemon.audio.fileio import write_wav
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(self.path, self.audio(), self.sample_rate)
+        return self.path

@@ -1,0 +1,152 @@
+"""Wiring in one place: build every stage from the config; stages never import each other."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from daemon.config import Config
+from daemon.errors import KnowledgeBaseError, NoSpeechError
+from daemon.history import ConversationHistory
+from daemon.messages import Emotion, Passage
+from daemon.stages.base import ChatModel, SpeechSynthesizer
+from daemon.stages.prompt import PromptBuilder
+
+_LOGGER = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+# Emotions that sound better with a little more randomness in the wording.
+_LIVELY = {"humorous": 0.35, "cheerful": 0.2}
+
+
+@dataclass
+class Pipeline:
+    cfg: Config
+    llm: ChatModel
+    tts: SpeechSynthesizer
+    history: ConversationHistory
+    stt: Any = None                 # daemon.stages.stt.WhisperTranscriber
+    vad_model: Any = None           # daemon.stages.vad.SileroVad (file endpointing)
+    kb: Any = None                  # daemon.kb.KnowledgeBase, None when unavailable
+    prompts: PromptBuilder = field(init=False)
+    load_times: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.prompts = PromptBuilder(self.cfg)
+
+    # ---- small helpers the turn runner calls
+    def find_notes(self, question: str) -> tuple[list[Passage], list[str]]:
+        """The sentences the LLM gets, and their source files; ([], []) -> chat path."""
+        if self.kb is None:
+            return [], []
+        passages = self.kb.retrieve(question)
+        if not passages or not self.kb.is_relevant(passages):
+            return [], []
+        notes = self.kb.select_context(question, passages, self.cfg.rag.max_context_sentences)
+        sources: list[str] = []
+        for note in notes:
+            if note.source not in sources:
+                sources.append(note.source)
+        return list(notes), sources
+
+    def temperature_for(self, emotion: Emotion) -> float:
+        return min(2.0, self.cfg.llm.temperature + _LIVELY.get(emotion.name, 0.0) * emotion.intensity)
+
+    def new_chunker(self) -> Any:
+        from daemon.stages.chunker import ClauseChunker
+
+        return ClauseChunker()
+
+    @staticmethod
+    def speakable(text: str) -> str:
+        from daemon.stages.speech_text import to_speakable
+
+        return to_speakable(text)
+
+    def hotwords(self, question_hint: str | None = None) -> str | None:
+        if self.kb is None or not self.cfg.stt.hotwords:
+            return None
+        return self.kb.hotwords_for(question_hint) or None
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        """Speech to text; raises NoSpeechError when nothing was said."""
+        text, _ = self.stt.transcribe(audio, hotwords=self.hotwords())
+        if not text.strip():
+            raise NoSpeechError("no speech heard")
+        return text.strip()
+
+
+def _timed(name: str, times: dict[str, float], progress: Progress | None, fn: Callable[[], Any]) -> Any:
+    if progress:
+        progress(f"loading {name}")
+    start = time.monotonic()
+    value = fn()
+    times[name] = round(time.monotonic() - start, 3)
+    _LOGGER.info("%s ready in %.2f s", name, times[name])
+    return value
+
+
+def load_knowledge_base(cfg: Config, progress: Progress | None = None, strict: bool = False) -> Any:
+    """The knowledge base, opened (and synced); None when it cannot be used and not strict."""
+    from daemon.kb import KnowledgeBase
+
+    kb = KnowledgeBase(cfg.rag)
+    try:
+        if strict:
+            kb.check_folder()
+        kb.open(progress=(lambda done, total, name: progress(f"indexing {done}/{total} {name}"))
+                if progress else None)
+    except KnowledgeBaseError:
+        if strict:
+            raise
+        _LOGGER.warning("knowledge base unavailable; answering without it", exc_info=True)
+    return kb
+
+
+def build_pipeline(
+    cfg: Config,
+    *,
+    progress: Progress | None = None,
+    stages: Sequence[str] = ("vad", "stt", "kb", "llm", "tts"),
+    strict_kb: bool = False,
+) -> Pipeline:
+    """Load the requested stages (all by default) and wire them together."""
+    times: dict[str, float] = {}
+    vad = stt = kb = None
+    if "vad" in stages:
+        from daemon.models import resolve_model
+        from daemon.stages.vad import SileroVad
+
+        vad = _timed("vad", times, progress, lambda: SileroVad(resolve_model(cfg.vad.model, "VAD model")))
+    if "stt" in stages:
+        from daemon.stages.stt import WhisperTranscriber
+
+        stt = _timed("stt", times, progress, lambda: WhisperTranscriber(cfg.stt))
+    llm = _timed("llm", times, progress, lambda: build_llm(cfg)) if "llm" in stages else None
+    tts = _timed("tts", times, progress, lambda: build_tts(cfg)) if "tts" in stages else None
+    if "kb" in stages:
+        kb = _timed("kb", times, progress, lambda: load_knowledge_base(cfg, progress, strict_kb))
+    history = ConversationHistory(cfg.conversation.max_turns, cfg.conversation.max_tokens)
+    pipe = Pipeline(cfg=cfg, llm=llm, tts=tts, history=history, stt=stt, vad_model=vad, kb=kb)  # type: ignore[arg-type]
+    pipe.load_times = times
+    return pipe
+
+
+def build_llm(cfg: Config) -> ChatModel:
+    if cfg.llm.engine == "openai":
+        from daemon.stages.llm_openai import OpenAIChatModel
+
+        return OpenAIChatModel(cfg.llm)
+    from daemon.stages.llm_llamacpp import LlamaCppChatModel
+
+    return LlamaCppChatModel(cfg.llm)
+
+
+def build_tts(cfg: Config) -> SpeechSynthesizer:
+    from daemon.stages.tts import build_tts as build
+
+    return build(cfg.tts)

@@ -1,0 +1,64 @@
+"""LLM backend: a GGUF model in-process through llama-cpp-python, streamed token by token."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterator, Sequence
+
+from daemon.config import LlmConfig
+from daemon.errors import ModelError
+from daemon.messages import ChatMessage
+from daemon.models import resolve_model
+from daemon.stages.base import ShouldStop, never_stop
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class LlamaCppChatModel:
+    """Implements :class:`daemon.stages.base.ChatModel` with llama_cpp.Llama."""
+
+    def __init__(self, cfg: LlmConfig) -> None:
+        path = resolve_model(cfg.model, "LLM model")
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - install problem
+            raise ModelError(f"LLM: llama-cpp-python is not installed ({exc}); run `make setup`") from None
+        try:
+            self._llm = Llama(
+                model_path=str(path), n_ctx=cfg.n_ctx, n_threads=cfg.threads, verbose=False
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(f"LLM model {path} failed to load: {exc}") from None
+        self.name = path.name
+        self._lock = threading.Lock()   # one generation at a time
+        _LOGGER.info("LLM loaded: %s", path)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
+
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int,
+        temperature: float,
+        should_stop: ShouldStop = never_stop,
+    ) -> Iterator[str]:
+        payload = [{"role": m.role, "content": m.content} for m in messages]
+        with self._lock:
+            chunks = self._llm.create_chat_completion(
+                payload, max_tokens=max_tokens, temperature=temperature, top_p=0.9,
+                repeat_penalty=1.15, stream=True,
+            )
+            try:
+                for chunk in chunks:
+                    if should_stop():
+                        break
+                    piece = chunk["choices"][0].get("delta", {}).get("content")
+                    if piece:
+                        yield piece
+            finally:
+                close = getattr(chunks, "close", None)
+                if close:
+                    close()   # ends generation inside llama.cpp at once
