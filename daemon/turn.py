@@ -170,3 +170,23 @@ async def _sequential(p: "Pipeline", messages: list, prog: _Progress, sink: Audi
     prog.mark_audio()
     sink.write(AudioChunk(turn=req.turn, samples=np.concatenate(audio),
                           sample_rate=p.tts.sample_rate, chunk_index=0, last=True))
+
+
+async def speak_text(p: "Pipeline", text: str, turn: int, should_stop: Callable[[], bool],
+                     emotion: Emotion, sink: AudioSink,
+                     on_chunk: Callable[[TextChunk], None] | None = None) -> None:
+    """Speak ``text`` as given (D-Bus Say), clause by clause."""
+    req = TurnRequest(question="", turn=turn, should_stop=should_stop, emotion=emotion, on_chunk=on_chunk)
+    prog = _Progress(req)
+    chunker = p.new_chunker()
+    clauses = chunker.feed(text) + chunker.flush()
+    for clause in clauses:
+        if should_stop():
+            return
+        speakable = p.speakable(clause)
+        chunk = TextChunk(turn=turn, text=clause, speakable=speakable, index=len(prog.chunks))
+        prog.chunks.append(chunk)
+        if on_chunk:
+            on_chunk(chunk)
+        if speakable.strip():
+            await _synthesize_into(p, chunk, prog, sink)

@@ -3,9 +3,10 @@
 The contract is ``dbus/org.sottovoce.Assistant1.xml``. This module only checks arguments,
 translates errors into named D-Bus errors, and turns controller events into signals and
 ``PropertiesChanged``; everything else happens in the controller.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: dbus-fast reads the ``-> None`` of a method
+as a signature, and a postponed "None" string would not parse.
+"""
 
 import logging
 import math

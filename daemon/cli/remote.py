@@ -1,0 +1,269 @@
+"""`sottovoce status | pause | resume | interrupt | emotion | say | reindex | reload | watch`:
+commands that talk to the running service over D-Bus (``ask`` lives in :mod:`daemon.cli.local`
+and reaches the service through :func:`remote_ask`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any, Awaitable, Callable
+
+from dbus_fast import Message, MessageFlag, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+from daemon.errors import EXIT_NO_SERVICE, EXIT_OK, SottovoceError
+from daemon.service.dbus_service import (
+    BUS_NAME, ERROR_PREFIX, INTERFACE, OBJECT_PATH, connect_session_bus,
+)
+from daemon.cli import remote_format
+
+NOT_RUNNING = ("sottovoce: the service is not running; start it with "
+               "`systemctl --user start sottovoce` or `sottovoced`")
+PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
+# What the bus answers when nobody owns the name and activation could not start it.
+_ABSENT_ERRORS = ("org.freedesktop.DBus.Error.ServiceUnknown",
+                  "org.freedesktop.DBus.Error.NameHasNoOwner",
+                  "org.freedesktop.DBus.Error.Spawn.", "org.freedesktop.systemd1.")
+
+
+class ServiceAbsent(Exception):
+    """Nobody owns org.sottovoce.Assistant on the session bus (or there is no bus)."""
+
+
+# ------------------------------------------------------------------ D-Bus plumbing
+def _error_class(code: str) -> type[SottovoceError]:
+    pending: list[type[SottovoceError]] = [SottovoceError]
+    while pending:
+        cls = pending.pop()
+        if cls.__dict__.get("code") == code:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return SottovoceError
+
+
+def _raise_for(reply: Message) -> None:
+    """Turn an error reply into ServiceAbsent or the matching SottovoceError."""
+    name = reply.error_name or ""
+    text = str(reply.body[0]) if reply.body else name
+    if name.startswith(_ABSENT_ERRORS):
+        raise ServiceAbsent(text)
+    if name.startswith(ERROR_PREFIX):
+        code = name[len(ERROR_PREFIX):]
+        exc = _error_class(code)(text)
+        exc.code = code
+        raise exc
+    if name == "org.freedesktop.DBus.Error.NoReply":
+        raise SottovoceError("the service did not answer (it may have stopped); "
+                             "see `journalctl --user -u sottovoce`")
+    raise SottovoceError(f"D-Bus call failed: {name}: {text}")
+
+
+async def call(bus: MessageBus, member: str, signature: str = "", body: list[Any] | None = None,
+               *, interface: str = INTERFACE, autostart: bool = True) -> list[Any]:
+    """Call one method of the assistant; returns the reply body."""
+    reply = await bus.call(Message(
+        destination=BUS_NAME, path=OBJECT_PATH, interface=interface, member=member,
+        signature=signature, body=body or [],
+        flags=MessageFlag.NONE if autostart else MessageFlag.NO_AUTOSTART))
+    assert reply is not None
+    if reply.message_type == MessageType.ERROR:
+        _raise_for(reply)
+    return list(reply.body)
+
+
+async def get_all(bus: MessageBus) -> dict[str, Any]:
+    """Every property of the assistant, unwrapped into plain Python values."""
+    (props,) = await call(bus, "GetAll", "s", [INTERFACE], interface=PROPERTIES_IFACE)
+    return {name: unwrap(value) for name, value in props.items()}
+
+
+async def has_owner(bus: MessageBus) -> bool:
+    reply = await bus.call(Message(
+        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus", member="NameHasOwner", signature="s", body=[BUS_NAME]))
+    return bool(reply and reply.message_type == MessageType.METHOD_RETURN and reply.body[0])
+
+
+def unwrap(value: Any) -> Any:
+    """Variants and D-Bus containers as plain JSON-friendly values."""
+    if isinstance(value, Variant):
+        return unwrap(value.value)
+    if isinstance(value, dict):
+        return {str(k): unwrap(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def _run(session: Callable[[MessageBus], Awaitable[int]]) -> int:
+    """Connect, run ``session``, disconnect; the one-line hint when the service is absent."""
+    async def main() -> int:
+        try:
+            bus = await connect_session_bus()
+        except SottovoceError as exc:
+            raise ServiceAbsent(str(exc)) from exc
+        try:
+            return await session(bus)
+        finally:
+            bus.disconnect()
+
+    try:
+        return asyncio.run(main())
+    except ServiceAbsent:
+        print(NOT_RUNNING, file=sys.stderr)
+        return EXIT_NO_SERVICE
+
+
+# ------------------------------------------------------------------------ commands
+def cmd_status(args: argparse.Namespace) -> int:
+    async def session(bus: MessageBus) -> int:
+        props = await get_all(bus)
+        print(remote_format.status_json(props) if args.json else remote_format.status_text(props))
+        return EXIT_OK
+    return _run(session)
+
+
+def _simple(member: str, done: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        async def session(bus: MessageBus) -> int:
+            await call(bus, member)
+            print(done)
+            return EXIT_OK
+        return _run(session)
+    handler.__name__ = f"cmd_{member.lower()}"
+    return handler
+
+
+def cmd_emotion(args: argparse.Namespace) -> int:
+    async def session(bus: MessageBus) -> int:
+        intensity = args.intensity
+        if intensity is None:   # keep the current strength, change only the style
+            (current,) = await call(bus, "Get", "ss", [INTERFACE, "Emotion"],
+                                    interface=PROPERTIES_IFACE)
+            intensity = float(unwrap(current)[1])
+        await call(bus, "SetEmotion", "sd", [args.name, intensity])
+        print(f"emotion: {args.name} ({intensity:.2f})")
+        return EXIT_OK
+    return _run(session)
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    async def session(bus: MessageBus) -> int:
+        await call(bus, "Say", "s", [" ".join(args.text)])
+        return EXIT_OK
+    return _run(session)
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    async def session(bus: MessageBus) -> int:
+        await call(bus, "Reindex")
+        kb = (await get_all(bus))["KnowledgeBase"]
+        print(json.dumps(kb) if args.json else remote_format.kb_text(kb))
+        return EXIT_OK
+    return _run(session)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    async def session(bus: MessageBus) -> int:
+        gone = asyncio.get_running_loop().create_future()
+
+        def on_message(msg: Message) -> None:
+            if msg.message_type != MessageType.SIGNAL:
+                return
+            if msg.member == "NameOwnerChanged" and msg.body[:1] == [BUS_NAME]:
+                if not msg.body[2] and not gone.done():
+                    gone.set_result(None)
+                return
+            if msg.path != OBJECT_PATH:
+                return
+            line = remote_format.signal_line(msg.member, unwrap(msg.body), args.json)
+            if line:
+                print(line, flush=True)
+
+        bus.add_message_handler(on_message)
+        for rule in (f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}'",
+                     "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
+                     f"arg0='{BUS_NAME}'"):
+            await call_bus(bus, "AddMatch", "s", [rule])
+        # Reading State also starts the service through activation when it is installed.
+        (state,) = await call(bus, "Get", "ss", [INTERFACE, "State"], interface=PROPERTIES_IFACE)
+        print(remote_format.signal_line("StateChanged", [unwrap(state)], args.json), flush=True)
+        await gone
+        print("sottovoce: the service left the bus", file=sys.stderr)
+        return EXIT_NO_SERVICE
+
+    try:
+        return _run(session)
+    except KeyboardInterrupt:   # Ctrl-C is how `watch` is meant to end
+        return EXIT_OK
+
+
+async def call_bus(bus: MessageBus, member: str, signature: str, body: list[Any]) -> list[Any]:
+    """Call a method of the bus daemon itself."""
+    reply = await bus.call(Message(
+        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus", member=member, signature=signature, body=body))
+    assert reply is not None
+    if reply.message_type == MessageType.ERROR:
+        _raise_for(reply)
+    return list(reply.body)
+
+
+# ------------------------------------------------------------------- for `ask`
+def remote_ask(text: str, timeout: float = 120.0) -> tuple[str, list[str]] | None:
+    """Ask the running service; None when it is not on the bus (then ask in-process).
+
+    Never starts the service through activation: a cold start would be slower than
+    answering in-process. Raises SottovoceError when the service refuses the question.
+    """
+    async def main() -> tuple[str, list[str]] | None:
+        try:
+            bus = await connect_session_bus()
+        except SottovoceError:
+            return None
+        try:
+            if not await has_owner(bus):
+                return None
+            body = await asyncio.wait_for(
+                call(bus, "Ask", "s", [text], autostart=False), timeout)
+        except ServiceAbsent:
+            return None
+        except asyncio.TimeoutError:
+            raise SottovoceError(f"the service did not answer within {timeout:.0f} s; "
+                                 "see `journalctl --user -u sottovoce`") from None
+        finally:
+            bus.disconnect()
+        return str(body[0]), [str(s) for s in body[1]]
+
+    return asyncio.run(main())
+
+
+# ---------------------------------------------------------------------- register
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the D-Bus subcommands to `sottovoce`."""
+    p = sub.add_parser("status", help="show what the running service is doing")
+    p.add_argument("--json", action="store_true", help="print the properties as JSON")
+    p.set_defaults(handler=cmd_status)
+    for name, member, done, text in (
+            ("pause", "Pause", "paused", "stop listening to the microphone"),
+            ("resume", "Resume", "listening", "listen to the microphone again"),
+            ("interrupt", "Interrupt", "interrupted", "stop the current reply at once"),
+            ("reload", "Reload", "configuration reloaded", "re-read the configuration file")):
+        sub.add_parser(name, help=text).set_defaults(handler=_simple(member, done))
+    p = sub.add_parser("emotion", help="set the emotional style of the replies")
+    p.add_argument("name", help="a style from the config (neutral, cheerful, empathetic, ...)")
+    p.add_argument("intensity", nargs="?", type=float,
+                   help="0 to 1 (default: keep the current intensity)")
+    p.set_defaults(handler=cmd_emotion)
+    p = sub.add_parser("say", help="speak the given text through the service")
+    p.add_argument("text", nargs="+", help="what to say")
+    p.set_defaults(handler=cmd_say)
+    p = sub.add_parser("reindex", help="rebuild the knowledge-base index now")
+    p.add_argument("--json", action="store_true", help="print the index summary as JSON")
+    p.set_defaults(handler=cmd_reindex)
+    p = sub.add_parser("watch", help="follow the service's signals live (Ctrl-C to stop)")
+    p.add_argument("--json", action="store_true", help="one JSON object per signal")
+    p.set_defaults(handler=cmd_watch)
+

@@ -1,0 +1,86 @@
+"""How the D-Bus subcommands print: status, index summaries and `watch` lines (text or JSON)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Mapping
+
+
+def status_dict(props: Mapping[str, Any]) -> dict[str, Any]:
+    """The properties under stable snake_case keys (what `status --json` prints)."""
+    name, intensity = props.get("Emotion", ["", 0.0])
+    return {
+        "state": props.get("State", ""),
+        "paused": bool(props.get("Paused", False)),
+        "emotion": {"name": name, "intensity": intensity},
+        "last_transcript": props.get("LastTranscript", ""),
+        "last_reply": props.get("LastReply", ""),
+        "knowledge_base": dict(props.get("KnowledgeBase", {})),
+        "models": dict(props.get("Models", {})),
+        "version": props.get("Version", ""),
+    }
+
+
+def status_json(props: Mapping[str, Any]) -> str:
+    return json.dumps(status_dict(props), indent=2, ensure_ascii=False)
+
+
+def kb_text(kb: Mapping[str, Any]) -> str:
+    """One line (plus one per failed file) about the knowledge base."""
+    stamp = float(kb.get("last_indexed", 0.0))
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "never"
+    failed = dict(kb.get("failed", {}))
+    lines = [f"{kb.get('documents', 0)} documents, {kb.get('chunks', 0)} chunks, "
+             f"indexed {when}, {len(failed)} failed"]
+    lines += [f"  failed: {path}: {reason}" for path, reason in sorted(failed.items())]
+    return "\n".join(lines)
+
+
+def status_text(props: Mapping[str, Any]) -> str:
+    """`sottovoce status` for a person."""
+    s = status_dict(props)
+    lines = [
+        f"state:           {s['state']}" + (" (paused)" if s["paused"] and s["state"] != "paused" else ""),
+        f"emotion:         {s['emotion']['name']} ({float(s['emotion']['intensity']):.2f})",
+        f"version:         {s['version']}",
+        "knowledge base:  " + kb_text(s["knowledge_base"]).replace("\n", "\n                 "),
+        "models:",
+    ]
+    lines += [f"  {role:<14} {desc}" for role, desc in sorted(s["models"].items())]
+    lines.append(f"last transcript: {s['last_transcript'] or '-'}")
+    lines.append(f"last reply:      {s['last_reply'] or '-'}")
+    return "\n".join(lines)
+
+
+def _text_line(member: str, args: list[Any]) -> str | None:
+    if member == "StateChanged":
+        return f"state: {args[0]}"
+    if member == "Transcript":
+        return f"transcript: {args[0]}"
+    if member == "Reply":
+        sources = f" [sources: {', '.join(args[1])}]" if args[1] else ""
+        return f"reply: {args[0]}{sources}"
+    if member == "Interrupted":
+        return f"interrupted after: {args[0]!r}"
+    if member == "Error":
+        return f"error: {args[0]}: {args[1]}"
+    if member == "IndexUpdated":
+        return f"index updated: {args[0]} documents, {args[1]} chunks"
+    if member == "PropertiesChanged":
+        # State changes already have their own line.
+        changed = {k: v for k, v in args[1].items() if k != "State"}
+        if not changed:
+            return None
+        return "changed: " + ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
+                                       for k, v in sorted(changed.items()))
+    return None
+
+
+def signal_line(member: str, args: list[Any], as_json: bool) -> str | None:
+    """One `watch` line for a signal; None for signals not worth a line."""
+    if as_json:
+        if member == "PropertiesChanged":
+            return json.dumps({"signal": member, "changed": args[1]}, ensure_ascii=False)
+        return json.dumps({"signal": member, "args": args}, ensure_ascii=False)
+    return _text_line(member, args)

@@ -1,0 +1,160 @@
+"""Microphone frames -> endpointing -> (speculative) transcription -> the controller.
+
+The VAD runs on its own single worker thread (frames stay in order); transcription runs
+in the inference pool. Transcription starts speculatively when silence begins and its
+result is thrown away if the user goes on talking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from daemon.config import VadConfig
+from daemon.threads import run_blocking
+
+if TYPE_CHECKING:
+    from daemon.pipeline import Pipeline
+    from daemon.service.controller import AssistantController
+
+_LOGGER = logging.getLogger(__name__)
+FRAME = 512
+FRAME_MS = FRAME * 1000 / 16000
+
+
+class Hearing:
+    def __init__(self, cfg: VadConfig, pipe: "Pipeline", ctl: "AssistantController") -> None:
+        from daemon.stages.vad import Endpointer
+
+        self.cfg = cfg
+        self.pipe = pipe
+        self.ctl = ctl
+        self.endpointer = Endpointer(pipe.vad_model, cfg)
+        self._vad_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vad")
+        self._barge_frames = max(1, math.ceil(cfg.barge_in_ms / FRAME_MS))
+        self._voiced_run = 0
+        self._silent_run = 0
+        self._recent: collections.deque[np.ndarray] = collections.deque(
+            maxlen=math.ceil(30_000 / FRAME_MS))
+        self._since_start = 0
+        self._spec: asyncio.Task[tuple[str, float]] | None = None
+        self._generation = 0          # bumps on reset: stale VAD results are ignored
+        self.speech_onset: float | None = None   # for the barge-in benchmark
+
+    # ------------------------------------------------------------ controls
+    def assistant_speaking(self, speaking: bool) -> None:
+        self.endpointer.set_assistant_speaking(speaking)
+        self._voiced_run = 0
+
+    def reset(self) -> None:
+        self._generation += 1
+        self._cancel_spec()
+        self._vad_thread.submit(self.endpointer.reset)
+        self._voiced_run = self._since_start = 0
+
+    def close(self) -> None:
+        self._cancel_spec()
+        self._vad_thread.shutdown(wait=False, cancel_futures=True)
+
+    # --------------------------------------------------------------- frames
+    def on_frame(self, frame: np.ndarray, t: float) -> None:
+        """Called on the event loop for every 32 ms frame from the microphone."""
+        if self.ctl.paused or self.ctl.pipe is None:
+            return   # paused: dropped before the VAD, nothing heard or kept
+        generation = self._generation
+        future = asyncio.get_running_loop().run_in_executor(self._vad_thread, self._vad, frame)
+        future.add_done_callback(lambda f: self._after_vad(f, frame, generation))
+
+    def _vad(self, frame: np.ndarray) -> tuple[list[Any], float, float]:
+        events = self.endpointer.feed(frame)
+        return events, self.endpointer.last_probability, self.endpointer.threshold
+
+    def _after_vad(self, future: "asyncio.Future[Any]", frame: np.ndarray, generation: int) -> None:
+        if future.cancelled() or generation != self._generation or self.ctl.paused:
+            return
+        if future.exception() is not None:
+            self.ctl.report_error("VAD", f"voice detection failed: {future.exception()}")
+            return
+        events, prob, threshold = future.result()
+        self._recent.append(frame)
+        self._since_start += 1
+        self._check_barge_in(prob >= threshold)
+        for event in events:
+            self._handle(event)
+
+    def _check_barge_in(self, voiced: bool) -> None:
+        if not self.ctl.busy:
+            self._voiced_run = 0
+            return
+        if voiced:
+            if self._voiced_run == 0:
+                self.speech_onset = time.monotonic()
+            self._voiced_run += 1
+            self._silent_run = 0
+        else:
+            self._silent_run += 1
+            if self._silent_run * FRAME_MS >= 160:   # a gap: the burst is over
+                self._voiced_run = 0
+        if self._voiced_run >= self._barge_frames:
+            self._voiced_run = 0
+            self.ctl.barge_in()
+
+    def _handle(self, event: Any) -> None:
+        kind = event.kind
+        if kind == "start":
+            self._since_start = math.ceil(self.cfg.min_speech_ms / FRAME_MS)
+            self._cancel_spec()
+            self.ctl.speech_started()
+        elif kind == "pause":
+            self._start_spec()
+        elif kind == "resume":
+            self._cancel_spec()
+        elif kind == "end":
+            asyncio.create_task(self._utterance(event), name="utterance")
+
+    # ------------------------------------------------------ transcription
+    def _start_spec(self) -> None:
+        self._cancel_spec()
+        frames = list(self._recent)[-(self._since_start + math.ceil(self.cfg.preroll_ms / FRAME_MS)):]
+        if frames:
+            audio = np.concatenate(frames)
+            self._spec = asyncio.create_task(self._transcribe(audio), name="stt-speculative")
+
+    def _cancel_spec(self) -> None:
+        if self._spec is not None and not self._spec.done():
+            self._spec.cancel()
+        self._spec = None
+
+    async def _transcribe(self, audio: np.ndarray) -> tuple[str, float]:
+        hot = self.pipe.hotwords()
+        start = time.monotonic()
+        text, _ = await run_blocking(lambda: self.pipe.stt.transcribe(audio, hotwords=hot))
+        return text.strip(), time.monotonic() - start
+
+    async def _utterance(self, event: Any) -> None:
+        if self.ctl.busy:
+            self._cancel_spec()   # speech too short to barge in while the assistant talks
+            return
+        spec, self._spec = self._spec, None
+        try:
+            if spec is not None:
+                text, stt_s = await spec
+            else:
+                text, stt_s = await self._transcribe(event.audio)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            _LOGGER.exception("transcription failed")
+            self.ctl.report_error("STT", f"speech recognition failed: {exc}")
+            self.ctl.speech_dropped()
+            return
+        if self.ctl.paused:
+            return
+        self.ctl.heard(text, event.ended_at, stt_s)

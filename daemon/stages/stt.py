@@ -1,0 +1,132 @@
+"""Speech to text with faster-whisper (CTranslate2), guarded against invented text.
+
+Whisper writes plausible sentences ("Thank you.") over silence and noise. Three guards:
+near-silent audio never reaches the model; a VAD must find speech first; and segments
+Whisper itself thinks are not speech, or stock phrases on weak evidence, are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any
+
+import numpy as np
+
+from daemon.config import SttConfig
+from daemon.errors import ModelError
+from daemon.stages.base import SpeechDetector
+
+_LOGGER = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+_MIN_SAMPLES = SAMPLE_RATE // 10          # under 0.1 s nothing can be said
+_SILENT_PEAK = 10 ** (-55 / 20)           # -55 dBFS: a muted or unplugged microphone
+_VAD_THRESHOLD = 0.5
+_VAD_MIN_SPEECH_MS = 120
+# Phrases Whisper is known to produce from silence, noise or music (subtitle credits).
+_HALLUCINATIONS = frozenset(
+    {
+        "thank you", "thank you very much", "thanks for watching", "thank you for watching",
+        "thanks for listening", "bye", "you", "so", "okay", "oh", "hmm", "um", "uh",
+        "please subscribe", "subscribe", "music", "applause", "silence", "the end",
+    }
+)
+_HALLUCINATION_MARKERS = re.compile(r"subtitles by|amara\.org|www\.|\.com\b", re.IGNORECASE)
+# Evidence below which a stock phrase is treated as invented.
+_WEAK_NO_SPEECH = 0.2
+_WEAK_LOGPROB = -0.7
+
+
+class WhisperTranscriber:
+    """faster-whisper on 16 kHz float32 mono; thread-safe for one caller at a time.
+
+    ``vad`` gates the model (no speech -> empty text). Without one, faster-whisper's own
+    Silero filter is used. Hotwords are passed on only while ``cfg.hotwords`` is true.
+    """
+
+    def __init__(self, cfg: SttConfig, vad: SpeechDetector | None = None) -> None:
+        from daemon.models import resolve_model
+
+        self._cfg = cfg
+        self._vad = vad
+        path = resolve_model(cfg.model, "STT model")
+        try:
+            from faster_whisper import WhisperModel
+
+            self._model = WhisperModel(
+                str(path), device=cfg.device, compute_type=cfg.compute_type, cpu_threads=cfg.cpu_threads
+            )
+        except Exception as exc:  # noqa: BLE001 - CTranslate2 raises RuntimeError/ValueError
+            raise ModelError(
+                f"STT model: cannot load {path} ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+                "check stt.model, stt.device and stt.compute_type"
+            ) from None
+        self._language = None if cfg.language in ("", "auto") else cfg.language
+        self._lock = threading.Lock()
+        _LOGGER.info("STT model loaded from %s (%s, %s)", path, cfg.device, cfg.compute_type)
+
+    def transcribe(self, audio: np.ndarray, *, hotwords: str | None = None) -> tuple[str, float]:
+        """16 kHz float32 mono -> (text, worst no-speech probability). Empty text = no speech."""
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        if audio.size < _MIN_SAMPLES or float(np.max(np.abs(audio))) < _SILENT_PEAK:
+            return "", 1.0
+        if self._vad is not None and self._find_speech(audio) is None:
+            _LOGGER.debug("STT skipped: the VAD heard no speech")
+            return "", 1.0
+        with self._lock:
+            segments = self._decode(audio, hotwords if self._cfg.hotwords else None)
+        return self._keep(segments)
+
+    def _find_speech(self, audio: np.ndarray) -> tuple[float, float] | None:
+        from daemon.stages.vad import find_speech
+
+        assert self._vad is not None
+        return find_speech(self._vad, audio, threshold=_VAD_THRESHOLD, min_speech_ms=_VAD_MIN_SPEECH_MS)
+
+    def _decode(self, audio: np.ndarray, hotwords: str | None) -> list[Any]:
+        # chunk_length is left at 30 s on purpose: faster-whisper pads every window to 30 s
+        # for the encoder anyway, and passing it mutates the shared feature extractor.
+        segments, _info = self._model.transcribe(
+            audio,
+            language=self._language,
+            beam_size=self._cfg.beam_size,
+            best_of=self._cfg.beam_size,
+            temperature=[0.0, 0.2, 0.4],
+            no_speech_threshold=self._cfg.no_speech_threshold,
+            condition_on_previous_text=False,   # a hallucination must not seed the next window
+            without_timestamps=True,
+            hotwords=hotwords or None,
+            vad_filter=self._vad is None,
+        )
+        return list(segments)                    # the generator does the work: finish it here
+
+    def _keep(self, segments: list[Any]) -> tuple[str, float]:
+        kept: list[str] = []
+        worst = 1.0 if not segments else 0.0
+        for seg in segments:
+            worst = max(worst, float(seg.no_speech_prob))
+            text = seg.text.strip()
+            if not _has_words(text):
+                continue
+            if seg.no_speech_prob > self._cfg.no_speech_threshold:
+                continue
+            if _is_stock_phrase(text) and (
+                seg.no_speech_prob > _WEAK_NO_SPEECH or seg.avg_logprob < _WEAK_LOGPROB
+            ):
+                _LOGGER.debug("dropped a likely hallucination (%d chars)", len(text))
+                continue
+            kept.append(text)
+        text = " ".join(kept).strip()
+        return text, (worst if text else max(worst, self._cfg.no_speech_threshold))
+
+
+def _has_words(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
+
+
+def _is_stock_phrase(text: str) -> bool:
+    norm = re.sub(r"[^a-z ]+", "", text.lower()).strip()
+    norm = re.sub(r"\s+", " ", norm)
+    return norm in _HALLUCINATIONS or bool(_HALLUCINATION_MARKERS.search(text))
