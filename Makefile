@@ -9,7 +9,7 @@ APT_PACKAGES := espeak-ng sox libsndfile1 libportaudio2 pulseaudio pulseaudio-ut
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup apt venv run test bench install clean
+.PHONY: setup apt venv run test bench install uninstall clean
 
 setup: apt $(VENV)/.installed
 
@@ -39,6 +39,12 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/python -m bench
+
+install: setup
+	$(VENV)/bin/sottovoce install-service
+
+uninstall:
+	$(VENV)/bin/sottovoce install-service --uninstall
 
 clean:
 	rm -rf $(VENV)

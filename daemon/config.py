@@ -136,6 +136,7 @@ class EmotionConfig:
 class ConversationConfig:
     max_turns: int = field(default=6, metadata=_rng(0, 1000))
     max_tokens: int = field(default=600, metadata=_rng(0, 100000))
+    history_file: str = field(default="~/.local/state/sottovoce/history.json", metadata=PATHLIKE)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import tempfile
 import threading
 from collections import deque
+from pathlib import Path
 from typing import Callable
 
 from daemon.messages import ChatMessage
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def rough_tokens(text: str) -> int:
@@ -18,22 +25,48 @@ class ConversationHistory:
     """The last ``max_turns`` exchanges, trimmed further to ``max_tokens``."""
 
     def __init__(self, max_turns: int, max_tokens: int,
-                 count: Callable[[str], int] = rough_tokens) -> None:
+                 count: Callable[[str], int] = rough_tokens, path: str | os.PathLike[str] | None = None) -> None:
         self._turns: deque[tuple[str, str]] = deque(maxlen=max(max_turns, 0) or None)
         self._max_turns = max_turns
         self._max_tokens = max_tokens
         self._count = count
         self._lock = threading.Lock()
+        self._path = Path(path).expanduser() if path else None
+        self._load()
+
+    def _load(self) -> None:
+        if self._path is None or not self._path.exists():
+            return
+        try:
+            data = json.loads(self._path.read_text(encoding="utf-8"))
+            for user, assistant in data.get("turns", []):
+                self._turns.append((str(user), str(assistant)))
+        except (OSError, ValueError, TypeError) as exc:
+            _LOGGER.warning("conversation history %s unreadable, starting fresh: %s", self._path, exc)
+
+    def _save(self) -> None:
+        if self._path is None:
+            return
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=".history-")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"turns": [list(t) for t in self._turns]}, fh)
+            os.replace(tmp, self._path)
+        except OSError as exc:
+            _LOGGER.warning("cannot save conversation history to %s: %s", self._path, exc)
 
     def add(self, user: str, assistant: str) -> None:
         if self._max_turns == 0 or not user.strip():
             return
         with self._lock:
             self._turns.append((user.strip(), assistant.strip()))
+            self._save()
 
     def clear(self) -> None:
         with self._lock:
             self._turns.clear()
+            self._save()
 
     def messages(self) -> list[ChatMessage]:
         """Newest exchanges that fit the token budget, oldest first."""

@@ -130,7 +130,8 @@ def build_pipeline(
     tts = _timed("tts", times, progress, lambda: build_tts(cfg)) if "tts" in stages else None
     if "kb" in stages:
         kb = _timed("kb", times, progress, lambda: load_knowledge_base(cfg, progress, strict_kb))
-    history = ConversationHistory(cfg.conversation.max_turns, cfg.conversation.max_tokens)
+    history = ConversationHistory(cfg.conversation.max_turns, cfg.conversation.max_tokens,
+                                  path=cfg.conversation.history_file or None)
     pipe = Pipeline(cfg=cfg, llm=llm, tts=tts, history=history, stt=stt, vad_model=vad, kb=kb)  # type: ignore[arg-type]
     pipe.load_times = times
     return pipe

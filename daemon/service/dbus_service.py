@@ -173,11 +173,6 @@ class AssistantInterface(ServiceInterface):
         except Exception as exc:
             raise _to_dbus_error(exc) from exc
 
-    def _require_started(self) -> None:
-        if self._controller.state == "starting":
-            raise dbus_error("NotAvailable", "the assistant is still loading its models; "
-                             "try again once State is no longer 'starting'")
-
     # ----------------------------------------------------------------- methods
     @method()
     async def Pause(self) -> None:
@@ -205,14 +200,12 @@ class AssistantInterface(ServiceInterface):
     @method()
     async def Ask(self, text: DBusStr) -> DBusReplyOut:
         text = check_text(text)
-        self._require_started()
         result = await self._call(self._controller.ask, text)
         return [result.reply, list(result.sources)]
 
     @method()
     async def Say(self, text: DBusStr) -> None:
         text = check_text(text)
-        self._require_started()
         await self._call(self._controller.say, text)
 
     @method()

@@ -55,16 +55,15 @@ async def reload_config(ctl: "AssistantController") -> None:
             import asyncio
 
             pipe.kb.start_watching(ctl._index_updated_threadsafe(asyncio.get_running_loop()))
-    ctl.cfg = new
+    old, ctl.cfg = ctl.cfg, new
     if pipe is not None:
         pipe.cfg = new
         from daemon.stages.prompt import PromptBuilder
 
         pipe.prompts = PromptBuilder(new)
-        old_history = pipe.history.messages()
-        pipe.history = ConversationHistory(new.conversation.max_turns, new.conversation.max_tokens)
-        for user, assistant in zip(old_history[::2], old_history[1::2]):
-            pipe.history.add(user.content, assistant.content)
+        if old.conversation != new.conversation:   # the new one reloads the saved turns
+            pipe.history = ConversationHistory(new.conversation.max_turns, new.conversation.max_tokens,
+                                               path=new.conversation.history_file or None)
         if ctl.hearing is not None:
             ctl.hearing.close()
         ctl.hearing = Hearing(new.vad, pipe, ctl)

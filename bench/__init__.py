@@ -1,0 +1,1 @@
+"""`python -m bench` (make bench): every benchmark, each printing a markdown table."""

@@ -1,0 +1,322 @@
+"""Text the TTS can read aloud: markup, emoji, URLs and code removed; numbers written out.
+
+A voice reads "4.5 l" as "four dot five l" and "K-420" as "K minus four hundred twenty";
+listeners need "four point five litres" and "K four twenty". :func:`to_speakable` rewrites
+a clause of the reply into plain words. Number words live in :mod:`speech_numbers`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from daemon.stages.speech_numbers import (
+    cardinal,
+    code_number,
+    decade,
+    decimal,
+    digits,
+    ordinal,
+    year,
+)
+
+# ------------------------------------------------------------------ markup
+_FENCED = re.compile(r"```.*?(```|\Z)", re.DOTALL)
+_INLINE_CODE = re.compile(r"`([^`\n]*)`")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_AUTOLINK = re.compile(r"<(?:https?|ftp|mailto):[^>\s]*>")
+_URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>()\"']*[^\s<>()\"'.,;:!?]", re.IGNORECASE)
+_EMAIL = re.compile(r"\b([\w.+-]+)@([\w-]+(?:\.[\w-]+)+)\b")
+_DOMAIN = re.compile(r"\b([a-z0-9-]+)\.(com|org|net|io|dev|co\.uk|co|uk|de|fr|it|eu)\b", re.IGNORECASE)
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s*(.*?)\s*#*\s*$", re.MULTILINE)
+_BULLET = re.compile(r"^\s*(?:[-*+•‣◦▪●]|\d{1,2}[.)])\s+", re.MULTILINE)
+_QUOTE = re.compile(r"^\s*>+\s?", re.MULTILINE)
+_RULE = re.compile(r"^\s*(?:[-*_=]\s*){3,}$", re.MULTILINE)
+_TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$", re.MULTILINE)
+_EMPHASIS = (
+    re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"),
+    re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?!\w)"),
+    re.compile(r"(?<![\w_])_(?=\S)([^_\n]+?)(?<=\S)_(?![\w])"),
+    re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"),
+)
+
+
+def _strip_markup(text: str) -> str:
+    text = _FENCED.sub(" ", text)
+    text = _INLINE_CODE.sub(lambda m: m.group(1) if len(m.group(1).split()) <= 4 else " ", text)
+    text = _IMAGE.sub(r"\1", text)
+    text = _LINK.sub(r"\1", text)
+    text = _AUTOLINK.sub(" ", text)
+    text = _URL.sub(" the link ", text)
+    text = _EMAIL.sub(lambda m: f"{m.group(1)} at {_dotted(m.group(2))}", text)
+    text = _DOMAIN.sub(lambda m: f"{m.group(1)} dot {_dotted(m.group(2))}", text)
+    text = _RULE.sub("", text)
+    text = _TABLE_SEP.sub("", text)
+    text = _HEADING.sub(lambda m: _end_sentence(m.group(1)), text)
+    text = _QUOTE.sub("", text)
+    text = _BULLET.sub("", text)
+    for pattern in _EMPHASIS:
+        text = pattern.sub(lambda m: m.group(m.lastindex or 1), text)
+    text = re.sub(r"\s*\|\s*", ", ", text)               # table cells
+    return _join_lines(text)
+
+
+def _dotted(domain: str) -> str:
+    return " dot ".join(domain.split("."))
+
+
+def _end_sentence(line: str) -> str:
+    line = line.strip()
+    return line if not line or line[-1] in ".!?:;," else line + "."
+
+
+def _join_lines(text: str) -> str:
+    """List items and headings on their own lines become separate sentences."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if not line:
+            continue
+        nxt = next((ln for ln in lines[i + 1:] if ln), "")
+        # A line ends a sentence when the next one starts a new thought (capital letter).
+        if nxt and (nxt[0].isupper() or nxt[0].isdigit()) and line[-1].isalnum():
+            line += "."
+        out.append(line)
+    return " ".join(out)
+
+
+# ------------------------------------------------------------ emoji, symbols
+_SYMBOL_WORDS = {
+    "&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "×": " times ",
+    "→": " to ", "←": " from ", "≈": " about ", "~": " about ", "≤": " at most ",
+    "≥": " at least ", "½": " one half ", "¼": " one quarter ", "¾": " three quarters ",
+    "—": ", ", "–": ", ", "…": "...", "•": ", ", "/": " ",
+}
+_DROP = set("*_#^\\|{}[]<>`\"“”")
+
+
+def _clean_symbols(text: str) -> str:
+    out: list[str] = []
+    for ch in text:
+        if ch in _SYMBOL_WORDS:
+            out.append(_SYMBOL_WORDS[ch])
+        elif ch in _DROP:
+            out.append(" ")
+        elif ch in "()":
+            out.append(", ")
+        elif unicodedata.category(ch) in ("So", "Sk", "Cs", "Co", "Cn", "Mn", "Cf") and ch not in "'":
+            out.append(" ")                            # emoji, modifiers, joiners
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# ------------------------------------------------------------- abbreviations
+_ABBREVIATIONS = [
+    (r"\be\.\s?g\.(?=\W|$)", "for example"), (r"\bi\.\s?e\.(?=\W|$)", "that is"),
+    (r"\betc\.", "et cetera"), (r"\bvs\.?(?=\s)", "versus"), (r"\bapprox\.", "approximately"),
+    (r"\bca\.(?=\s?\d)", "about"), (r"\bincl\.", "including"), (r"\bMr\.", "Mister"),
+    (r"\bMrs\.", "Missus"), (r"\bMs\.", "Miz"), (r"\bDr\.(?=\s[A-Z])", "Doctor"),
+    (r"\bSt\.(?=\s[A-Z])", "Saint"), (r"\bNo\.\s?(?=\d)", "number "), (r"\bw/o\b", "without"),
+    (r"\bw/(?=\s)", "with"), (r"\bmax\.", "maximum"), (r"\bmin\.(?!\s?\d)", "minimum"),
+    (r"\bDIY\b", "D I Y"), (r"\bFAQ\b", "F A Q"), (r"\bASAP\b", "as soon as possible"),
+]
+_ABBREVIATIONS_RE = [(re.compile(p), r) for p, r in _ABBREVIATIONS]
+
+# --------------------------------------------------------------- units
+# token -> (singular, plural). Matched right after a number.
+_UNITS: dict[str, tuple[str, str]] = {
+    "l": ("litre", "litres"), "L": ("litre", "litres"), "ml": ("millilitre", "millilitres"),
+    "mL": ("millilitre", "millilitres"), "cl": ("centilitre", "centilitres"),
+    "kg": ("kilogram", "kilograms"), "g": ("gram", "grams"), "mg": ("milligram", "milligrams"),
+    "km": ("kilometre", "kilometres"), "m": ("metre", "metres"), "cm": ("centimetre", "centimetres"),
+    "mm": ("millimetre", "millimetres"), "W": ("watt", "watts"), "kW": ("kilowatt", "kilowatts"),
+    "kWh": ("kilowatt hour", "kilowatt hours"), "V": ("volt", "volts"), "mA": ("milliamp", "milliamps"),
+    "Hz": ("hertz", "hertz"), "kHz": ("kilohertz", "kilohertz"), "MHz": ("megahertz", "megahertz"),
+    "h": ("hour", "hours"), "hr": ("hour", "hours"), "hrs": ("hours", "hours"),
+    "min": ("minute", "minutes"), "mins": ("minutes", "minutes"), "s": ("second", "seconds"),
+    "sec": ("second", "seconds"), "secs": ("seconds", "seconds"), "ms": ("millisecond", "milliseconds"),
+    "KB": ("kilobyte", "kilobytes"), "MB": ("megabyte", "megabytes"), "GB": ("gigabyte", "gigabytes"),
+    "TB": ("terabyte", "terabytes"), "mph": ("mile per hour", "miles per hour"),
+    "km/h": ("kilometre per hour", "kilometres per hour"), "ft": ("foot", "feet"),
+    "lb": ("pound", "pounds"), "lbs": ("pounds", "pounds"), "oz": ("ounce", "ounces"),
+    "°C": ("degree Celsius", "degrees Celsius"), "°F": ("degree Fahrenheit", "degrees Fahrenheit"),
+    "°": ("degree", "degrees"), "dB": ("decibel", "decibels"), "x": ("times", "times"),
+    "k": ("thousand", "thousand"), "K": ("thousand", "thousand"), "M": ("million", "million"),
+    "bn": ("billion", "billion"), "%": ("percent", "percent"),
+}
+_UNIT_ALT = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
+_NUM = r"\d+(?:,\d{3})*(?:\.\d+)?"
+_SIGNED = rf"(?:(?<![\w.])-)?{_NUM}"
+_QUANTITY = re.compile(
+    rf"(?<![\w.])(?P<a>{_SIGNED})(?:\s?(?:-|–|—|to)\s?(?P<b>{_SIGNED}))?"
+    rf"\s?(?P<unit>{_UNIT_ALT})(?![\w])(?!\s?\d)"
+)
+_CURRENCY = re.compile(r"(?P<sym>[$€£])\s?(?P<whole>\d+(?:,\d{3})*)(?:\.(?P<cents>\d{2}))?(?!\d)")
+_CURRENCY_NAMES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
+                   "£": ("pound", "pounds", "penny", "pence")}
+_EMOTICON = re.compile(r"(?<!\w)[:;=]-?[()DPp|/\\](?!\w)")
+_ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+_MONTHS = ("January February March April May June July August September October November "
+           "December").split()
+_PHONE = re.compile(
+    r"(?<![\w.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,5}\)[\s.-]?)?\d{2,5}(?:[\s.-]\d{2,5}){1,4}(?![\w.-]*\d)"
+)
+_TIME = re.compile(r"(?<![\d:.])(\d{1,2}):(\d{2})(?![\d:])(?:\s?([ap])\.?m\.?(?!\w))?", re.IGNORECASE)
+_HOUR_AMPM = re.compile(r"(?<![\d:.])(\d{1,2})\s?([ap])\.?m\.?(?!\w)", re.IGNORECASE)
+_CODE = re.compile(r"(?<![\w-])(?P<letters>[A-Z]{1,4})-?(?P<num>\d{1,6})(?P<suffix>[A-Z]{0,2})(?![\w])")
+_DIGIT_CODE = re.compile(r"(?<![\w.])(?P<num>\d{1,4})(?P<letters>[A-Z]{1,2})(?![\w])")
+_ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
+_DECADE = re.compile(r"\b(1[1-9]|20)(\d)0s\b")
+_VERSION = re.compile(r"(?<![\w.])(v(?=\d)|version\s)?(\d+(?:\.\d+){2,}|(?<=v)\d+(?:\.\d+)*)(?![\w.]*\d)")
+_FRACTION = re.compile(r"(?<![\w/.])(\d{1,3})/(\d{1,3})(?![\w/])")
+_MIXED = re.compile(r"(?<![\w/.])(\d{1,3})\s(\d)/(\d)(?![\w/])")
+_RATIO = re.compile(r"(?<![\w:.])(\d{1,3}):(\d{1,3})(?![\w:])")
+_FRACTIONS = {(1, 2): "one half", (1, 3): "one third", (2, 3): "two thirds", (1, 4): "one quarter",
+              (3, 4): "three quarters"}
+_RANGE = re.compile(rf"(?<![\w.])(?P<a>{_NUM})\s?(?:-|–|—)\s?(?P<b>{_NUM})(?![\w.]*\d)")
+_NUMBER = re.compile(rf"(?<![\w.]){_SIGNED}(?![\w])")
+
+
+def _number(token: str, *, allow_year: bool = True) -> str:
+    """Words for a bare number token ("4.5", "1,200", "-3", "1887", "007")."""
+    negative, grouped = token.startswith("-"), "," in token
+    token = token.lstrip("-").replace(",", "")
+    if "." in token:
+        words = decimal(token)
+    elif len(token) > 1 and token.startswith("0"):
+        words = digits(token)                           # codes and PINs keep their zeros
+    elif allow_year and not grouped and len(token) == 4 and 1100 <= int(token) <= 2099:
+        words = year(int(token))
+    else:
+        words = cardinal(int(token))
+    return f"minus {words}" if negative else words
+
+
+def _is_one(token: str) -> bool:
+    return token.lstrip("-").replace(",", "") in ("1", "1.0")
+
+
+def _quantity(m: re.Match[str]) -> str:
+    a, b, unit = m.group("a"), m.group("b"), m.group("unit")
+    singular, plural = _UNITS[unit]
+    # Scale words ("5k", "2x") read after the number; all others are unit nouns.
+    first = _number(a, allow_year=False)
+    if b is not None:
+        return f"{first} to {_number(b, allow_year=False)} {plural}"
+    return f"{first} {singular if _is_one(a) else plural}"
+
+
+def _currency(m: re.Match[str]) -> str:
+    one, many, cent, cents = _CURRENCY_NAMES[m.group("sym")]
+    whole = int(m.group("whole").replace(",", ""))
+    part = int(m.group("cents") or 0)
+    words = f"{cardinal(whole)} {one if whole == 1 else many}" if whole or not part else ""
+    if part:
+        tail = f"{cardinal(part)} {cent if part == 1 else cents}"
+        words = f"{words} and {tail}" if words else tail
+    return words
+
+
+def _iso_date(m: re.Match[str]) -> str:
+    y, mo, d = (int(g) for g in m.groups())
+    if not (1 <= mo <= 12 and 1 <= d <= 31):
+        return m.group(0)
+    return f"{_MONTHS[mo - 1]} {ordinal(d)}, {year(y)}"
+
+
+def _phone(m: re.Match[str]) -> str:
+    raw = m.group(0)
+    count = sum(ch.isdigit() for ch in raw)
+    groups = re.findall(r"\d+", raw)
+    marked = raw.startswith(("+", "(")) or len(groups) >= 3
+    local = [len(g) for g in groups] == [3, 4]          # 555-0134
+    if count < 7 or not (marked or local):
+        return raw
+    spoken = ", ".join(digits(g) for g in groups)
+    return ("plus " + spoken) if raw.startswith("+") else spoken
+
+
+def _time(m: re.Match[str]) -> str:
+    hour, minute = int(m.group(1)), int(m.group(2))
+    if hour > 24 or minute > 59:
+        return m.group(0)
+    if minute == 0:
+        words = f"{cardinal(hour)} o'clock" if not m.group(3) else cardinal(hour)
+    elif minute < 10:
+        words = f"{cardinal(hour)} oh {cardinal(minute)}"
+    else:
+        words = f"{cardinal(hour)} {cardinal(minute)}"
+    return words + (f" {m.group(3).lower()} m" if m.group(3) else "")
+
+
+def _code(m: re.Match[str]) -> str:
+    letters = " ".join(m.group("letters"))
+    suffix = " ".join(m.group("suffix"))
+    return " ".join(p for p in (letters, code_number(m.group("num")), suffix) if p)
+
+
+def _version(m: re.Match[str]) -> str:
+    words = " point ".join(_number(part, allow_year=False) for part in m.group(2).split("."))
+    return f"version {words}" if m.group(1) else words
+
+
+def _mixed_fraction(m: re.Match[str]) -> str:
+    words = _FRACTIONS.get((int(m.group(2)), int(m.group(3))))
+    if words is None:
+        return m.group(0)
+    return f"{cardinal(int(m.group(1)))} and {words.replace('one ', 'a ', 1)}"
+
+
+def _fraction(m: re.Match[str]) -> str:
+    a, b = int(m.group(1)), int(m.group(2))
+    if (a, b) in _FRACTIONS:
+        return _FRACTIONS[(a, b)]
+    if b == 0:
+        return m.group(0)
+    return f"{cardinal(a)} over {cardinal(b)}"
+
+
+def _numbers(text: str) -> str:
+    text = _ISO_DATE.sub(_iso_date, text)
+    text = _CURRENCY.sub(_currency, text)
+    text = _TIME.sub(_time, text)
+    text = _HOUR_AMPM.sub(lambda m: f"{cardinal(int(m.group(1)))} {m.group(2).lower()} m", text)
+    text = _PHONE.sub(_phone, text)
+    text = _DECADE.sub(lambda m: decade(int(m.group(1) + m.group(2) + "0")), text)
+    text = _VERSION.sub(_version, text)
+    text = _QUANTITY.sub(_quantity, text)
+    text = _CODE.sub(_code, text)
+    text = _DIGIT_CODE.sub(lambda m: f"{code_number(m.group('num'))} {' '.join(m.group('letters'))}", text)
+    text = _ORDINAL.sub(lambda m: ordinal(int(m.group(1))), text)
+    text = _MIXED.sub(_mixed_fraction, text)
+    text = _FRACTION.sub(_fraction, text)
+    text = _RATIO.sub(lambda m: f"{_number(m.group(1))} to {_number(m.group(2))}", text)
+    text = _RANGE.sub(lambda m: f"{_number(m.group('a'))} to {_number(m.group('b'))}", text)
+    text = re.sub(r"#\s?(?=\d)", "number ", text)
+    return _NUMBER.sub(lambda m: _number(m.group(0)), text)
+
+
+# ------------------------------------------------------------------ public
+def to_speakable(text: str) -> str:
+    """Plain words a TTS voice reads right: no markup, emoji, URLs or code; numbers spelled out."""
+    text = unicodedata.normalize("NFKC", text).replace("\u2044", "/")   # ½ -> 1⁄2 -> 1/2
+    text = _strip_markup(text)
+    text = re.sub(r"(?<=[A-Za-z])–(?=[A-Za-z])", " to ", text)   # Mon–Fri
+    text = _EMOTICON.sub(" ", text)
+    for pattern, words in _ABBREVIATIONS_RE:
+        text = pattern.sub(words, text)
+    text = _numbers(text)
+    text = _clean_symbols(text)
+    return _tidy(text)
+
+
+def _tidy(text: str) -> str:
+    text = re.sub(r"\s+", " ", text)
+    text = re.sub(r"\s+([,.;:!?])", r"\1", text)
+    text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)     # ", ," left by removed items
+    text = re.sub(r"([.!?])(?:\s*[,;:])+", r"\1", text)
+    text = re.sub(r"^[\s,;:.]+", "", text)
+    text = re.sub(r",(?=[.!?])", "", text)
+    return text.strip()
