@@ -10,4 +10,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest_plugins = [
     "tests.fixtures_core",
+    "tests.fixtures_audio",
+    "tests.fixtures_dbus",
 ]

@@ -1,17 +1,51 @@
-"""Core fixtures: the effective default config and a scratch home."""
+"""Core fixtures: the effective default config, a scratch environment for CLI runs."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from daemon.config import Config, load_config
 
 TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 DATA = TESTS / "data"
 
 
 @pytest.fixture(scope="session")
 def default_config() -> Config:
     return load_config(use_user_file=False)
+
+
+@pytest.fixture(scope="session")
+def scratch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A HOME for subprocesses, so tests never touch the user's config, index or history."""
+    home = tmp_path_factory.mktemp("home")
+    (home / ".config").mkdir()
+    return home
+
+
+@pytest.fixture(scope="session")
+def cli_env(scratch_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "DBUS_"))}
+    env.update(HOME=str(scratch_home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               DBUS_SESSION_BUS_ADDRESS="unix:path=/nonexistent/sottovoce-test-bus")
+    return env
+
+
+@pytest.fixture(scope="session")
+def espeak() -> Callable[..., Path]:
+    """Make spoken test audio: text -> 16 kHz mono 16-bit WAV via espeak-ng + sox."""
+
+    def make(text: str, out: Path, voice: str = "en-us", speed: int = 160) -> Path:
+        raw = out.with_name(out.stem + ".raw.wav")
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
+        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
+        raw.unlink()
+        return out
+
+    return make

@@ -270,7 +270,7 @@ class Desktop:
         self.probe = BusProbe(self.bus_address)
         tray_host = subprocess.Popen(
             ["trayer", "--edge", "top", "--align", "right", "--SetDockType", "true",
-             "--widthtype", "request", "--height", "32", "--transparent", "true",
+             "--widthtype", "request", "--height", "24", "--transparent", "true",
              "--alpha", "0", "--tint", "0xf0f0f0"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._procs.append(tray_host)

@@ -269,6 +269,7 @@ class AssistantClient:
         if message.member == "NameOwnerChanged" and message.interface == _DBUS[2]:
             name, _old, new = message.body
             if name == BUS_NAME:
+                self._owner = new  # now, so that its first signals are not dropped
                 self._loop.create_task(self._owner_changed(new), name="owner-changed")
             return
         if message.path != OBJECT_PATH or message.sender != self._owner or not self._owner:

@@ -164,6 +164,7 @@ _PHONE = re.compile(
     r"(?<![\w.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,5}\)[\s.-]?)?\d{2,5}(?:[\s.-]\d{2,5}){1,4}(?![\w.-]*\d)"
 )
 _TIME = re.compile(r"(?<![\d:.])(\d{1,2}):(\d{2})(?![\d:])(?:\s?([ap])\.?m\.?(?!\w))?", re.IGNORECASE)
+_TIME_RANGE = re.compile(r"(?<=\d:\d\d)\s?[-–]\s?(?=\d{1,2}:\d\d)")
 _HOUR_AMPM = re.compile(r"(?<![\d:.])(\d{1,2})\s?([ap])\.?m\.?(?!\w)", re.IGNORECASE)
 _CODE = re.compile(r"(?<![\w-])(?P<letters>[A-Z]{1,4})-?(?P<num>\d{1,6})(?P<suffix>[A-Z]{0,2})(?![\w])")
 _DIGIT_CODE = re.compile(r"(?<![\w.])(?P<num>\d{1,4})(?P<letters>[A-Z]{1,2})(?![\w])")
@@ -273,14 +274,16 @@ def _fraction(m: re.Match[str]) -> str:
     a, b = int(m.group(1)), int(m.group(2))
     if (a, b) in _FRACTIONS:
         return _FRACTIONS[(a, b)]
-    if b == 0:
-        return m.group(0)
-    return f"{cardinal(a)} over {cardinal(b)}"
+    if 0 < a < b <= 16:
+        name = ordinal(b)
+        return f"{cardinal(a)} {name}{'s' if a > 1 else ''}"
+    return f"{cardinal(a)} {cardinal(b)}"                 # "24/7"
 
 
 def _numbers(text: str) -> str:
     text = _ISO_DATE.sub(_iso_date, text)
     text = _CURRENCY.sub(_currency, text)
+    text = _TIME_RANGE.sub(" to ", text)
     text = _TIME.sub(_time, text)
     text = _HOUR_AMPM.sub(lambda m: f"{cardinal(int(m.group(1)))} {m.group(2).lower()} m", text)
     text = _PHONE.sub(_phone, text)

@@ -1,0 +1,128 @@
+"""The live microphone: PortAudio input, resampled to the pipeline's rate, cut into frames.
+
+Frames reach the owner on the event loop: the PortAudio callback thread converts and
+re-blocks the audio, then hands each batch of frames to the loop with one
+``loop.call_soon_threadsafe`` (the one bridge); ``on_frame(frame, t)`` runs there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from daemon.audio import portaudio
+from daemon.audio.live import LiveDevice, MessageCallback
+from daemon.audio.portaudio import DeviceChoice
+from daemon.audio.resampler import StreamResampler
+from daemon.config import AudioConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+FRAME_SAMPLES = 512            # 32 ms at 16 kHz: one Silero VAD window
+FrameCallback = Callable[[np.ndarray, float], None]
+
+
+class Microphone(LiveDevice):
+    """``audio.input`` as a stream of ``frame_samples``-sample float32 mono frames.
+
+    ``on_frame(frame, t)`` is called on the event loop; ``t`` is the ``time.monotonic()``
+    at which the frame's first sample was captured (PortAudio's ADC time where it reports a
+    sane one, else the callback time minus the stream's latency).
+
+    The stream opens at ``audio.sample_rate`` when the device accepts it (PulseAudio and
+    PipeWire convert in the server), else at the device's native rate, converted here;
+    ``device_rate`` forces a rate. Missing or vanished devices: see :class:`LiveDevice`.
+    """
+
+    role = "microphone"
+
+    def __init__(self, cfg: AudioConfig, on_frame: FrameCallback,
+                 on_error: MessageCallback | None = None,
+                 on_recovered: MessageCallback | None = None, *,
+                 device: str | None = None, device_rate: int | None = None,
+                 frame_samples: int = FRAME_SAMPLES, stall_s: float = 2.0) -> None:
+        super().__init__(device if device is not None else cfg.input, "input",
+                         cfg.reconnect_s, on_error, on_recovered, stall_s)
+        self.sample_rate = cfg.sample_rate
+        self.frame_samples = frame_samples
+        self._on_frame = on_frame
+        self._device_rate = device_rate
+        self._convert = _Reframer(self.sample_rate, self.sample_rate, frame_samples)
+        self.stream_rate = 0           # the rate the open stream runs at (0 when closed)
+        self.frames_delivered = 0
+
+    def _open(self, choice: DeviceChoice) -> Any:
+        """Open and start the input stream (worker thread)."""
+        rate = self._device_rate or portaudio.pick_rate(choice, self.sample_rate, 1)
+        self._convert = _Reframer(rate, self.sample_rate, self.frame_samples)
+        generation = self._generation
+        stream = portaudio.open_stream(
+            choice, samplerate=rate, channels=1, dtype="float32",
+            blocksize=max(1, round(self.frame_samples * rate / self.sample_rate)),
+            latency="low",
+            callback=lambda data, n, t, status: self._callback(generation, data, t, status),
+            finished_callback=lambda: self._finished(generation),
+        )
+        try:
+            stream.start()
+        except Exception:
+            portaudio.close_stream(stream)
+            raise
+        self.stream_rate = rate
+        return stream
+
+    def _callback(self, generation: int, data: np.ndarray, tinfo: Any, status: Any) -> None:
+        """PortAudio's thread: convert, re-block, and post whole frames to the loop."""
+        now = time.monotonic()
+        self._alive_at = now
+        if status:
+            _LOGGER.debug("microphone status: %s", status)
+        lag = tinfo.currentTime - tinfo.inputBufferAdcTime
+        if not 0.0 <= lag < 1.0 or tinfo.inputBufferAdcTime == 0.0:
+            lag = self._stream.latency if self._stream is not None else 0.0
+        frames = self._convert.push(data[:, 0], now - lag)
+        if frames:
+            self.post(self._deliver, generation, frames)
+
+    def _deliver(self, generation: int, frames: list[tuple[np.ndarray, float]]) -> None:
+        if generation != self._generation or not self._running:
+            return
+        for frame, t in frames:
+            self.frames_delivered += 1
+            try:
+                self._on_frame(frame, t)
+            except Exception:  # noqa: BLE001 - the owner's bug must not stop the microphone
+                _LOGGER.exception("on_frame failed")
+
+    def _on_closed(self) -> None:
+        self.stream_rate = 0
+
+
+class _Reframer:
+    """Resample a device's blocks to the pipeline rate and cut them into fixed frames."""
+
+    def __init__(self, src_rate: int, dst_rate: int, frame_samples: int) -> None:
+        self._resampler = StreamResampler(src_rate, dst_rate)
+        self._rate = dst_rate
+        self._size = frame_samples
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._lock = threading.Lock()
+
+    def push(self, block: np.ndarray, t_block: float) -> list[tuple[np.ndarray, float]]:
+        """Add a block whose first sample was captured at ``t_block``; return whole frames."""
+        with self._lock:
+            out = self._resampler.process(block)
+            # The pending samples come just before this block: date the buffer's start.
+            t0 = t_block - self._pending.size / self._rate
+            buf = np.concatenate([self._pending, out]) if self._pending.size else out
+            count = buf.size // self._size
+            frames = [
+                (buf[i * self._size:(i + 1) * self._size].copy(), t0 + i * self._size / self._rate)
+                for i in range(count)
+            ]
+            self._pending = buf[count * self._size:].copy()
+            return frames
