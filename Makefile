@@ -5,7 +5,8 @@ PIP := $(VENV)/bin/pip
 APT_PACKAGES := espeak-ng sox libsndfile1 libportaudio2 pulseaudio pulseaudio-utils \
 	libasound2-plugins alsa-utils dbus-daemon dbus-bin libglib2.0-bin systemd \
 	libsystemd-dev pkg-config cmake build-essential xvfb trayer xdotool x11-apps \
-	libgirepository1.0-dev libcairo2-dev gir1.2-gtk-3.0 ffmpeg
+	libgirepository1.0-dev libcairo2-dev gir1.2-gtk-3.0 ffmpeg \
+	desktop-file-utils
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 

@@ -12,4 +12,6 @@ pytest_plugins = [
     "tests.fixtures_core",
     "tests.fixtures_audio",
     "tests.fixtures_dbus",
+    "tests.fixtures_x11",
+    "tests.fixtures_gpu",
 ]

@@ -21,7 +21,9 @@ import httpx
 import pytest
 
 NUM_CODEBOOKS = 4
-CODEBOOK_SIZE = 64          # Mimi's codebook; CSM's audio vocabulary adds 3 special ids
+CODEBOOK_SIZE = 64          # Mimi's codebook; csm-1b's audio vocabulary adds 3 ids that the
+                            # loop never samples, so here the two match and stock generate
+                            # (which samples them) stays comparable
 TEXT_VOCAB = 300
 
 
@@ -30,16 +32,16 @@ def tiny_csm_config(*, sliding_window: int = 6) -> Any:
     from transformers import CsmConfig
 
     return CsmConfig(
-        num_codebooks=NUM_CODEBOOKS, vocab_size=CODEBOOK_SIZE + 3, text_vocab_size=TEXT_VOCAB,
+        num_codebooks=NUM_CODEBOOKS, vocab_size=CODEBOOK_SIZE, text_vocab_size=TEXT_VOCAB,
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, pad_token_id=2,
-        audio_token_id=3, audio_eos_token_id=4, codebook_pad_token_id=CODEBOOK_SIZE + 2,
+        audio_token_id=3, audio_eos_token_id=4, codebook_pad_token_id=CODEBOOK_SIZE - 1,
         codebook_eos_token_id=0,
         rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
                          "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                          "original_max_position_embeddings": 64},
         depth_decoder_config=dict(
-            num_codebooks=NUM_CODEBOOKS, backbone_hidden_size=64, vocab_size=CODEBOOK_SIZE + 3,
+            num_codebooks=NUM_CODEBOOKS, backbone_hidden_size=64, vocab_size=CODEBOOK_SIZE,
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=NUM_CODEBOOKS + 1,
         ),
@@ -67,8 +69,8 @@ def randomize_codec(model: Any, seed: int = 0) -> None:
 
 
 def byte_ids(text: str) -> list[int]:
-    """A stand-in tokenizer for random weights: UTF-8 bytes shifted past the special ids."""
-    return [5 + b for b in text.encode("utf-8")]
+    """A stand-in tokenizer for random weights: UTF-8 bytes shifted past the special ids (1 BOS, 2 pad, 3 audio, 4 audio EOS, 5 EOS)."""
+    return [6 + b for b in text.encode("utf-8")]
 
 
 @pytest.fixture(scope="session")
@@ -100,10 +102,11 @@ class LlamaServer:
     def start(self, timeout_s: float = 90.0) -> None:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
                "--model_alias", self.alias, "--host", "127.0.0.1", "--port", str(self.port),
-               "--n_ctx", "2048", "--n_threads", "2"]
+               "--n_ctx", "2048", "--n_threads", "2", "--interrupt_requests", "False"]
         assert self.log_path is not None
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}      # its "disconnected" notes reach the log at once
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -1,7 +1,7 @@
 """A virtual desktop for the tray tests: Xvfb, a real tray host, a private session bus.
 
 * Xvfb picks its own display number (``-displayfd``); ``trayer`` is the system-tray host.
-* A private ``dbus-daemon`` (minimal config: no activatable services) is the session bus.
+* A private ``dbus-daemon`` (tests.fixtures_dbus) is the session bus.
 * :class:`BusProbe` is the test's own connection to that bus: it hosts a tiny
   ``org.freedesktop.Notifications`` (GTK wants one, and the tray's notifications land there)
   and watches ``org.sottovoce.Assistant`` (owner and properties) through signals.
@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import pytest
-from dbus_fast import Message, MessageType, NameFlag, Variant
+from dbus_fast import Message, MessageType, NameFlag
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface, method
+
+from tests.fixtures_dbus import start_private_bus
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -36,21 +38,6 @@ BIN = Path(sys.executable).parent
 
 ASSISTANT = ("org.sottovoce.Assistant", "/org/sottovoce/Assistant", "org.sottovoce.Assistant1")
 _DBUS = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
-
-_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:dir={dir}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"""
-
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
     """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds.
@@ -79,34 +66,13 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait(5)
 
 
-def start_private_bus(folder: Path) -> tuple[subprocess.Popen, str]:
-    """A private dbus-daemon; returns the process and its address."""
-    config = folder / "bus.conf"
-    config.write_text(_BUS_CONFIG.format(dir=folder), encoding="utf-8")
-    with (folder / "dbus-daemon.log").open("w") as log:  # it warns about fd limits as root
-        proc = subprocess.Popen(["dbus-daemon", f"--config-file={config}", "--nofork", "--print-address=1"],
-                                stdout=subprocess.PIPE, stderr=log, text=True)
-    address = _read_line(proc, 10.0, "the dbus-daemon address")
-    return proc, address
-
-
-def _read_line(proc: subprocess.Popen, timeout: float, what: str) -> str:
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    line = proc.stdout.readline().strip() if ready else ""
-    if not line:
-        stop_process(proc)
-        raise AssertionError(f"no {what} within {timeout:.0f} s")
-    return line
-
-
 class LineLog:
     """The lines a child process writes to one pipe, collected by a thread, waitable."""
 
     def __init__(self, stream: Any, echo_to: Optional[Path] = None) -> None:
         self.lines: list[str] = []
         self._cond = threading.Condition()
-        self._echo = echo_to.open("a", encoding="utf-8") if echo_to else None
+        self._echo = echo_to.open("w", encoding="utf-8") if echo_to else None
         threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
 
     def _pump(self, stream: Any) -> None:
@@ -263,8 +229,9 @@ class Desktop:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._procs: list[subprocess.Popen] = []
-        self.bus_proc, self.bus_address = start_private_bus(folder)
-        self._procs.append(self.bus_proc)
+        self.width, self.height = 640, 400  # room for the tray and its menus
+        self.bus = start_private_bus(folder / "bus")
+        self.bus_address = self.bus.address
         self.display = self._start_xvfb()
         self.env = self._environment()
         self.probe = BusProbe(self.bus_address)
@@ -272,14 +239,14 @@ class Desktop:
             ["trayer", "--edge", "top", "--align", "right", "--SetDockType", "true",
              "--widthtype", "request", "--height", "24", "--transparent", "true",
              "--alpha", "0", "--tint", "0xf0f0f0"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            env=self.env, stdout=subprocess.DEVNULL, stderr=(folder / "trayer.log").open("w"))
         self._procs.append(tray_host)
         # trayer's panel: instance "panel", class "trayer".
         self.tray_host = wait_for(lambda: self.find_windows("trayer", "--class"), 10, "trayer's panel")[0]
 
     def _start_xvfb(self) -> str:
         read_fd, write_fd = os.pipe()
-        proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "480x240x24",
+        proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{self.width}x{self.height}x24",
                                  "-nolisten", "tcp"], pass_fds=(write_fd,),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(write_fd)
@@ -295,7 +262,10 @@ class Desktop:
         runtime = self.folder / "runtime"
         runtime.mkdir(mode=0o700)
         env = dict(os.environ)
+        home = self.folder / "home"
+        home.mkdir()
         env.update(DISPLAY=self.display, DBUS_SESSION_BUS_ADDRESS=self.bus_address, NO_AT_BRIDGE="1",
+                   HOME=str(home),
                    XDG_RUNTIME_DIR=str(runtime), XDG_CONFIG_HOME=str(self.folder / "config"),
                    XDG_DATA_HOME=str(self.folder / "data"), XDG_CACHE_HOME=str(self.folder / "cache"),
                    GDK_BACKEND="x11", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
@@ -336,6 +306,7 @@ class Desktop:
         self.probe.close()
         for proc in reversed(self._procs):
             stop_process(proc)
+        self.bus.stop()
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ class TrayApp:
         self._shown = "offline"
         self._reindex_asked = False
         self._client = AssistantClient(self._on_change, self._on_error, self._on_index_updated,
-                                       bus_address=bus_address)
+                                       self.quit, bus_address=bus_address)
         self._icon = pystray.Icon(PROGRAM, self._images["offline"], tooltip(ServiceView()),
                                   menu=pystray.Menu(self._menu_items))
 

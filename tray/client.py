@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine, Sequence
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, MessageType, NameFlag, RequestNameReply, Variant
 from dbus_fast.aio import MessageBus
 
 _LOGGER = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ _LOGGER = logging.getLogger(__name__)
 BUS_NAME = "org.sottovoce.Assistant"
 OBJECT_PATH = "/org/sottovoce/Assistant"
 INTERFACE = "org.sottovoce.Assistant1"
+TRAY_BUS_NAME = "org.sottovoce.Tray"   # held while a tray runs: one tray per session
 _PROPERTIES = "org.freedesktop.DBus.Properties"
 _DBUS = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
 _NOTIFICATIONS = ("org.freedesktop.Notifications", "/org/freedesktop/Notifications",
@@ -88,7 +89,8 @@ class AssistantClient:
 
     ``on_change(view)`` is called with every new :class:`ServiceView`; ``on_error(code, message)``
     for the service's ``Error`` signal and for refused commands; ``on_index_updated(documents,
-    chunks)`` for ``IndexUpdated``.
+    chunks)`` for ``IndexUpdated``; ``on_duplicate()`` when another tray already holds
+    :data:`TRAY_BUS_NAME` on this session (the client then stops).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class AssistantClient:
         on_change: Callable[[ServiceView], None],
         on_error: Callable[[str, str], None],
         on_index_updated: Callable[[int, int], None] | None = None,
+        on_duplicate: Callable[[], None] | None = None,
         *,
         bus_address: str | None = None,
         call_timeout_s: float = 120.0,
@@ -103,6 +106,7 @@ class AssistantClient:
         self._on_change = on_change
         self._on_error = on_error
         self._on_index_updated = on_index_updated
+        self._on_duplicate = on_duplicate
         self._address = bus_address
         self._timeout = call_timeout_s
         self._view = ServiceView()
@@ -218,6 +222,8 @@ class AssistantClient:
             except (OSError, EOFError, ValueError, CallFailed) as exc:
                 _LOGGER.warning("session bus unavailable (%s); retrying in %.0f s", exc, _RECONNECT_S)
             self._bus = None
+            if self._stopping.is_set():
+                break
             self._set_view(dataclasses.replace(self._view, online=False))
             try:
                 await asyncio.wait_for(self._stopping.wait(), _RECONNECT_S)
@@ -227,6 +233,15 @@ class AssistantClient:
     async def _session(self) -> None:
         bus = await MessageBus(bus_address=self._address or session_bus_address()).connect()
         self._bus = bus
+        # Autostart and the systemd unit are alternatives; if both are enabled, one tray wins.
+        if await bus.request_name(TRAY_BUS_NAME, NameFlag.DO_NOT_QUEUE) != RequestNameReply.PRIMARY_OWNER:
+            _LOGGER.warning("another sottovoce-tray already runs in this session")
+            assert self._stopping is not None
+            self._stopping.set()
+            bus.disconnect()
+            if self._on_duplicate is not None:
+                self._on_duplicate()
+            return
         bus.add_message_handler(self._on_message)
         sender = f"sender='{_DBUS[0]}',interface='{_DBUS[2]}',member='NameOwnerChanged'"
         await self._call(_DBUS, "AddMatch", "s", [f"type='signal',{sender},arg0='{BUS_NAME}'"])

@@ -34,12 +34,23 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = TARGET_RATE) -> 
         raise BadAudioError(f"{file}: no such audio file")
     if file.stat().st_size == 0:
         raise BadAudioError(f"{file}: the file is empty, not audio")
+    if not _looks_like_soundfile(file):
+        return _read_pyav(file, sample_rate)
     try:
         samples, rate = _read_soundfile(file)
     except Exception as first:  # noqa: BLE001 - libsndfile's errors are untyped RuntimeErrors
         _LOGGER.debug("soundfile could not read %s (%s); trying PyAV", file, first)
         return _read_pyav(file, sample_rate)
     return resample(samples, rate, sample_rate)
+
+
+def _looks_like_soundfile(file: Path) -> bool:
+    """Whether libsndfile should try first: its MP3 decoder prints notes on stderr for junk."""
+    with open(file, "rb") as fh:
+        head = fh.read(12)
+    if head[:4] in (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM", b"caff") or head[:3] == b"ID3":
+        return True
+    return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and file.suffix.lower() == ".mp3"
 
 
 def _read_soundfile(file: Path) -> tuple[np.ndarray, int]:
@@ -64,7 +75,7 @@ def _read_pyav(file: Path, sample_rate: int) -> np.ndarray:
 
         samples = decode_audio(str(file), sampling_rate=sample_rate)
     except Exception as exc:  # noqa: BLE001 - PyAV raises many unrelated types
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
         raise BadAudioError(
             f"{file}: not a readable audio file ({reason}); use WAV, FLAC, MP3 or OGG"
         ) from None

@@ -109,7 +109,13 @@ class LiveDevice:
 
     def _finished(self, generation: int) -> None:
         """PortAudio's finished_callback (its thread): the stream ended."""
-        self.post(self._lost, generation, "the audio stream ended")
+        self.post(self._check_ended, generation)
+
+    def _check_ended(self, generation: int) -> None:
+        stream = self._stream
+        # A stream restarted on purpose (the speaker's flush) is active again by now.
+        if stream is not None and not stream.active:
+            self._lost(generation, "the audio stream ended")
 
     # ------------------------------------------------------------ internals
     async def _connect(self) -> None:

@@ -132,8 +132,10 @@ class CsmStreamer:
         self.num_codebooks = int(self.config.num_codebooks)
         self.vocab = int(self.config.vocab_size)
         self.max_len = min(max_len or self.config.max_position_embeddings, self.config.max_position_embeddings)
-        self.top_k = min(top_k, self.vocab)
         codec_cfg = model.codec_model.config
+        # CSM's vocabulary has 3 ids past Mimi's codebook (padding etc.) that Mimi cannot decode.
+        self.codebook_size = min(self.vocab, int(codec_cfg.codebook_size))
+        self.top_k = min(top_k, self.codebook_size)
         self.sample_rate = int(codec_cfg.sampling_rate)
         self.samples_per_frame = int(round(self.sample_rate / float(codec_cfg.frame_rate)))
         with torch.no_grad():
@@ -208,6 +210,7 @@ class CsmStreamer:
     def _sample(self, logits: Any, greedy: bool) -> Any:
         import torch
 
+        logits = logits[..., : self.codebook_size]
         if greedy:
             return logits.argmax(-1)
         values, index = torch.topk(logits.float() / self._temp, self.top_k, dim=-1)

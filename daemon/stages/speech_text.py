@@ -29,11 +29,11 @@ _AUTOLINK = re.compile(r"<(?:https?|ftp|mailto):[^>\s]*>")
 _URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>()\"']*[^\s<>()\"'.,;:!?]", re.IGNORECASE)
 _EMAIL = re.compile(r"\b([\w.+-]+)@([\w-]+(?:\.[\w-]+)+)\b")
 _DOMAIN = re.compile(r"\b([a-z0-9-]+)\.(com|org|net|io|dev|co\.uk|co|uk|de|fr|it|eu)\b", re.IGNORECASE)
-_HEADING = re.compile(r"^\s{0,3}#{1,6}\s*(.*?)\s*#*\s*$", re.MULTILINE)
-_BULLET = re.compile(r"^\s*(?:[-*+•‣◦▪●]|\d{1,2}[.)])\s+", re.MULTILINE)
-_QUOTE = re.compile(r"^\s*>+\s?", re.MULTILINE)
-_RULE = re.compile(r"^\s*(?:[-*_=]\s*){3,}$", re.MULTILINE)
-_TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$", re.MULTILINE)
+_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]*(.*?)[ \t]*#*[ \t]*$", re.MULTILINE)
+_BULLET = re.compile(r"^[ \t]*(?:[-*+•‣◦▪●]|\d{1,2}[.)])[ \t]+", re.MULTILINE)
+_QUOTE = re.compile(r"^[ \t]*>+[ \t]?", re.MULTILINE)
+_RULE = re.compile(r"^[ \t]*(?:[-*_=][ \t]*){3,}$", re.MULTILINE)
+_TABLE_SEP = re.compile(r"^[ \t]*\|?[ \t]*:?-{2,}:?[ \t]*(?:\|[ \t]*:?-{2,}:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
 _EMPHASIS = (
     re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"),
     re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?!\w)"),
@@ -58,6 +58,7 @@ def _strip_markup(text: str) -> str:
     text = _BULLET.sub("", text)
     for pattern in _EMPHASIS:
         text = pattern.sub(lambda m: m.group(m.lastindex or 1), text)
+    text = re.sub(r"^[ \t]*\|(.*?)\|?[ \t]*$", lambda m: _end_sentence(m.group(1).strip()), text, flags=re.MULTILINE)
     text = re.sub(r"\s*\|\s*", ", ", text)               # table cells
     return _join_lines(text)
 
@@ -119,7 +120,8 @@ _ABBREVIATIONS = [
     (r"\bca\.(?=\s?\d)", "about"), (r"\bincl\.", "including"), (r"\bMr\.", "Mister"),
     (r"\bMrs\.", "Missus"), (r"\bMs\.", "Miz"), (r"\bDr\.(?=\s[A-Z])", "Doctor"),
     (r"\bSt\.(?=\s[A-Z])", "Saint"), (r"\bNo\.\s?(?=\d)", "number "), (r"\bw/o\b", "without"),
-    (r"\bw/(?=\s)", "with"), (r"\bmax\.", "maximum"), (r"\bmin\.(?!\s?\d)", "minimum"),
+    (r"\bw/(?=\s)", "with"), (r"(?<!\d)(?<!\d\s)\bmax\.", "maximum"),
+    (r"(?<!\d)(?<!\d\s)\bmin\.(?!\s?\d)", "minimum"),
     (r"\bDIY\b", "D I Y"), (r"\bFAQ\b", "F A Q"), (r"\bASAP\b", "as soon as possible"),
 ]
 _ABBREVIATIONS_RE = [(re.compile(p), r) for p, r in _ABBREVIATIONS]
@@ -151,7 +153,7 @@ _NUM = r"\d+(?:,\d{3})*(?:\.\d+)?"
 _SIGNED = rf"(?:(?<![\w.])-)?{_NUM}"
 _QUANTITY = re.compile(
     rf"(?<![\w.])(?P<a>{_SIGNED})(?:\s?(?:-|–|—|to)\s?(?P<b>{_SIGNED}))?"
-    rf"\s?(?P<unit>{_UNIT_ALT})(?![\w])(?!\s?\d)"
+    rf"\s?(?P<unit>{_UNIT_ALT})(?![\w])"
 )
 _CURRENCY = re.compile(r"(?P<sym>[$€£])\s?(?P<whole>\d+(?:,\d{3})*)(?:\.(?P<cents>\d{2}))?(?!\d)")
 _CURRENCY_NAMES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
@@ -163,9 +165,11 @@ _MONTHS = ("January February March April May June July August September October 
 _PHONE = re.compile(
     r"(?<![\w.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,5}\)[\s.-]?)?\d{2,5}(?:[\s.-]\d{2,5}){1,4}(?![\w.-]*\d)"
 )
-_TIME = re.compile(r"(?<![\d:.])(\d{1,2}):(\d{2})(?![\d:])(?:\s?([ap])\.?m\.?(?!\w))?", re.IGNORECASE)
+_AMPM = r"(?:\s?([ap])\.?m(\.?)(?!\w))"
+_TIME = re.compile(rf"(?<![\d:.])(\d{{1,2}}):(\d{{2}})(?![\d:]){_AMPM}?", re.IGNORECASE)
+_COMPACT_TIME = re.compile(rf"(?<![\d:.])(\d{{1,2}})(\d{{2}}){_AMPM}", re.IGNORECASE)   # "645 PM"
 _TIME_RANGE = re.compile(r"(?<=\d:\d\d)\s?[-–]\s?(?=\d{1,2}:\d\d)")
-_HOUR_AMPM = re.compile(r"(?<![\d:.])(\d{1,2})\s?([ap])\.?m\.?(?!\w)", re.IGNORECASE)
+_HOUR_AMPM = re.compile(rf"(?<![\d:.])(\d{{1,2}}){_AMPM}", re.IGNORECASE)
 _CODE = re.compile(r"(?<![\w-])(?P<letters>[A-Z]{1,4})-?(?P<num>\d{1,6})(?P<suffix>[A-Z]{0,2})(?![\w])")
 _DIGIT_CODE = re.compile(r"(?<![\w.])(?P<num>\d{1,4})(?P<letters>[A-Z]{1,2})(?![\w])")
 _ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
@@ -249,12 +253,26 @@ def _time(m: re.Match[str]) -> str:
         words = f"{cardinal(hour)} oh {cardinal(minute)}"
     else:
         words = f"{cardinal(hour)} {cardinal(minute)}"
-    return words + (f" {m.group(3).lower()} m" if m.group(3) else "")
+    return words + _ampm(m, 3)
+
+
+def _ampm(m: re.Match[str], group: int) -> str:
+    """" p m", keeping a sentence-ending period that "p.m." swallowed."""
+    if not m.group(group):
+        return ""
+    end = m.end()
+    period = m.group(group + 1) and (end >= len(m.string) or m.string[end:end + 2].strip()[:1].isupper())
+    return f" {m.group(group).lower()} m" + ("." if period else "")
+
+
+def _spell(letters: str) -> str:
+    # A lone "A" is read as the article (a schwa); "eh" is what the phonemizer says as the letter.
+    return " ".join("eh" if ch == "A" else ch for ch in letters)
 
 
 def _code(m: re.Match[str]) -> str:
-    letters = " ".join(m.group("letters"))
-    suffix = " ".join(m.group("suffix"))
+    letters = _spell(m.group("letters"))
+    suffix = _spell(m.group("suffix"))
     return " ".join(p for p in (letters, code_number(m.group("num")), suffix) if p)
 
 
@@ -285,13 +303,14 @@ def _numbers(text: str) -> str:
     text = _CURRENCY.sub(_currency, text)
     text = _TIME_RANGE.sub(" to ", text)
     text = _TIME.sub(_time, text)
-    text = _HOUR_AMPM.sub(lambda m: f"{cardinal(int(m.group(1)))} {m.group(2).lower()} m", text)
+    text = _COMPACT_TIME.sub(_time, text)
+    text = _HOUR_AMPM.sub(lambda m: cardinal(int(m.group(1))) + _ampm(m, 2), text)
     text = _PHONE.sub(_phone, text)
     text = _DECADE.sub(lambda m: decade(int(m.group(1) + m.group(2) + "0")), text)
     text = _VERSION.sub(_version, text)
     text = _QUANTITY.sub(_quantity, text)
     text = _CODE.sub(_code, text)
-    text = _DIGIT_CODE.sub(lambda m: f"{code_number(m.group('num'))} {' '.join(m.group('letters'))}", text)
+    text = _DIGIT_CODE.sub(lambda m: f"{code_number(m.group('num'))} {_spell(m.group('letters'))}", text)
     text = _ORDINAL.sub(lambda m: ordinal(int(m.group(1))), text)
     text = _MIXED.sub(_mixed_fraction, text)
     text = _FRACTION.sub(_fraction, text)
@@ -322,4 +341,4 @@ def _tidy(text: str) -> str:
     text = re.sub(r"([.!?])(?:\s*[,;:])+", r"\1", text)
     text = re.sub(r"^[\s,;:.]+", "", text)
     text = re.sub(r",(?=[.!?])", "", text)
-    return text.strip()
+    return re.sub(r"[\s,;:]+$", "", text)

@@ -1,0 +1,122 @@
+"""The queue behind a speaker: tagged chunks in, fixed blocks out, and what was really heard.
+
+Shared by the live :class:`~daemon.audio.speaker.Speaker` (drained from PortAudio's thread)
+and the :class:`~daemon.audio.filedev.FileSpeaker` (drained by a paced task). Every chunk
+carries a tag (the controller uses ``(turn, clause)``); :meth:`PlayQueue.report` says which
+share of each tag's audio has reached the loudspeaker by a given instant, from the time at
+which each block was due at the DAC.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+from typing import Hashable
+
+import numpy as np
+
+from daemon.audio.resampler import StreamResampler
+
+_HISTORY = 4096                 # items remembered for reports (older ones are forgotten)
+
+
+@dataclass
+class _Item:
+    tag: Hashable
+    data: np.ndarray            # at the output rate
+    pos: int = 0                # samples handed to the device
+    due_end: float = 0.0        # monotonic time the last handed sample reaches the DAC
+    dropped: bool = False
+
+
+class PlayQueue:
+    """Thread-safe FIFO of chunks, resampled to ``rate`` on the way in."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._log: collections.deque[_Item] = collections.deque(maxlen=_HISTORY)
+        self._resampler: StreamResampler | None = None
+        self._idle = True           # nothing handed out since the queue last ran dry
+        self._last_due = 0.0        # when the last handed-out sample reaches the DAC
+
+    def push(self, samples: np.ndarray, sample_rate: int, tag: Hashable) -> int:
+        """Queue a chunk; returns its length at the output rate."""
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        with self._lock:
+            if self._resampler is None or self._resampler.src_rate != sample_rate:
+                # One converter per run of same-rate chunks keeps their joins click-free.
+                self._resampler = StreamResampler(sample_rate, self.rate)
+            data = self._resampler.process(x)
+            item = _Item(tag, data)
+            self._queue.append(item)
+            self._log.append(item)
+            return data.size
+
+    def pull(self, out: np.ndarray, due: float) -> float | None:
+        """Fill ``out`` (zeros where the queue runs dry); ``due`` is when out[0] plays.
+
+        Returns the due time of the first sample when this block starts audio after
+        silence (for ``on_first_audio``), else None.
+        """
+        n = out.size
+        filled = 0
+        started: float | None = None
+        with self._lock:
+            while filled < n and self._queue:
+                item = self._queue[0]
+                take = min(n - filled, item.data.size - item.pos)
+                out[filled:filled + take] = item.data[item.pos:item.pos + take]
+                if self._idle and take:
+                    started = due + filled / self.rate
+                    self._idle = False
+                item.pos += take
+                filled += take
+                item.due_end = due + filled / self.rate
+                if item.pos >= item.data.size:
+                    self._queue.popleft()
+            if filled:
+                self._last_due = due + filled / self.rate
+            if not self._queue:
+                self._idle = True
+        out[filled:] = 0.0
+        return started
+
+    def drop(self) -> None:
+        """Forget everything queued (barge-in); the resampler starts afresh."""
+        with self._lock:
+            for item in self._queue:
+                item.dropped = True
+            self._queue.clear()
+            self._resampler = None
+            self._idle = True
+
+    @property
+    def pending(self) -> bool:
+        """True while chunks wait to be handed to the device."""
+        with self._lock:
+            return bool(self._queue)
+
+    def busy_until(self) -> float:
+        """When the last handed-out sample plays (monotonic), while nothing is queued."""
+        with self._lock:
+            return self._last_due
+
+    def report(self, now: float) -> dict[Hashable, float]:
+        """Share (0-1) of each remembered tag's audio heard by ``now``."""
+        played: dict[Hashable, int] = {}
+        total: dict[Hashable, int] = {}
+        with self._lock:
+            for item in self._log:
+                heard = item.pos - max(0.0, item.due_end - now) * self.rate
+                played[item.tag] = played.get(item.tag, 0) + int(max(0.0, heard))
+                total[item.tag] = total.get(item.tag, 0) + item.data.size
+        return {tag: (min(1.0, played[tag] / total[tag]) if total[tag] else 1.0) for tag in total}
+
+    def forget(self) -> None:
+        """Clear the report history (a new turn begins)."""
+        with self._lock:
+            self._log.clear()
+

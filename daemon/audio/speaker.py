@@ -1,0 +1,149 @@
+"""The live speaker: tagged chunks queued, played from PortAudio's callback, stoppable at once.
+
+The output stream runs for as long as the speaker is started (writing silence when idle), so
+a reply starts without opening a stream. ``stop_now()`` (barge-in) drops the queue at once;
+what the device already holds (its latency, ~25 ms through PulseAudio) still plays out.
+Aborting the stream would drop that too, but ALSA's pulse plugin then underruns in a loop
+after the restart, so it is not done. ``stop_now()`` reports how much of each tag was
+heard: the controller keeps only that part of the reply in the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable, Hashable
+
+import numpy as np
+
+from daemon.audio import portaudio
+from daemon.audio.live import LiveDevice, MessageCallback
+from daemon.audio.playqueue import PlayQueue
+from daemon.audio.portaudio import DeviceChoice
+from daemon.config import AudioConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+TimeCallback = Callable[[float], None]
+
+
+class Speaker(LiveDevice):
+    """``audio.output`` as a queue of tagged float32 chunks at any sample rate.
+
+    ``on_first_audio(t)`` runs on the event loop whenever audio starts after silence; ``t``
+    is the ``time.monotonic()`` at which its first sample is due at the DAC (for latency
+    measurement). The stream runs at the device's native rate (``device_rate`` overrides);
+    chunks are converted on the way in. Missing or vanished devices: see :class:`LiveDevice`
+    (chunks played while disconnected are dropped and count as not heard).
+    """
+
+    role = "speaker"
+
+    def __init__(self, cfg: AudioConfig, on_first_audio: TimeCallback | None = None,
+                 on_error: MessageCallback | None = None,
+                 on_recovered: MessageCallback | None = None, *,
+                 device: str | None = None, device_rate: int | None = None,
+                 block_ms: float = 10.0, stall_s: float = 2.0) -> None:
+        super().__init__(device if device is not None else cfg.output, "output",
+                         cfg.reconnect_s, on_error, on_recovered, stall_s)
+        self._on_first_audio = on_first_audio
+        self._device_rate = device_rate
+        self._block_ms = block_ms
+        self._queue = PlayQueue(device_rate or 48000)
+        self._ran_dry = asyncio.Event()
+        self.stream_rate = 0
+
+    # ------------------------------------------------------------ playing
+    def play(self, samples: np.ndarray, sample_rate: int, tag: Hashable = None) -> None:
+        """Queue a chunk (float32 mono in [-1, 1]) to play after what is already queued."""
+        self._queue.push(samples, sample_rate, tag)
+        if not self.connected:
+            _LOGGER.debug("speaker not connected: chunk %r dropped", tag)
+            self._queue.drop()      # logged as not heard
+            return
+        self._ran_dry.clear()
+
+    @property
+    def is_playing(self) -> bool:
+        """True while audio is queued or still on its way out of the loudspeaker."""
+        return self._queue.pending or self._queue.busy_until() > time.monotonic()
+
+    async def wait_done(self) -> None:
+        """Return once everything queued has been heard (or dropped)."""
+        while True:
+            if not self._queue.pending or not self.connected:
+                remaining = self._queue.busy_until() - time.monotonic()
+                if remaining <= 0 or not self.connected:
+                    return
+                await asyncio.sleep(remaining)
+                continue
+            self._ran_dry.clear()
+            try:
+                await asyncio.wait_for(self._ran_dry.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+
+    def stop_now(self) -> dict[Hashable, float]:
+        """Barge-in: silence at once, drop the queue; share (0-1) of each tag that was heard.
+
+        The report covers the chunks queued since the previous ``stop_now()`` or
+        :meth:`forget`, and then starts afresh.
+        """
+        self._queue.drop()
+        now = time.monotonic()
+        report = self._queue.report(now)
+        self._queue.forget()
+        self._ran_dry.set()
+        return report
+
+    def played_tags(self) -> dict[Hashable, float]:
+        """Share (0-1) of each tag heard so far (chunks since the last stop_now/forget)."""
+        return self._queue.report(time.monotonic())
+
+    def forget(self) -> None:
+        """Start a new report (e.g. at the start of a turn)."""
+        self._queue.forget()
+
+    # ------------------------------------------------------------ the device
+    def _open(self, choice: DeviceChoice) -> Any:
+        rate = self._device_rate or choice.default_rate
+        self._queue = PlayQueue(rate)
+        generation = self._generation
+        stream = portaudio.open_stream(
+            choice, samplerate=rate, channels=1, dtype="float32",
+            blocksize=max(1, round(rate * self._block_ms / 1000)), latency="low",
+            callback=lambda out, n, t, status: self._callback(generation, out, t, status),
+            finished_callback=lambda: self._finished(generation),
+        )
+        try:
+            stream.start()
+        except Exception:
+            portaudio.close_stream(stream)
+            raise
+        self.stream_rate = rate
+        return stream
+
+    def _callback(self, generation: int, out: np.ndarray, tinfo: Any, status: Any) -> None:
+        """PortAudio's thread: hand out the next block."""
+        now = time.monotonic()
+        self._alive_at = now
+        lag = tinfo.outputBufferDacTime - tinfo.currentTime
+        if not 0.0 <= lag < 1.0 or tinfo.outputBufferDacTime == 0.0:
+            lag = self._stream.latency if self._stream is not None else 0.0
+        queue = self._queue
+        had = queue.pending
+        started = queue.pull(out[:, 0], now + lag)
+        if started is not None and self._on_first_audio is not None:
+            self.post(self._first_audio, generation, started)
+        if had and not queue.pending:
+            self.post(self._ran_dry.set)
+
+    def _first_audio(self, generation: int, t: float) -> None:
+        if generation == self._generation and self._on_first_audio is not None:
+            self._on_first_audio(t)
+
+    def _on_closed(self) -> None:
+        self.stream_rate = 0
+        self._queue.drop()
+        self._ran_dry.set()

@@ -1,0 +1,434 @@
+"""The live knowledge base: documents in a folder, searchable by meaning and by keyword.
+
+Writers (start-up sync, the folder watcher, rebuild) take ``_write_lock`` one at a time and do
+their slow work (reading, parsing, embedding) without blocking searches; only the short
+commit of a batch takes ``_lock``, which searches hold too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from daemon.config import RagConfig
+from daemon.errors import KnowledgeBaseError
+from daemon.kb.chunking import Chunker
+from daemon.kb.embedder import load_embedder, model_dir
+from daemon.kb.files import is_candidate, scan_folder, stat_document, _reason
+from daemon.kb.hybrid import KEYWORD_WEIGHT, fuse
+from daemon.kb.indexer import FileIndexer, Prepared
+from daemon.kb.select import select_sentences
+from daemon.kb.state import IndexState
+from daemon.kb.store import FORMAT_VERSION, IndexMismatch, IndexStore
+from daemon.kb.vocab import load_common_words
+from daemon.messages import Passage
+
+_LOGGER = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+COMMIT_CHUNKS = 256          # embed and commit in batches of about this many chunks
+SAVE_EVERY_S = 30.0          # during a long build, persist progress this often
+DENSE_CANDIDATES = 50
+
+
+class KnowledgeBase:
+    """A folder of documents indexed with llama-index + FAISS + BM25, kept live."""
+
+    def __init__(self, cfg: RagConfig, *, embedder: Any | None = None) -> None:
+        self.cfg = cfg
+        self.folder = Path(cfg.knowledge_base).expanduser().absolute()
+        key = hashlib.sha1(str(self.folder).encode()).hexdigest()[:10]
+        self.index_dir = Path(cfg.index_dir).expanduser().absolute() / f"{self.folder.name or 'kb'}-{key}"
+        self._embedder = embedder
+        self._model_id = str(getattr(embedder, "model_id", "") or cfg.embedding_model)
+        self._embed_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._write_lock = threading.RLock()
+        self._state = IndexState(cfg.device)
+        self._store = IndexStore(self.index_dir)
+        self._indexer: FileIndexer | None = None
+        self._opened = False
+        self._last_indexed = 0.0
+        self._last_saved = 0.0
+        self._problems: dict[str, str] = {}
+        self._folder_reason = ""
+        self._query_cache: tuple[str, np.ndarray] | None = None
+        self._watcher: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def check_folder(self) -> None:
+        """Raise :class:`KnowledgeBaseError` when the folder is missing or unreadable."""
+        if not self.folder.exists():
+            raise KnowledgeBaseError(f"knowledge-base folder {self.folder} does not exist; create it or "
+                                     "set rag.knowledge_base (or --kb DIR) to a folder of documents")
+        if not self.folder.is_dir():
+            raise KnowledgeBaseError(f"knowledge base {self.folder} is not a folder; point rag.knowledge_base at one")
+        try:
+            os.listdir(self.folder)
+        except OSError as exc:
+            raise KnowledgeBaseError(f"knowledge-base folder {self.folder}: {_reason(exc)}") from None
+
+    def open(self, progress: Progress | None = None) -> None:
+        """Load the persisted index, then bring it in line with the folder."""
+        with self._write_lock:
+            self._load_persisted()
+            self._opened = True
+            self._sync_folder(progress)
+
+    def rebuild(self, progress: Progress | None = None) -> None:
+        """Forget the index and embed every document again."""
+        with self._write_lock:
+            with self._lock:
+                self._state = IndexState(self.cfg.device)
+            self._opened = True
+            self._sync_folder(progress, force_save=True)
+
+    def start_watching(self, on_update: Callable[[int, int], None] | None = None) -> None:
+        """Follow the folder live; ``on_update(documents, chunks)`` runs on the watcher's thread."""
+        from daemon.kb.watcher import FolderWatcher
+
+        if not self._opened:
+            self.open()
+        if self._watcher is None:
+            self._watcher = FolderWatcher(self, self.cfg.debounce_ms / 1000.0, on_update)
+            self._watcher.start()
+
+    def stop(self) -> None:
+        """Stop watching (pending changes are dropped; the index on disk stays consistent)."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+
+    # ------------------------------------------------------------------ queries
+    def retrieve(self, query: str, top_k: int | None = None) -> list[Passage]:
+        """Best passages first; ``score`` is a cosine-scale fused score (see ``is_relevant``)."""
+        query = " ".join(query.split())
+        if not self._opened:
+            self.open()
+        with self._lock:
+            empty = not self._state.chunks
+        if not query or empty:
+            return []
+        k = top_k or self.cfg.top_k
+        vector = self._query_vector(query)
+        with self._lock:
+            state = self._state
+            if state.vectors is None:
+                return []
+            dense = dict(state.vectors.search(vector, max(DENSE_CANDIDATES, 10 * k)))
+            keyword: dict[int, float] = {}
+            if self.cfg.hybrid:
+                keyword = state.keywords.scores(query)
+                dense.update(state.vectors.similarity(vector, [i for i in keyword if i not in dense]))
+            ranked = fuse(dense, keyword, KEYWORD_WEIGHT)[:k]
+            return [self._passage(cid, score) for cid, score in ranked]
+
+    def _passage(self, chunk_id: int, score: float) -> Passage:
+        chunk = self._state.chunks[chunk_id]
+        return Passage(text=chunk.text, source=chunk.source, score=round(score, 4),
+                       position=chunk.position, heading=chunk.heading)
+
+    def is_relevant(self, passages: list[Passage]) -> bool:
+        """True when the best passage clears ``rag.relevance_threshold`` (else: chat path)."""
+        return bool(passages) and passages[0].score >= self.cfg.relevance_threshold
+
+    def hotwords_for(self, query: str | None = None, limit: int = 20) -> str:
+        """Distinctive knowledge-base terms for speech recognition, most relevant first."""
+        if not self._opened:
+            self.open()
+        related: dict[str, float] = {}
+        sources: list[str] = []
+        if query and query.strip():
+            with self._lock:
+                related = self._state.keywords.fuzzy_matches(query)
+            sources = list(dict.fromkeys(p.source for p in self.retrieve(query, top_k=3)))
+        with self._lock:
+            return ", ".join(self._state.vocab.hotwords(related, sources, limit))
+
+    def vocabulary(self, limit: int | None = None) -> list[str]:
+        """The distinctive terms, most distinctive first."""
+        with self._lock:
+            terms = self._state.vocab.terms()
+        return terms[:limit] if limit else terms
+
+    def select_context(self, question: str, passages: list[Passage], max_sentences: int) -> list[Passage]:
+        """The few sentences of the relevant passages that best answer ``question``."""
+        keep = [p for i, p in enumerate(passages) if i == 0 or p.score >= self.cfg.relevance_threshold]
+        if not keep:
+            return []
+        query = " ".join(question.split())
+        cached = self._query_cache
+        vector = cached[1] if cached and cached[0] == query else None
+        return select_sentences(question, keep, max_sentences, embed=self._embed_texts, query_vector=vector)
+
+    def status(self) -> dict[str, Any]:
+        """documents, chunks, last_indexed (unix time), failed {file: reason}, folder, index_dir."""
+        with self._lock:
+            documents, chunks = self._state.counts()
+            failed = {src: rec.error for src, rec in self._state.documents.items() if rec.error}
+        failed.update(self._problems)
+        if self._folder_reason:
+            failed["."] = self._folder_reason
+        return {
+            "documents": documents,
+            "chunks": chunks,
+            "last_indexed": self._last_indexed,
+            "failed": dict(sorted(failed.items())),
+            "folder": str(self.folder),
+            "index_dir": str(self.index_dir),
+            "watching": self._watcher is not None,
+            "reason": self._folder_reason,
+        }
+
+    # ------------------------------------------------------------------ live changes
+    def sync_path(self, path: Path) -> None:
+        """Index a created or modified file (or forget it if it is gone)."""
+        self.apply_changes([], [Path(path)])
+
+    def remove_path(self, path: Path) -> None:
+        """Forget a file, or everything under a folder."""
+        with self._write_lock:
+            rel = self._relative(Path(path))
+            if rel is not None and self._remove_under(rel):
+                self._finish_batch()
+
+    def move_path(self, src: Path, dst: Path) -> None:
+        """A rename: chunks keep their vectors under the new name (nothing is re-embedded)."""
+        self.apply_changes([(Path(src), Path(dst))], [Path(dst)])
+
+    def apply_changes(self, moves: list[tuple[Path, Path]], paths: Iterable[Path], rescan: bool = False) -> bool:
+        """One batch of filesystem changes as one commit and one save; True if anything changed."""
+        with self._write_lock:
+            if not self._opened:
+                self._load_persisted()
+                self._opened = True
+            before = self._fingerprint()
+            if rescan or not self.folder.is_dir():
+                self._sync_folder(None)
+                return self._fingerprint() != before
+            changed = False
+            for src, dst in moves:
+                changed |= self._move(src, dst)
+            items = self._stat_paths(paths)
+            changed |= self._index_items(items, None)
+            if changed:
+                self._finish_batch()
+            return changed
+
+    # ------------------------------------------------------------------ internals
+    def _stamp(self) -> dict[str, Any]:
+        return {"model": self._model_id, "chunk_size": self.cfg.chunk_size,
+                "chunk_overlap": self.cfg.chunk_overlap, "format": FORMAT_VERSION}
+
+    def _load_persisted(self) -> None:
+        try:
+            snap = self._store.load(self._stamp())
+        except FileNotFoundError:
+            return
+        except IndexMismatch as exc:
+            _LOGGER.warning("knowledge base: index in %s is unusable (%s); rebuilding it", self.index_dir, exc)
+            return
+        state = IndexState.restore(snap, self.cfg.device)
+        with self._lock:
+            self._state = state
+        self._last_indexed = self._last_saved = snap.saved_at
+        _LOGGER.info("knowledge base: loaded %d chunks from %s", len(state.chunks), self.index_dir)
+
+    def _file_indexer(self) -> FileIndexer:
+        if self._indexer is None:
+            where = model_dir(self.cfg)
+            tokenizer = where / "tokenizer.json" if where else None
+            common = load_common_words(where / "vocab.txt" if where else None)
+            chunker = Chunker(self.cfg.chunk_size, self.cfg.chunk_overlap, tokenizer)
+            self._indexer = FileIndexer(self.folder, chunker, int(self.cfg.max_file_mb * 1e6), common)
+        return self._indexer
+
+    def _sync_folder(self, progress: Progress | None, force_save: bool = False) -> None:
+        if not self.folder.is_dir():
+            self._folder_reason = f"folder {self.folder} is missing"
+            with self._lock:
+                for source in list(self._state.documents):
+                    self._state.remove_document(source)
+                self._state.refresh()
+            self._problems = {}
+            return   # the last index stays on disk for when the folder comes back
+        self._folder_reason = ""
+        scan = scan_folder(self.folder, skip=self.index_dir)
+        self._problems = scan.problems
+        with self._lock:
+            known = dict(self._state.documents)
+        changed = False
+        for source in known:
+            if source not in scan.files:
+                changed |= self._remove_under(source)
+        items = [(src, st) for src, st in scan.files.items()
+                 if src not in known or not known[src].same_file(st.st_size, st.st_mtime_ns, st.st_ctime_ns)]
+        changed |= self._index_items(items, progress)
+        if changed or force_save or not self._store.exists():
+            self._finish_batch()
+
+    def _index_items(self, items: list[tuple[str, os.stat_result]], progress: Progress | None) -> bool:
+        """Prepare, embed and commit files in batches; True if the index changed."""
+        indexer = self._file_indexer()
+        batch: list[Prepared] = []
+        pending = 0
+        changed = False
+        for done, (source, st) in enumerate(items):
+            if progress:
+                progress(done, len(items), source)
+            with self._lock:
+                old = self._state.documents.get(source)
+            prepared = indexer.prepare(source, st, old)
+            batch.append(prepared)
+            pending += len(prepared.drafts or ())
+            if pending >= COMMIT_CHUNKS:
+                changed |= self._commit(batch)
+                batch, pending = [], 0
+                if time.time() - self._last_saved > SAVE_EVERY_S:
+                    self._save()
+        if batch:
+            changed |= self._commit(batch)
+        if progress and items:
+            progress(len(items), len(items), "")
+        return changed
+
+    def _commit(self, batch: list[Prepared]) -> bool:
+        vectors = self._vectors_for(batch)
+        with self._lock:
+            for prepared in batch:
+                if prepared.unchanged:
+                    self._state.documents[prepared.source] = prepared.record
+                    continue
+                drafts = prepared.drafts or []
+                rows = [vectors[(prepared.source, i)] for i in range(len(drafts))]
+                matrix = np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+                self._state.put_document(prepared.source, prepared.record, drafts, matrix)
+            self._state.refresh()
+            self._last_indexed = time.time()
+        return any(not p.unchanged for p in batch)
+
+    def _vectors_for(self, batch: list[Prepared]) -> dict[tuple[str, int], np.ndarray]:
+        """A vector for every new chunk: reused when the same text was embedded before."""
+        out: dict[tuple[str, int], np.ndarray] = {}
+        missing: dict[str, list[tuple[str, int]]] = {}
+        texts: list[str] = []
+        with self._lock:
+            for prepared in batch:
+                for i, draft in enumerate(prepared.drafts or []):
+                    known = self._state.known_vector(draft.digest)
+                    if known is not None:
+                        out[(prepared.source, i)] = np.array(known, dtype=np.float32)
+                        continue
+                    if draft.digest not in missing:
+                        missing[draft.digest] = []
+                        texts.append(draft.embed_text)
+                    missing[draft.digest].append((prepared.source, i))
+        if texts:
+            fresh = self._embed_texts(texts)
+            for row, slots in zip(fresh, missing.values()):
+                for slot in slots:
+                    out[slot] = row
+        return out
+
+    def _stat_paths(self, paths: Iterable[Path]) -> list[tuple[str, os.stat_result]]:
+        items = []
+        for path in dict.fromkeys(paths):
+            rel = self._relative(path)
+            if rel is None or not is_candidate(rel):
+                continue
+            if not os.path.lexists(path):
+                self._remove_under(rel)
+                continue
+            try:
+                st = stat_document(path)
+            except OSError as exc:
+                self._remove_under(rel)
+                self._problems[rel] = _reason(exc)
+                continue
+            self._problems.pop(rel, None)
+            with self._lock:
+                old = self._state.documents.get(rel)
+            if old is None or not old.same_file(st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                items.append((rel, st))
+        return items
+
+    def _move(self, src: Path, dst: Path) -> bool:
+        old, new = self._relative(src), self._relative(dst)
+        if old is None:
+            return False
+        with self._lock:
+            sources = [s for s in self._state.documents if s == old or s.startswith(old + "/")]
+            for source in sources:
+                target = (new + source[len(old):]) if new is not None else None
+                record = self._state.documents[source]
+                if target is None or not is_candidate(target) or record.named_by_file:
+                    self._state.remove_document(source)
+                else:
+                    self._state.rename_document(source, target)
+            if sources:
+                self._state.refresh()
+        return bool(sources)
+
+    def _remove_under(self, rel: str) -> bool:
+        with self._lock:
+            sources = [s for s in self._state.documents if s == rel or s.startswith(rel + "/")]
+            for source in sources:
+                self._state.remove_document(source)
+            if sources:
+                self._state.refresh()
+        for key in [k for k in self._problems if k == rel or k.startswith(rel + "/")]:
+            del self._problems[key]
+        return bool(sources)
+
+    def _relative(self, path: Path) -> str | None:
+        try:
+            rel = os.path.relpath(os.path.abspath(path), self.folder)
+        except ValueError:
+            return None
+        return None if rel == "." or rel.startswith("..") else rel
+
+    def _fingerprint(self) -> tuple[int, int, int]:
+        with self._lock:
+            return (len(self._state.documents), len(self._state.chunks), self._state.next_id)
+
+    def _finish_batch(self) -> None:
+        self._last_indexed = time.time()
+        self._save()
+
+    def _save(self) -> None:
+        if not self.folder.is_dir():
+            return
+        with self._lock:
+            snap = self._state.snapshot(self._stamp())
+        try:
+            self._store.save(snap)
+            self._last_saved = time.time()
+        except OSError as exc:   # a full disk must not take the service down; the index stays in memory
+            _LOGGER.error("knowledge base: cannot save the index to %s: %s", self.index_dir, exc)
+
+    # ------------------------------------------------------------------ embedding
+    def _get_embedder(self) -> Any:
+        if self._embedder is None:
+            self._embedder = load_embedder(self.cfg)
+        return self._embedder
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        with self._embed_lock:
+            vectors = self._get_embedder().get_text_embedding_batch(texts)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _query_vector(self, query: str) -> np.ndarray:
+        cached = self._query_cache
+        if cached and cached[0] == query:
+            return cached[1]
+        with self._embed_lock:
+            vector = np.asarray(self._get_embedder().get_query_embedding(query), dtype=np.float32)
+        self._query_cache = (query, vector)
+        return vector

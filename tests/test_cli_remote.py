@@ -1,0 +1,146 @@
+"""`sottovoce status | pause | resume | interrupt | emotion | say | reindex | reload | watch`
+against the real service on a private bus, and the one-line answer when it is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from typing import Any
+
+import pytest
+
+from daemon.cli.remote import NOT_RUNNING, remote_ask
+from daemon.errors import EXIT_BAD_ARG, EXIT_NO_SERVICE, BadArgumentError
+from tests.fixtures_dbus import SOTTOVOCE, PrivateBus, ServiceProcess, busctl, run_cli
+
+A = ("org.sottovoce.Assistant", "/org/sottovoce/Assistant", "org.sottovoce.Assistant1")
+
+
+def _prop(service: ServiceProcess, name: str) -> Any:
+    out = busctl(service.bus, "--json=short", "get-property", *A, name)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["data"]
+
+
+def test_status_text_and_json(sottovoced: ServiceProcess) -> None:
+    out = run_cli(sottovoced.bus.env, "status")
+    assert out.returncode == 0, out.stderr
+    assert f"state:           {_prop(sottovoced, 'State')}" in out.stdout
+    assert "3 documents" in out.stdout and "models:" in out.stdout
+    out = run_cli(sottovoced.bus.env, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["state"] == _prop(sottovoced, "State")
+    assert status["knowledge_base"]["documents"] == 3 and status["knowledge_base"]["failed"] == {}
+    assert status["version"] == _prop(sottovoced, "Version")
+    assert set(status) == {"state", "paused", "emotion", "last_transcript", "last_reply",
+                           "knowledge_base", "models", "version"}
+
+
+def test_pause_resume_interrupt_reload(sottovoced: ServiceProcess) -> None:
+    env = sottovoced.bus.env
+    assert run_cli(env, "pause").returncode == 0
+    assert _prop(sottovoced, "Paused") is True and _prop(sottovoced, "State") == "paused"
+    assert run_cli(env, "resume").returncode == 0
+    assert _prop(sottovoced, "Paused") is False and _prop(sottovoced, "State") == "listening"
+    for command in ("interrupt", "reload"):
+        out = run_cli(env, command)
+        assert out.returncode == 0, out.stderr
+
+
+def test_emotion(sottovoced: ServiceProcess) -> None:
+    env = sottovoced.bus.env
+    out = run_cli(env, "emotion", "humorous", "0.9")
+    assert out.returncode == 0, out.stderr
+    assert _prop(sottovoced, "Emotion") == ["humorous", 0.9]
+    assert run_cli(env, "emotion", "serious").returncode == 0          # keeps the intensity
+    assert _prop(sottovoced, "Emotion") == ["serious", 0.9]
+    for args, hint in ((("grumpy",), "unknown emotion 'grumpy'"), (("calm", "1.5"), "0 to 1")):
+        out = run_cli(env, "emotion", *args)
+        assert out.returncode == EXIT_BAD_ARG, out
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("sottovoce: ")
+        assert hint in out.stderr
+    assert _prop(sottovoced, "Emotion") == ["serious", 0.9]
+    run_cli(env, "emotion", "neutral", "0.5")
+
+
+def test_say_and_reindex(sottovoced: ServiceProcess) -> None:
+    env = sottovoced.bus.env
+    out = run_cli(env, "say", "The", "kettle", "is", "ready.")
+    assert out.returncode == 0, out.stderr
+    out = run_cli(env, "say", "x" * 2001)
+    assert out.returncode == EXIT_BAD_ARG and "2000" in out.stderr
+    out = run_cli(env, "reindex", "--json", timeout=120)
+    assert out.returncode == 0, out.stderr
+    kb = json.loads(out.stdout)
+    assert kb["documents"] == 3
+    assert kb == {k: v["data"] for k, v in _prop(sottovoced, "KnowledgeBase").items()}
+
+
+def test_watch_follows_signals_until_ctrl_c(sottovoced: ServiceProcess) -> None:
+    env = sottovoced.bus.env
+    watch = subprocess.Popen([str(SOTTOVOCE), "watch", "--json"], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines: list[dict[str, Any]] = []
+    seen = threading.Condition()
+
+    def read() -> None:
+        assert watch.stdout is not None
+        for line in watch.stdout:
+            with seen:
+                lines.append(json.loads(line))
+                seen.notify_all()
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def wait_for(signal_name: str, args: list[Any]) -> None:
+        with seen:
+            ok = seen.wait_for(lambda: {"signal": signal_name, "args": args} in lines, 20)
+        assert ok, f"watch printed no {signal_name} {args}: {lines}"
+
+    try:
+        wait_for("StateChanged", ["listening"])      # the current state, first
+        assert run_cli(env, "pause").returncode == 0
+        wait_for("StateChanged", ["paused"])
+        assert run_cli(env, "resume").returncode == 0
+        wait_for("StateChanged", ["listening"])
+        with seen:
+            assert any(ln.get("signal") == "PropertiesChanged" and ln["changed"].get("Paused") is True
+                       for ln in lines)
+        watch.send_signal(signal.SIGINT)
+        watch.wait(15)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0
+
+
+def test_remote_ask_uses_the_running_service(sottovoced: ServiceProcess,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", sottovoced.bus.address)
+    answer = remote_ask("What does the Skerrimore lamp flash?")
+    assert answer is not None
+    reply, sources = answer
+    assert reply.strip() and "skerrimore_lighthouse.md" in sources
+    assert _prop(sottovoced, "LastReply") == reply
+    with pytest.raises(BadArgumentError, match="empty"):
+        remote_ask("  ")
+
+
+def test_service_absent(empty_bus: PrivateBus, monkeypatch: pytest.MonkeyPatch,
+                        tmp_path: Any) -> None:
+    no_bus = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"}
+    for env in (empty_bus.env, no_bus):
+        for args in (["status"], ["pause"], ["emotion", "calm"], ["say", "hi"], ["watch"]):
+            out = run_cli(env, *args)
+            assert out.returncode == EXIT_NO_SERVICE, (args, out)
+            assert out.stderr == NOT_RUNNING + "\n" and out.stdout == ""
+    for env in (empty_bus.env, no_bus):
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", env["DBUS_SESSION_BUS_ADDRESS"])
+        assert remote_ask("Is anyone there?") is None
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))      # -> unix:path=$XDG_RUNTIME_DIR/bus
+    assert remote_ask("Is anyone there?") is None

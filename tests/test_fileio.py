@@ -1,0 +1,115 @@
+"""Audio files: any common format, rate and channel count comes in as 16 kHz float32 mono;
+resampling is band-limited; WAVs are written as 16-bit PCM; non-audio gives one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from daemon.audio.fileio import load_audio, resample, write_wav
+from daemon.errors import BadAudioError
+from tests.fixtures_core import DATA
+
+JFK_SECONDS = 11.0
+
+
+@pytest.fixture(scope="module")
+def jfk() -> np.ndarray:
+    return load_audio(DATA / "jfk.flac")
+
+
+def _envelope(x: np.ndarray, hop: int = 1600) -> np.ndarray:
+    n = x.size // hop
+    return np.sqrt((x[: n * hop].reshape(n, hop) ** 2).mean(axis=1))
+
+
+def test_jfk_flac_44k_stereo_loads_as_16k_mono(jfk: np.ndarray) -> None:
+    assert jfk.dtype == np.float32 and jfk.ndim == 1
+    assert abs(jfk.size / 16000 - JFK_SECONDS) < 0.1
+    assert 0.2 < float(np.abs(jfk).max()) <= 1.0
+
+
+@pytest.mark.parametrize(
+    "name,args",
+    [
+        ("8k_mono.wav", ["-r", "8000", "-c", "1"]),
+        ("48k_stereo.wav", ["-r", "48000", "-c", "2"]),
+        ("22k_mono.ogg", ["-r", "22050", "-c", "1"]),
+        ("44k_stereo.mp3", None),
+        ("32k_mono.m4a", None),
+    ],
+)
+def test_formats_rates_and_channels(jfk: np.ndarray, tmp_path: Path, name: str, args: list[str] | None) -> None:
+    path = tmp_path / name
+    if args is not None:
+        subprocess.run(["sox", str(DATA / "jfk.flac"), *args, str(path)], check=True)
+    else:       # sox here has no MP3/AAC encoder: ffmpeg makes those
+        rate = "44100" if name.endswith(".mp3") else "32000"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(DATA / "jfk.flac"), "-ar", rate, str(path)],
+                       check=True)
+    audio = load_audio(path)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(audio.size / 16000 - JFK_SECONDS) < 0.15
+    a, b = _envelope(jfk), _envelope(audio)
+    n = min(a.size, b.size)
+    assert np.corrcoef(a[:n], b[:n])[0, 1] > 0.97, "the same speech, at the same place in time"
+
+
+@pytest.mark.parametrize("sr_in,sr_out", [(44100, 16000), (48000, 16000), (8000, 16000), (16000, 22050)])
+def test_resample_keeps_tones_and_removes_aliases(sr_in: int, sr_out: int) -> None:
+    t = np.arange(sr_in * 2) / sr_in
+    tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    out = resample(tone, sr_in, sr_out)
+    assert out.size == int(np.ceil(tone.size * sr_out / sr_in))
+    ref = np.sin(2 * np.pi * 1000 * np.arange(out.size) / sr_out)
+    inner = slice(200, -200)
+    assert np.abs(out[inner] - ref[inner]).max() < 1e-3
+    if sr_out < sr_in:   # a tone above the new Nyquist must vanish, not fold back
+        high = np.sin(2 * np.pi * (sr_out * 0.6) * t).astype(np.float32)
+        folded = resample(high, sr_in, sr_out)
+        assert np.sqrt(np.mean(folded[inner] ** 2)) < 1e-3
+
+
+def test_write_wav_is_16_bit_pcm_and_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    samples = (rng.uniform(-1.2, 1.2, 22050)).astype(np.float32)   # out-of-range is clipped
+    path = tmp_path / "sub" / "out.wav"
+    write_wav(path, samples, 22050)
+    info = sf.info(str(path))
+    assert (info.samplerate, info.channels, info.subtype, info.format) == (22050, 1, "PCM_16", "WAV")
+    back, _ = sf.read(str(path), dtype="float32")
+    assert np.abs(back - np.clip(samples, -1, 1)).max() < 2 / 32768
+    assert np.allclose(load_audio(path, sample_rate=22050), back)
+
+
+def test_zero_length_audio_is_empty_not_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "nothing.wav"
+    sf.write(str(path), np.zeros(0, np.float32), 16000)
+    assert load_audio(path).size == 0
+
+
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("notes.wav", b"this is not audio at all\n" * 50),
+        ("empty.flac", b""),
+        ("random.mp3", bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8))),
+        ("doc.pdf", b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"),
+    ],
+)
+def test_non_audio_is_one_line_bad_audio_error(tmp_path: Path, name: str, content: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(BadAudioError) as err:
+        load_audio(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+
+
+def test_missing_file_is_bad_audio(tmp_path: Path) -> None:
+    with pytest.raises(BadAudioError, match="no such audio file"):
+        load_audio(tmp_path / "absent.wav")

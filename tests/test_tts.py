@@ -1,0 +1,102 @@
+"""Speech synthesis: piper streams sentences that Whisper understands, espeak-ng streams as
+it speaks, emotions change the pace, and a broken main engine falls back to espeak-ng."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.config import Config
+from daemon.errors import ModelError
+from daemon.messages import Emotion
+from daemon.stages.tts import build_tts
+from daemon.stages.tts_espeak import EspeakSynthesizer
+from tests.fixtures_audio import to_16k
+
+LONG = ("The lighthouse stands on a rock. Its lamp was lit every night. "
+        "Keepers climbed the stairs at dusk. Today the light runs by itself.")
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def _heard(tts, transcriber, text: str, **kw) -> tuple[str, list[np.ndarray]]:
+    chunks = list(tts.synthesize(text, **kw))
+    audio = np.concatenate(chunks)
+    heard, _ = transcriber.transcribe(to_16k(audio, tts.sample_rate))
+    return heard, chunks
+
+
+@pytest.mark.parametrize("engine", ["piper_tts", "espeak_tts"])
+def test_spoken_words_are_heard_back(request, transcriber, engine: str) -> None:
+    tts = request.getfixturevalue(engine)
+    heard, chunks = _heard(tts, transcriber, "Please open the kitchen window.")
+    assert {"open", "kitchen", "window"} <= _words(heard), heard
+    for chunk in chunks:
+        assert chunk.dtype == np.float32 and chunk.ndim == 1
+        assert float(np.abs(chunk).max()) <= 1.0
+    assert tts.sample_rate == 22050
+
+
+@pytest.mark.parametrize("engine", ["piper_tts", "espeak_tts"])
+def test_long_text_streams_in_several_chunks_and_stops_when_asked(request, engine: str) -> None:
+    tts = request.getfixturevalue(engine)
+    chunks = list(tts.synthesize(LONG))
+    assert len(chunks) > 1
+    total = sum(c.size for c in chunks) / tts.sample_rate
+    assert total > 4.0
+    taken: list[np.ndarray] = []
+    for chunk in tts.synthesize(LONG, should_stop=lambda: len(taken) >= 1):
+        taken.append(chunk)
+    assert len(taken) == 1
+
+
+@pytest.mark.parametrize("engine", ["piper_tts", "espeak_tts"])
+def test_calm_is_slower_than_cheerful(request, engine: str) -> None:
+    tts = request.getfixturevalue(engine)
+    text = "The bakery opens at seven in the morning."
+
+    def seconds(emotion: Emotion) -> float:
+        return sum(c.size for c in tts.synthesize(text, emotion=emotion)) / tts.sample_rate
+
+    assert seconds(Emotion("calm", 1.0)) > seconds(Emotion("cheerful", 1.0)) * 1.08
+
+
+def test_empty_text_yields_nothing(piper_tts, espeak_tts) -> None:
+    assert list(piper_tts.synthesize("  ")) == [] and list(espeak_tts.synthesize("")) == []
+
+
+def test_espeak_reads_text_that_looks_like_an_option(espeak_tts, transcriber) -> None:
+    heard, _ = _heard(espeak_tts, transcriber, "--help me find the kitchen")
+    assert "kitchen" in _words(heard), heard
+
+
+def test_broken_main_engine_falls_back_to_espeak(default_config: Config, tmp_path: Path, caplog) -> None:
+    cfg = dataclasses.replace(default_config.tts, engine="piper", voice=str(tmp_path / "missing.onnx"))
+    with caplog.at_level(logging.WARNING, logger="daemon.stages.tts"):
+        tts = build_tts(cfg)
+    assert isinstance(tts, EspeakSynthesizer)
+    assert any("falling back to espeak" in r.getMessage() for r in caplog.records)
+    assert len(list(tts.synthesize("Still talking."))) >= 1
+
+
+def test_no_fallback_gives_one_line_model_error(default_config: Config, tmp_path: Path) -> None:
+    bad = tmp_path / "voice.onnx"
+    bad.write_bytes(b"not a model")
+    (tmp_path / "voice.onnx.json").write_text("{}")
+    cfg = dataclasses.replace(default_config.tts, engine="piper", voice=str(bad), fallback="none")
+    with pytest.raises(ModelError) as err:
+        build_tts(cfg)
+    assert "\n" not in str(err.value) and "voice.onnx" in str(err.value)
+
+
+def test_espeak_missing_is_a_model_error(default_config: Config, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))        # a system without espeak-ng
+    with pytest.raises(ModelError, match="espeak-ng"):
+        EspeakSynthesizer(default_config.tts)
