@@ -10,7 +10,7 @@ APT_PACKAGES := espeak-ng sox libsndfile1 libportaudio2 pulseaudio pulseaudio-ut
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup apt venv run test bench install uninstall clean
+.PHONY: setup apt venv run demo test bench install uninstall clean
 
 setup: apt $(VENV)/.installed
 
@@ -32,8 +32,13 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt set
 	$(PIP) install -q --no-deps -e .
 	touch $@
 
+# The main job: the always-on assistant on the default microphone and speaker (Ctrl-C stops it).
 run: setup
-	$(VENV)/bin/sottovoce ask --local --wav tests/data/question_lighthouse.wav --out reply.wav --json
+	$(VENV)/bin/sottovoced
+
+# One spoken question answered into reply.wav, no sound card needed.
+demo: setup
+	$(VENV)/bin/sottovoce ask --local --wav tests/data/question_lighthouse.wav --out reply.wav
 
 test: setup
 	$(VENV)/bin/python -m pytest -q tests

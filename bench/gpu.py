@@ -12,6 +12,7 @@ import argparse
 import statistics
 import sys
 import time
+import traceback
 from typing import Any, Callable, Sequence
 
 from bench.util import table
@@ -297,7 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                       ("whisper", lambda: bench_whisper(device, args.tiny)),
                       ("phi3", lambda: bench_phi3(device, args.tiny))):
         if name in only:
-            rows += run()
+            try:
+                rows += run()
+            except Exception:                       # report the others even if one part breaks
+                traceback.print_exc()
+                rows.append([name, "failed", "", "", "see the traceback above"])
             if device == "cuda":
                 torch.cuda.empty_cache()
             print(table(["what", "ms per frame / step", "RTF", "first audio / latency (ms)", "notes"], rows[-1:]),

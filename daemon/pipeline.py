@@ -72,6 +72,24 @@ class Pipeline:
             return None
         return self.kb.hotwords_for(question_hint) or None
 
+    def warm_up(self) -> None:
+        """Run every loaded stage once so the first real question pays no lazy start-up:
+        the embedder loads, and the LLM's KV cache holds the fixed prompt prefix."""
+        if self.kb is not None:
+            self.kb.retrieve("warm up")
+        if self.llm is not None:
+            note = [Passage("The Brimble bridge is 240 metres long.", "warm-up", 1.0)]
+            emotion = Emotion(self.cfg.emotion.default, self.cfg.emotion.intensity)
+            for notes in ([], note):
+                for _ in self.llm.stream(self.prompts.build("Hello?", notes, [], emotion),
+                                         max_tokens=1, temperature=0.0):
+                    pass
+        if self.tts is not None:
+            for _ in self.tts.synthesize("Hello."):
+                pass
+        if self.stt is not None:
+            self.stt.transcribe(np.zeros(16000, dtype=np.float32))
+
     def transcribe(self, audio: np.ndarray) -> str:
         """Speech to text; raises NoSpeechError when nothing was said."""
         text, _ = self.stt.transcribe(audio, hotwords=self.hotwords())
@@ -118,14 +136,16 @@ def build_pipeline(
     times: dict[str, float] = {}
     vad = stt = kb = None
     if "vad" in stages:
-        from daemon.models import resolve_model
-        from daemon.stages.vad import SileroVad
+        from daemon.stages.vad import load_silero
 
-        vad = _timed("vad", times, progress, lambda: SileroVad(resolve_model(cfg.vad.model, "VAD model")))
+        vad = _timed("vad", times, progress, lambda: load_silero(cfg.vad))
     if "stt" in stages:
         from daemon.stages.stt import WhisperTranscriber
 
-        stt = _timed("stt", times, progress, lambda: WhisperTranscriber(cfg.stt))
+        from daemon.stages.vad import load_silero
+
+        # Its own VAD instance: Silero carries stream state, and the live endpointer owns the other.
+        stt = _timed("stt", times, progress, lambda: WhisperTranscriber(cfg.stt, vad=load_silero(cfg.vad)))
     llm = _timed("llm", times, progress, lambda: build_llm(cfg)) if "llm" in stages else None
     tts = _timed("tts", times, progress, lambda: build_tts(cfg)) if "tts" in stages else None
     if "kb" in stages:
@@ -134,6 +154,7 @@ def build_pipeline(
                                   path=cfg.conversation.history_file or None)
     pipe = Pipeline(cfg=cfg, llm=llm, tts=tts, history=history, stt=stt, vad_model=vad, kb=kb)  # type: ignore[arg-type]
     pipe.load_times = times
+    _timed("warm-up", times, progress, pipe.warm_up)
     return pipe
 
 

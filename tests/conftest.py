@@ -10,8 +10,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 pytest_plugins = [
     "tests.fixtures_core",
+    "tests.fixtures_kb",
     "tests.fixtures_audio",
     "tests.fixtures_dbus",
     "tests.fixtures_x11",
     "tests.fixtures_gpu",
+    "tests.fixtures_pulse",
 ]

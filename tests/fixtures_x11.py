@@ -239,7 +239,7 @@ class Desktop:
             ["trayer", "--edge", "top", "--align", "right", "--SetDockType", "true",
              "--widthtype", "request", "--height", "24", "--transparent", "true",
              "--alpha", "0", "--tint", "0xf0f0f0"],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=(folder / "trayer.log").open("w"))
+            env=self.env, stdout=subprocess.DEVNULL, stderr=(ARTIFACTS / "trayer.log").open("w"))
         self._procs.append(tray_host)
         # trayer's panel: instance "panel", class "trayer".
         self.tray_host = wait_for(lambda: self.find_windows("trayer", "--class"), 10, "trayer's panel")[0]

@@ -36,11 +36,10 @@ def _wait_for(predicate, timeout_s: float) -> bool:
 
 def test_streams_a_reply_piece_by_piece(llama_server: LlamaServer):
     llm = _client(llama_server.base_url)
-    pieces = list(llm.stream(QUESTION, max_tokens=32, temperature=0.0))
+    pieces = list(llm.stream(QUESTION, max_tokens=16, temperature=0.0))
     assert len(pieces) > 3                       # streamed, not one block
     assert "".join(pieces).strip()
-    again = list(llm.stream(QUESTION, max_tokens=32, temperature=0.0))
-    assert "".join(again) == "".join(pieces)     # the connection is reused cleanly
+    assert "".join(llm.stream(QUESTION, max_tokens=8, temperature=0.0)).strip()   # the pooled connection is reused
 
 
 def test_cancelling_mid_stream_makes_the_server_abort(llama_server: LlamaServer):
@@ -74,10 +73,11 @@ def test_cancel_while_waiting_for_the_server():
                            should_stop=lambda: calls.append(1) or len(calls) > 3)) == []
 
 
-def test_wrong_model_name_is_reported(llama_server: LlamaServer):
-    llm = _client(llama_server.base_url, model="no-such-model")
-    with pytest.raises(ModelError, match=r"refused the request: HTTP 4\d\d"):
-        list(llm.stream(QUESTION, max_tokens=8, temperature=0.0))
+def test_a_refused_request_is_reported(llama_server: LlamaServer):
+    llm = _client(llama_server.base_url)
+    with pytest.raises(ModelError, match=r"refused the request: HTTP [45]\d\d: .+") as err:
+        list(llm.stream([ChatMessage("narrator", "Hello")], max_tokens=8, temperature=0.0))
+    assert "\n" not in str(err.value)
 
 
 def test_system_prompt_folding():

@@ -184,8 +184,8 @@ class Tray:
 
     def __init__(self, desktop: Desktop, config: Path) -> None:
         self.desktop = desktop
-        self.proc, self.log = desktop.start([*program("sottovoce-tray", "tray.app"), "--config", str(config)],
-                                            "tray_app.log")
+        self.proc, self.log = desktop.start([*program("sottovoce-tray", "tray.app"), "--config", str(config),
+                                             "--log-level", "DEBUG"], "tray_app.log")
         self.emotions = tuple(load_config(config).emotion.styles)
 
     def icon_window(self) -> tuple[int, int, int, int]:
@@ -220,20 +220,43 @@ class Tray:
             self.desktop.screenshot(screenshot)
             raise AssertionError(f"the icon shows {seen[0]!r}, not {state!r} (see tests/artifacts/{screenshot})")
 
-    def open_menu(self) -> tuple[int, int, int, int]:
+    def synced(self, view: ServiceView) -> None:
+        """Wait until the tray's own view (logged at DEBUG) is ``view``: its menu matches."""
+        def last_view() -> str:
+            return next((line for line in reversed(self.log.lines) if "view: " in line), "")
+
+        wait_for(lambda: last_view().endswith(f"view: {view!r}"), 10, f"the tray to see {view}")
+
+    def menus(self) -> dict[int, tuple[int, int, int, int]]:
+        """The tray's open menus: window id -> geometry."""
+        found = {w: self.desktop.geometry(w) for w in self.desktop.find_windows("sottovoce-tray")}
+        return {w: g for w, g in found.items() if g[3] >= 60}
+
+    def open_menu(self) -> int:
+        """Right-click the icon; the menu's window id."""
+        wait_for(lambda: not self.menus(), 5, "earlier menus to close")
         x, y, w, h = self.icon_window()
         self.desktop.xdotool("mousemove", str(x + w // 2), str(y + h // 2), "click", "3")
-        return self._popup(min_height=100)
+        return self._new_menu(set())
 
-    def _popup(self, min_height: int, other_than: tuple[int, int, int, int] | None = None) -> tuple[int, int, int, int]:
-        def menu() -> tuple[int, int, int, int] | None:
-            for window in self.desktop.find_windows("sottovoce-tray"):
-                geometry = self.desktop.geometry(window)
-                if geometry[3] >= min_height and geometry != other_than:
-                    return geometry
-            return None
+    def _new_menu(self, known: set[int]) -> int:
+        return wait_for(lambda: next((w for w in self.menus() if w not in known), None), 10, "a menu to open")
 
-        return wait_for(menu, 10, "the tray menu to open")
+    def _highlight(self, window: int) -> tuple[int, int]:
+        """Screen x, y of the highlighted row of menu ``window``, once it stays put.
+
+        Menus are mapped, then moved into place: a position counts when two looks agree.
+        """
+        last: list[Any] = [None]
+
+        def settled() -> tuple[int, int] | None:
+            geometry = self.menus().get(window)
+            row = highlighted_row(self.desktop.screenshot(), geometry) if geometry else None
+            spot = (geometry[0] + geometry[2] // 2, row) if geometry and row else None
+            stable, last[0] = spot is not None and spot == last[0], spot
+            return spot if stable else None
+
+        return wait_for(settled, 5, "a highlighted menu row")
 
     def click(self, view: ServiceView, *path: str) -> None:
         """Open the menu and click the item at ``path`` (e.g. "Emotion", "calm") with the mouse.
@@ -241,11 +264,11 @@ class Tray:
         Keyboard navigation highlights the item (its position comes from the menu model),
         then the mouse clicks the highlighted row found on screen.
         """
+        self.synced(view)
         entries = build_menu(view, self.emotions, _NoActions())
-        menu = self.open_menu()
+        window = self.open_menu()
         for depth, prefix in enumerate(path):
-            names = selectable(entries)
-            index = next(i for i, text in enumerate(names) if text.startswith(prefix))
+            index = next(i for i, text in enumerate(selectable(entries)) if text.startswith(prefix))
             # In the top menu nothing is highlighted yet; Right opens a submenu on its first item.
             presses = index + 1 if depth == 0 else index
             if presses:
@@ -253,10 +276,10 @@ class Tray:
             if depth < len(path) - 1:
                 entries = _item(entries, prefix).submenu
                 self.desktop.xdotool("key", "Right")
-                menu = self._popup(min_height=60, other_than=menu)
-        row = wait_for(lambda: highlighted_row(self.desktop.screenshot(), menu), 5, "a highlighted menu row")
+                window = self._new_menu({window})
+        x, y = self._highlight(window)
         self.desktop.screenshot(f"tray_menu_{'_'.join(path).replace(' ', '_').lower()}.png")
-        self.desktop.xdotool("mousemove", str(menu[0] + menu[2] // 2), str(row), "click", "1")
+        self.desktop.xdotool("mousemove", str(x), str(y), "click", "1")
 
     def stop(self) -> int:
         stop_process(self.proc)
@@ -327,7 +350,8 @@ def _view(desktop: Desktop) -> ServiceView:
     props = desktop.probe.props
     name, intensity = props["Emotion"]
     return ServiceView(online=bool(desktop.probe.owner), state=props["State"], paused=props["Paused"],
-                       emotion=name, intensity=intensity)
+                       emotion=name, intensity=intensity, last_transcript=props["LastTranscript"],
+                       last_reply=props["LastReply"], version=props["Version"])
 
 
 def test_icon_docks_and_shows_the_state(desktop: Desktop, tray: Tray) -> None:
@@ -344,13 +368,13 @@ def test_a_second_tray_steps_aside(desktop: Desktop, tray: Tray) -> None:
 
 
 def test_right_click_opens_the_menu(desktop: Desktop, tray: Tray) -> None:
-    x, y, w, h = tray.open_menu()
+    window = tray.open_menu()
+    x, y, w, h = wait_for(lambda: tray.menus().get(window), 5, "the menu's geometry")
     image = desktop.screenshot("tray_menu_open.png")
     assert h >= 100 and w >= 100
     assert highlighted_row(image, (x, y, w, h)) is None, "nothing is highlighted before a key press"
     desktop.xdotool("key", "Escape")
-    wait_for(lambda: not [g for g in map(desktop.geometry, desktop.find_windows("sottovoce-tray"))
-                          if g[3] >= 100], 5, "the menu to close")
+    wait_for(lambda: not tray.menus(), 5, "the menu to close")
 
 
 def test_pause_and_resume_from_the_menu(desktop: Desktop, tray: Tray) -> None:

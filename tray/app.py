@@ -150,6 +150,7 @@ class TrayApp:
         return to_pystray(build_menu(self._client.view, self._emotions, self), self._pystray)
 
     def _on_change(self, view: ServiceView) -> None:
+        _LOGGER.debug("view: %r", view)
         shown = icons.icon_state(view.state, view.online)
         if shown != self._shown:
             self._shown = shown
@@ -205,8 +206,9 @@ def _import_pystray() -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``sottovoce-tray``; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"{PROGRAM}: %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tray").setLevel(args.log_level)  # DEBUG for the tray, not its libraries
     if not os.environ.get("DISPLAY"):
         print(f"{PROGRAM}: no display (DISPLAY is not set): start it inside a graphical session, "
               "e.g. from the desktop's autostart or systemd/sottovoce-tray.service",

@@ -9,8 +9,11 @@ which each block was due at the DAC.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Hashable
 
@@ -18,6 +21,7 @@ import numpy as np
 
 from daemon.audio.resampler import StreamResampler
 
+_LOGGER = logging.getLogger(__name__)
 _HISTORY = 4096                 # items remembered for reports (older ones are forgotten)
 
 
@@ -55,11 +59,11 @@ class PlayQueue:
             self._log.append(item)
             return data.size
 
-    def pull(self, out: np.ndarray, due: float) -> float | None:
+    def pull(self, out: np.ndarray, due: float) -> tuple[int, float | None]:
         """Fill ``out`` (zeros where the queue runs dry); ``due`` is when out[0] plays.
 
-        Returns the due time of the first sample when this block starts audio after
-        silence (for ``on_first_audio``), else None.
+        Returns how many samples came from the queue, and the due time of the first sample
+        when this block starts audio after silence (for ``on_first_audio``), else None.
         """
         n = out.size
         filled = 0
@@ -82,7 +86,7 @@ class PlayQueue:
             if not self._queue:
                 self._idle = True
         out[filled:] = 0.0
-        return started
+        return filled, started
 
     def drop(self) -> None:
         """Forget everything queued (barge-in); the resampler starts afresh."""
@@ -120,3 +124,64 @@ class PlayQueue:
         with self._lock:
             self._log.clear()
 
+
+
+class QueuedOutput:
+    """The speaker API on top of a :class:`PlayQueue` (live device or file).
+
+    Subclasses set ``self._queue`` and ``self._ran_dry`` (set when the queue empties) and
+    provide ``connected``.
+    """
+
+    _queue: PlayQueue
+    _ran_dry: asyncio.Event
+
+    @property
+    def connected(self) -> bool:
+        raise NotImplementedError
+
+    def play(self, samples: np.ndarray, sample_rate: int, tag: Hashable = None) -> None:
+        """Queue a chunk (float32 mono in [-1, 1], any rate) after what is already queued."""
+        self._queue.push(samples, sample_rate, tag)
+        if not self.connected:
+            _LOGGER.debug("no output device: chunk %r dropped", tag)
+            self._queue.drop()      # remembered as not heard
+            return
+        self._ran_dry.clear()
+
+    @property
+    def is_playing(self) -> bool:
+        """True while audio is queued or still on its way out of the loudspeaker."""
+        return self._queue.pending or self._queue.busy_until() > time.monotonic()
+
+    async def wait_done(self) -> None:
+        """Return once everything queued has been heard (or dropped)."""
+        while self.connected and self._queue.pending:
+            self._ran_dry.clear()
+            try:
+                await asyncio.wait_for(self._ran_dry.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+        remaining = self._queue.busy_until() - time.monotonic()
+        if remaining > 0 and self.connected:
+            await asyncio.sleep(remaining)
+
+    def stop_now(self) -> dict[Hashable, float]:
+        """Barge-in: drop everything queued at once; share (0-1) of each tag that was heard.
+
+        The report covers the chunks queued since the previous ``stop_now()`` or
+        :meth:`forget`, and then starts afresh.
+        """
+        self._queue.drop()
+        report = self._queue.report(time.monotonic())
+        self._queue.forget()
+        self._ran_dry.set()
+        return report
+
+    def played_tags(self) -> dict[Hashable, float]:
+        """Share (0-1) of each tag heard so far (chunks since the last stop_now/forget)."""
+        return self._queue.report(time.monotonic())
+
+    def forget(self) -> None:
+        """Start a new report (e.g. at the start of a turn)."""
+        self._queue.forget()

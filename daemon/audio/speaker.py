@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Hashable
+from typing import Any, Callable
 
 import numpy as np
 
 from daemon.audio import portaudio
 from daemon.audio.live import LiveDevice, MessageCallback
-from daemon.audio.playqueue import PlayQueue
+from daemon.audio.playqueue import PlayQueue, QueuedOutput
 from daemon.audio.portaudio import DeviceChoice
 from daemon.config import AudioConfig
 
@@ -28,14 +28,16 @@ _LOGGER = logging.getLogger(__name__)
 TimeCallback = Callable[[float], None]
 
 
-class Speaker(LiveDevice):
+class Speaker(LiveDevice, QueuedOutput):
     """``audio.output`` as a queue of tagged float32 chunks at any sample rate.
 
-    ``on_first_audio(t)`` runs on the event loop whenever audio starts after silence; ``t``
-    is the ``time.monotonic()`` at which its first sample is due at the DAC (for latency
-    measurement). The stream runs at the device's native rate (``device_rate`` overrides);
-    chunks are converted on the way in. Missing or vanished devices: see :class:`LiveDevice`
-    (chunks played while disconnected are dropped and count as not heard).
+    ``play(samples, sample_rate, tag)``, ``stop_now()``, ``played_tags()``, ``wait_done()``
+    and ``is_playing`` come from :class:`QueuedOutput`. ``on_first_audio(t)`` runs on the
+    event loop whenever audio starts after silence; ``t`` is the ``time.monotonic()`` at
+    which its first sample is due at the DAC (for latency measurement). The stream runs at
+    the device's native rate (``device_rate`` overrides); chunks are converted on the way
+    in. Missing or vanished devices: see :class:`LiveDevice` (chunks played while
+    disconnected are dropped and count as not heard).
     """
 
     role = "speaker"
@@ -54,59 +56,8 @@ class Speaker(LiveDevice):
         self._ran_dry = asyncio.Event()
         self.stream_rate = 0
 
-    # ------------------------------------------------------------ playing
-    def play(self, samples: np.ndarray, sample_rate: int, tag: Hashable = None) -> None:
-        """Queue a chunk (float32 mono in [-1, 1]) to play after what is already queued."""
-        self._queue.push(samples, sample_rate, tag)
-        if not self.connected:
-            _LOGGER.debug("speaker not connected: chunk %r dropped", tag)
-            self._queue.drop()      # logged as not heard
-            return
-        self._ran_dry.clear()
-
-    @property
-    def is_playing(self) -> bool:
-        """True while audio is queued or still on its way out of the loudspeaker."""
-        return self._queue.pending or self._queue.busy_until() > time.monotonic()
-
-    async def wait_done(self) -> None:
-        """Return once everything queued has been heard (or dropped)."""
-        while True:
-            if not self._queue.pending or not self.connected:
-                remaining = self._queue.busy_until() - time.monotonic()
-                if remaining <= 0 or not self.connected:
-                    return
-                await asyncio.sleep(remaining)
-                continue
-            self._ran_dry.clear()
-            try:
-                await asyncio.wait_for(self._ran_dry.wait(), 0.5)
-            except asyncio.TimeoutError:
-                pass
-
-    def stop_now(self) -> dict[Hashable, float]:
-        """Barge-in: silence at once, drop the queue; share (0-1) of each tag that was heard.
-
-        The report covers the chunks queued since the previous ``stop_now()`` or
-        :meth:`forget`, and then starts afresh.
-        """
-        self._queue.drop()
-        now = time.monotonic()
-        report = self._queue.report(now)
-        self._queue.forget()
-        self._ran_dry.set()
-        return report
-
-    def played_tags(self) -> dict[Hashable, float]:
-        """Share (0-1) of each tag heard so far (chunks since the last stop_now/forget)."""
-        return self._queue.report(time.monotonic())
-
-    def forget(self) -> None:
-        """Start a new report (e.g. at the start of a turn)."""
-        self._queue.forget()
-
-    # ------------------------------------------------------------ the device
     def _open(self, choice: DeviceChoice) -> Any:
+        """Open and start the output stream (worker thread)."""
         rate = self._device_rate or choice.default_rate
         self._queue = PlayQueue(rate)
         generation = self._generation
@@ -133,7 +84,7 @@ class Speaker(LiveDevice):
             lag = self._stream.latency if self._stream is not None else 0.0
         queue = self._queue
         had = queue.pending
-        started = queue.pull(out[:, 0], now + lag)
+        _, started = queue.pull(out[:, 0], now + lag)
         if started is not None and self._on_first_audio is not None:
             self.post(self._first_audio, generation, started)
         if had and not queue.pending:

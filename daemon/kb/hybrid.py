@@ -26,7 +26,7 @@ from rank_bm25 import BM25Okapi
 
 from daemon.kb.textutil import STOPWORDS, index_terms, phonetic_key, raw_words, stem
 
-KEYWORD_WEIGHT = 0.35        # how much a perfect keyword match adds to the cosine
+KEYWORD_WEIGHT = 0.4         # how much a perfect keyword match closes the gap to 1
 FUZZY_FLOOR = 0.6            # similarity below which a sound-alike match is ignored
 FUZZY_FULL = 0.95            # similarity that counts as the word itself
 
@@ -174,7 +174,8 @@ class KeywordIndex:
             start, end = group[0], group[1]
             covered = [t for w in words[start:end] for t in index_terms(w)]
             covered_terms.update(covered)
-            ideal = sum(idf(t) for t in covered)
+            # One name heard as several words ("tool lack") is still one thing asked about.
+            ideal = max((idf(t) for t in covered), default=0.0)
             if ideal > 0:
                 concepts.append(_Concept(dict(group[2]), ideal))
         for term in dict.fromkeys(index_terms(query)):

@@ -263,16 +263,25 @@ class CsmStreamer:
     def warm_up(self, greedy: bool = False) -> None:
         """Capture the frame graph now (a few seconds) rather than on the first utterance."""
         if self.graphs and greedy not in self._captured:
-            self._captured[greedy] = self._capture(greedy)
+            self._graph(greedy)
+
+    def _graph(self, greedy: bool) -> Any:
+        if greedy not in self._captured:
+            try:
+                self._captured[greedy] = self._capture(greedy)
+            except RuntimeError as exc:     # slower, still correct: run the frame eagerly
+                _LOGGER.warning("CSM: CUDA graph capture failed (%s); decoding without graphs", exc)
+                self.graphs = False
+                return None
+        return self._captured[greedy]
 
     def step(self, greedy: bool) -> Any:
         """Generate one frame; returns the ``(num_codebooks,)`` device tensor of its codes."""
         import torch
 
-        if self.graphs:
-            if greedy not in self._captured:
-                self._captured[greedy] = self._capture(greedy)
-            self._captured[greedy].replay()
+        graph = self._graph(greedy) if self.graphs else None
+        if graph is not None:
+            graph.replay()
         else:
             with torch.no_grad():
                 self._frame(greedy)

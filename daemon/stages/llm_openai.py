@@ -124,7 +124,7 @@ class OpenAIChatModel:
         except json.JSONDecodeError:
             raise ModelError(f"LLM server at {self.base_url} sent a malformed event: {data[:80]!r}") from None
         if "error" in event:
-            raise ModelError(f"LLM server at {self.base_url} failed mid-reply: {_error_text(event)}")
+            raise ModelError(f"LLM server at {self.base_url} failed mid-reply: {_one_line(_error_text(event))}")
         choices = event.get("choices") or [{}]
         return (choices[0].get("delta") or {}).get("content") or ""
 
@@ -170,8 +170,13 @@ def _wait(seconds: float, should_stop: ShouldStop) -> bool:
 
 
 def _why(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    return _one_line(str(exc)) or type(exc).__name__
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """Server messages can span lines (tracebacks, validation lists): keep one short line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _error_text(body: Any) -> str:
@@ -188,8 +193,8 @@ def _raise_for_status(response: httpx.Response, base_url: str) -> None:
         return
     raw = response.read().decode("utf-8", "replace")
     try:
-        text = _error_text(json.loads(raw))
+        text = _one_line(_error_text(json.loads(raw)))
     except json.JSONDecodeError:
-        text = raw.strip()[:200] or response.reason_phrase
+        text = _one_line(raw) or response.reason_phrase
     hint = " (check llm.model against the server's --served-model-name)" if response.status_code == 404 else ""
     raise ModelError(f"LLM server at {base_url} refused the request: HTTP {response.status_code}: {text}{hint}")
