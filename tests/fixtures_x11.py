@@ -29,7 +29,7 @@ from dbus_fast import Message, MessageType, NameFlag
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface, method
 
-from tests.fixtures_dbus import start_private_bus
+from tests.fixtures_dbus import PrivateBus, start_private_bus
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -230,7 +230,16 @@ class Desktop:
         self.folder = folder
         self._procs: list[subprocess.Popen] = []
         self.width, self.height = 640, 400  # room for the tray and its menus
-        self.bus = start_private_bus(folder / "bus")
+        self.bus: Optional[PrivateBus] = None
+        self.probe: Optional[BusProbe] = None
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        self.bus = start_private_bus(self.folder / "bus")
         self.bus_address = self.bus.address
         self.display = self._start_xvfb()
         self.env = self._environment()
@@ -248,7 +257,7 @@ class Desktop:
         read_fd, write_fd = os.pipe()
         proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{self.width}x{self.height}x24",
                                  "-nolisten", "tcp"], pass_fds=(write_fd,),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=(ARTIFACTS / "xvfb.log").open("w"))
         os.close(write_fd)
         self._procs.append(proc)
         with os.fdopen(read_fd) as pipe:
@@ -303,10 +312,12 @@ class Desktop:
         return image
 
     def close(self) -> None:
-        self.probe.close()
+        if self.probe is not None:
+            self.probe.close()
         for proc in reversed(self._procs):
             stop_process(proc)
-        self.bus.stop()
+        if self.bus is not None:
+            self.bus.stop()
 
 
 @pytest.fixture(scope="module")

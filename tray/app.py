@@ -102,6 +102,10 @@ class TrayApp:
             GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signum, self._on_signal)
         try:
             self._icon.run(setup=self._setup)
+        except GLib.Error as exc:
+            # pystray withdraws its notification on the way out; with no notification
+            # daemon (or the session bus already gone) that fails, and nothing is lost.
+            _LOGGER.debug("while closing the icon: %s", exc)
         finally:
             self._client.stop()
         return EXIT_OK

@@ -114,7 +114,7 @@ class AssistantClient:
         self._bus: MessageBus | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._thread_main, name="sottovoce-dbus", daemon=True)
-        self._stopping: asyncio.Event | None = None
+        self._stopping = asyncio.Event()  # bound to the client's loop on first use there
         self._notification_id = 0
 
     @property
@@ -155,7 +155,7 @@ class AssistantClient:
 
     def notify(self, summary: str, body: str, icon: str = "") -> concurrent.futures.Future[Any]:
         """Show a desktop notification (replacing the previous one from this tray)."""
-        return asyncio.run_coroutine_threadsafe(self._notify(summary, body, icon), self._loop)
+        return self.submit(self._notify(summary, body, icon))
 
     # --- coroutines (client loop only) ---------------------------------------------------
     async def call(self, member: str, signature: str = "", body: Sequence[Any] = ()) -> list[Any]:
@@ -182,11 +182,13 @@ class AssistantClient:
         try:
             return await coro
         except CallFailed as exc:
-            _LOGGER.warning("the service refused a command: %s (%s)", exc, exc.code)
+            _LOGGER.debug("the service refused a command: %s (%s)", exc, exc.code)
             self._on_error(exc.code, str(exc))
         except asyncio.TimeoutError:
             _LOGGER.warning("the service did not answer within %.0f s", self._timeout)
             self._on_error("Timeout", "The service did not answer in time.")
+        except Exception:  # a menu click must never take the tray down
+            _LOGGER.exception("a command to the service failed")
         return None
 
     async def _notify(self, summary: str, body: str, icon: str) -> None:
@@ -208,19 +210,17 @@ class AssistantClient:
             self._loop.close()
 
     def _request_stop(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()
+        self._stopping.set()
         if self._bus is not None:
             self._bus.disconnect()
 
     async def _run(self) -> None:
         """Connect, follow, and reconnect after losing the bus, until asked to stop."""
-        self._stopping = asyncio.Event()
         while not self._stopping.is_set():
             try:
                 await self._session()
             except (OSError, EOFError, ValueError, CallFailed) as exc:
-                _LOGGER.warning("session bus unavailable (%s); retrying in %.0f s", exc, _RECONNECT_S)
+                _LOGGER.warning("session bus unavailable (%r); retrying in %.0f s", exc, _RECONNECT_S)
             self._bus = None
             if self._stopping.is_set():
                 break
@@ -236,7 +236,6 @@ class AssistantClient:
         # Autostart and the systemd unit are alternatives; if both are enabled, one tray wins.
         if await bus.request_name(TRAY_BUS_NAME, NameFlag.DO_NOT_QUEUE) != RequestNameReply.PRIMARY_OWNER:
             _LOGGER.warning("another sottovoce-tray already runs in this session")
-            assert self._stopping is not None
             self._stopping.set()
             bus.disconnect()
             if self._on_duplicate is not None:

@@ -113,7 +113,7 @@ class LiveDevice:
 
     def _check_ended(self, generation: int) -> None:
         stream = self._stream
-        # A stream restarted on purpose (the speaker's flush) is active again by now.
+        # A stream closed on purpose is no longer self._stream by now.
         if stream is not None and not stream.active:
             self._lost(generation, "the audio stream ended")
 
@@ -121,15 +121,7 @@ class LiveDevice:
     async def _connect(self) -> None:
         choice = await asyncio.to_thread(portaudio.resolve, self.query, self._direction)
         self._generation += 1
-        opening = asyncio.ensure_future(asyncio.to_thread(self._open_checked, choice))
-        try:
-            stream = await asyncio.shield(opening)
-        except asyncio.CancelledError:
-            # stop() came while PortAudio was opening: close what it opens, then give up.
-            stream = await asyncio.gather(opening, return_exceptions=True)
-            if not isinstance(stream[0], BaseException):
-                await asyncio.to_thread(portaudio.close_stream, stream[0])
-            raise
+        stream = await self._open_safely(choice)
         self._stream, self._choice = stream, choice
         self._alive_at = time.monotonic()
         _LOGGER.info("%s open: %s", self.role, choice.label)
@@ -139,6 +131,17 @@ class LiveDevice:
             kind = "source" if self._direction == "input" else "sink"
             self._watch = PulseWatch(kind, choice.pulse_name, lambda r: self._lost(generation, r))
             await self._watch.start()
+
+    async def _open_safely(self, choice: DeviceChoice) -> Any:
+        """Open in a worker thread; if cancelled meanwhile, close what it opened."""
+        opening = asyncio.ensure_future(asyncio.to_thread(self._open_checked, choice))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            done = await asyncio.gather(opening, return_exceptions=True)
+            if not isinstance(done[0], BaseException):
+                await asyncio.to_thread(portaudio.close_stream, done[0])
+            raise
 
     def _open_checked(self, choice: DeviceChoice) -> Any:
         try:
@@ -162,7 +165,8 @@ class LiveDevice:
         tick = max(0.1, self._stall_s / 4)
         while generation == self._generation:
             await asyncio.sleep(tick)
-            if generation == self._generation and time.monotonic() - self._alive_at > self._stall_s:
+            idle = self._stream is None      # closed on purpose (the speaker between replies)
+            if generation == self._generation and not idle and time.monotonic() - self._alive_at > self._stall_s:
                 self._lost(generation, f"no audio callbacks for {self._stall_s:g} s")
                 return
 

@@ -52,6 +52,7 @@ class Microphone(LiveDevice):
         self._on_frame = on_frame
         self._device_rate = device_rate
         self._convert = _Reframer(self.sample_rate, self.sample_rate, frame_samples)
+        self._clock = _SampleClock(self.sample_rate)
         self.stream_rate = 0           # the rate the open stream runs at (0 when closed)
         self.frames_delivered = 0
 
@@ -59,6 +60,7 @@ class Microphone(LiveDevice):
         """Open and start the input stream (worker thread)."""
         rate = self._device_rate or portaudio.pick_rate(choice, self.sample_rate, 1)
         self._convert = _Reframer(rate, self.sample_rate, self.frame_samples)
+        self._clock = _SampleClock(rate)
         generation = self._generation
         stream = portaudio.open_stream(
             choice, samplerate=rate, channels=1, dtype="float32",
@@ -84,7 +86,7 @@ class Microphone(LiveDevice):
         lag = tinfo.currentTime - tinfo.inputBufferAdcTime
         if not 0.0 <= lag < 1.0 or tinfo.inputBufferAdcTime == 0.0:
             lag = self._stream.latency if self._stream is not None else 0.0
-        frames = self._convert.push(data[:, 0], now - lag)
+        frames = self._convert.push(data[:, 0], self._clock.date(now - lag, len(data)))
         if frames:
             self.post(self._deliver, generation, frames)
 
@@ -100,6 +102,34 @@ class Microphone(LiveDevice):
 
     def _on_closed(self) -> None:
         self.stream_rate = 0
+
+
+class _SampleClock:
+    """Dates blocks by counting samples, so frame times advance exactly 32 ms apiece.
+
+    Callback times jitter by several ms; the count does not. The estimate follows the
+    measured times slowly (sound-card clock drift) and jumps when they part by more than
+    50 ms (an overrun lost audio).
+    """
+
+    def __init__(self, rate: int) -> None:
+        self._rate = rate
+        self._anchor: float | None = None
+        self._count = 0
+
+    def date(self, measured: float, samples: int) -> float:
+        """The capture time of a block's first sample, given its jittery measurement."""
+        if self._anchor is None:
+            self._anchor = measured
+        estimate = self._anchor + self._count / self._rate
+        error = measured - estimate
+        if abs(error) > 0.05:
+            self._anchor += error
+            estimate = measured
+        else:
+            self._anchor += 0.01 * error
+        self._count += samples
+        return estimate
 
 
 class _Reframer:

@@ -96,6 +96,7 @@ class PlayQueue:
             self._queue.clear()
             self._resampler = None
             self._idle = True
+            self._last_due = 0.0        # what the device still holds is not waited for
 
     @property
     def pending(self) -> bool:

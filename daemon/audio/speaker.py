@@ -46,7 +46,7 @@ class Speaker(LiveDevice, QueuedOutput):
                  on_error: MessageCallback | None = None,
                  on_recovered: MessageCallback | None = None, *,
                  device: str | None = None, device_rate: int | None = None,
-                 block_ms: float = 10.0, stall_s: float = 2.0) -> None:
+                 block_ms: float = 20.0, stall_s: float = 2.0) -> None:
         super().__init__(device if device is not None else cfg.output, "output",
                          cfg.reconnect_s, on_error, on_recovered, stall_s)
         self._on_first_audio = on_first_audio

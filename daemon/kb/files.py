@@ -71,7 +71,7 @@ def scan_folder(root: Path, skip: Path | None = None) -> FolderScan:
     """Walk ``root`` (following symlinks, detecting loops), collecting candidate documents."""
     result = FolderScan()
     seen_dirs: set[tuple[int, int]] = set()
-    _walk(root, root, seen_dirs, result, skip.resolve() if skip else None)
+    _walk(root, root, seen_dirs, result, Path(os.path.realpath(skip)) if skip else None)
     return result
 
 
@@ -91,14 +91,15 @@ def _walk(root: Path, folder: Path, seen: set[tuple[int, int]], out: FolderScan,
     for entry in sorted(entries, key=lambda e: e.name):
         path = Path(entry.path)
         rel = _rel(root, path)
-        if is_ignored(rel) or (skip is not None and path.resolve() == skip):
+        if is_ignored(rel):
             continue
         try:
             is_dir = entry.is_dir(follow_symlinks=True)
         except OSError:
             is_dir = False
         if is_dir:
-            _walk(root, path, seen, out, skip)
+            if skip is None or Path(os.path.realpath(path)) != skip:   # an index kept inside the folder
+                _walk(root, path, seen, out, skip)
             continue
         if not is_supported(path):
             continue

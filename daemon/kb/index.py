@@ -218,6 +218,7 @@ class KnowledgeBase:
                 changed |= self._move(src, dst)
             items = self._stat_paths(paths)
             changed |= self._index_items(items, None)
+            changed |= self._fingerprint() != before
             if changed:
                 self._finish_batch()
             return changed

@@ -55,8 +55,7 @@ class FileIndexer:
     def _fill(self, prepared: Prepared, old: DocRecord | None) -> None:
         record = prepared.record
         if record.size > self.max_bytes:
-            record.error = (f"file is {record.size / 1e6:.1f} MB, over the {self.max_bytes / 1e6:g} MB limit "
-                            "(rag.max_file_mb)")
+            record.error = f"file is {_size(record.size)}, over the {_size(self.max_bytes)} limit (rag.max_file_mb)"
             return
         try:
             with open(self.root / prepared.source, "rb") as fh:
@@ -65,7 +64,7 @@ class FileIndexer:
             record.error = _reason(exc)
             return
         if len(data) > self.max_bytes:
-            record.error = f"file is over the {self.max_bytes / 1e6:g} MB limit (rag.max_file_mb)"
+            record.error = f"file is over the {_size(self.max_bytes)} limit (rag.max_file_mb)"
             return
         record.sha256 = hashlib.sha256(data).hexdigest()
         if old is not None and not old.error and old.sha256 == record.sha256:
@@ -86,3 +85,7 @@ class FileIndexer:
         record.terms = extract_terms(doc.text, headings, self.common_words)
         record.named_by_file = not doc.title and any(not s.heading for s in doc.sections)
         prepared.drafts = drafts
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"

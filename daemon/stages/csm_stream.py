@@ -5,9 +5,9 @@ depth-decoder steps per 80 ms frame, each a fresh Python forward with a growing 
 (310 ms per frame on an H100). This loop uses the model's own weights with
 
 * static KV caches for the backbone (``max_len`` positions) and the depth decoder
-  (``num_codebooks`` positions, overwritten every frame);
-* one CUDA graph per sampling mode that runs a whole frame: codebook 0 from the backbone's
-  last hidden state, the 31 depth-decoder steps, then the backbone step on the new frame;
+  (``num_codebooks`` positions, overwritten every frame) - see :mod:`daemon.stages.csm_step`;
+* on CUDA, the frame's pieces compiled with ``torch.compile`` (kernel fusion) and the whole
+  frame (codebook 0, 31 depth steps, the backbone step) replayed as one CUDA graph;
 * the reference-voice context prefilled once and its KV copied in for every utterance;
 * audio decoded chunk by chunk (a small first chunk, then larger ones) by
   :class:`~daemon.stages.mimi_stream.MimiStreamDecoder`, seamless across chunks.
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 from daemon.stages.base import ShouldStop, never_stop
+from daemon.stages.csm_step import FrameStep, StaticStack
 from daemon.stages.mimi_stream import MimiStreamDecoder
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,83 +47,11 @@ class TextIds:
     eos_id: int
 
 
-def _rope(x: Any, cos: Any, sin: Any) -> Any:
-    import torch
-
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
-
-
-class _Stack:
-    """A Llama-style decoder stack stepped against a static KV cache (no Python-side state).
-
-    ``forward(x, pos)`` takes ``(1, n, hidden)`` inputs at the positions in the long
-    tensor ``pos`` (shape ``(n,)``), writes their keys/values into the cache and returns
-    the final-normed outputs. Shapes never change, so the step can be graph-captured.
-    """
-
-    def __init__(self, model: Any, max_len: int, device: Any, dtype: Any) -> None:
-        import torch
-
-        cfg = model.config
-        self.layers = list(model.layers)[: cfg.num_hidden_layers]
-        self.norm = model.norm
-        self.heads = cfg.num_attention_heads
-        self.kv_heads = cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.max_len = max_len
-        positions = torch.arange(max_len, device=device)
-        probe = torch.zeros(1, 1, cfg.hidden_size, device=device, dtype=dtype)
-        # The model's own rotary module, so any rope scaling (llama3 for csm-1b) is honoured.
-        cos, sin = model.rotary_emb(probe, position_ids=positions[None])
-        self.cos, self.sin = cos[0].to(dtype), sin[0].to(dtype)
-        self.positions = positions
-        shape = (1, self.kv_heads, max_len, self.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in self.layers]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in self.layers]
-
-    def forward(self, x: Any, pos: Any) -> Any:
-        n = x.shape[1]
-        mask = self.positions[None, :] <= pos[:, None]                 # (n, max_len)
-        cos, sin = self.cos[pos], self.sin[pos]                        # (n, head_dim)
-        for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(1, n, self.heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(h).view(1, n, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(1, n, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-            self.k[i].index_copy_(2, pos, k)
-            self.v[i].index_copy_(2, pos, v)
-            out = self._attend(q, self.k[i], self.v[i], mask, n)
-            x = x + attn.o_proj(out.transpose(1, 2).reshape(1, n, self.heads * self.head_dim))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return self.norm(x)
-
-    def _attend(self, q: Any, k: Any, v: Any, mask: Any, n: int) -> Any:
-        """Grouped-query attention without copying K/V: fold each group's heads into rows."""
-        import torch.nn.functional as F
-
-        groups = self.heads // self.kv_heads
-        q = q.reshape(1, self.kv_heads, groups * n, self.head_dim)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.repeat(groups, 1)[None, None])
-        return out.reshape(1, self.heads, n, self.head_dim)
-
-    def snapshot(self, length: int) -> list[tuple[Any, Any]]:
-        return [(k[:, :, :length].clone(), v[:, :, :length].clone()) for k, v in zip(self.k, self.v)]
-
-    def restore(self, saved: list[tuple[Any, Any]]) -> None:
-        for (k, v), ck, cv in zip(saved, self.k, self.v):
-            ck[:, :, : k.shape[2]].copy_(k)
-            cv[:, :, : v.shape[2]].copy_(v)
-
-
 class CsmStreamer:
     """Frame-by-frame CSM generation and chunked audio for one model, one caller at a time."""
 
     def __init__(self, model: Any, *, max_len: int | None = None, top_k: int = 50,
-                 use_cuda_graphs: bool | None = None) -> None:
+                 use_cuda_graphs: bool | None = None, compile_steps: bool | None = None) -> None:
         import torch
 
         self.model = model.eval()
@@ -138,16 +67,28 @@ class CsmStreamer:
         self.top_k = min(top_k, self.codebook_size)
         self.sample_rate = int(codec_cfg.sampling_rate)
         self.samples_per_frame = int(round(self.sample_rate / float(codec_cfg.frame_rate)))
+        if self.dtype != torch.float32:
+            # Mimi is small: decoding in float32 keeps chunk seams exact (bf16 leaves ~1% errors).
+            model.codec_model.float()
+            for module in model.codec_model.modules():
+                if getattr(module, "_embed", None) is not None:
+                    module._embed = None         # Mimi's cached codebook, still in the old dtype
         with torch.no_grad():
-            self.backbone = _Stack(model.backbone_model, self.max_len, self.device, self.dtype)
-            self.depth = _Stack(model.depth_decoder.model, self.num_codebooks, self.device, self.dtype)
+            self.backbone = StaticStack(model.backbone_model, self.max_len, self.device, self.dtype)
+            self.depth = StaticStack(model.depth_decoder.model, self.num_codebooks, self.device, self.dtype)
         self.mimi = MimiStreamDecoder(model.codec_model)
-        self.graphs = self.device.type == "cuda" if use_cuda_graphs is None else use_cuda_graphs
+        cuda = self.device.type == "cuda"
+        self.graphs = cuda if use_cuda_graphs is None else use_cuda_graphs
         self._h = torch.zeros(1, self.config.hidden_size, device=self.device, dtype=self.dtype)
         self._pos = torch.zeros(1, dtype=torch.long, device=self.device)
         self._codes = torch.zeros(self.num_codebooks, dtype=torch.long, device=self.device)
         self._temp = torch.ones(1, device=self.device, dtype=torch.float32)
-        self._depth_pos = torch.arange(self.num_codebooks, device=self.device)
+        self._noise = torch.ones(self.num_codebooks, self.top_k, device=self.device, dtype=torch.float32)
+        self.steps = FrameStep(model, self.backbone, self.depth, codebook_size=self.codebook_size,
+                               top_k=self.top_k, temperature=self._temp)
+        self.compiled = cuda if compile_steps is None else compile_steps
+        if self.compiled:
+            self.steps.compile()
         self._captured: dict[bool, Any] = {}
         self._prefixes: dict[Any, tuple[int, list[tuple[Any, Any]]]] = {}
 
@@ -207,39 +148,13 @@ class CsmStreamer:
         return self.max_len - int(self._pos.item())
 
     # ------------------------------------------------------------- one frame
-    def _sample(self, logits: Any, greedy: bool) -> Any:
-        import torch
-
-        logits = logits[..., : self.codebook_size]
-        if greedy:
-            return logits.argmax(-1)
-        values, index = torch.topk(logits.float() / self._temp, self.top_k, dim=-1)
-        probs = torch.softmax(values, dim=-1)
-        # Exponential-race sampling: argmax(p / E) ~ Categorical(p), with no host sync.
-        noise = torch.empty_like(probs).exponential_(1.0)
-        return index.gather(-1, (probs / noise).argmax(-1, keepdim=True)).squeeze(-1)
-
     def _frame(self, greedy: bool) -> None:
         """Sample one frame's codebooks from ``_h``, then advance the backbone by that frame."""
-        import torch
-
-        model, dd = self.model, self.model.depth_decoder
-        c0 = self._sample(model.lm_head(self._h), greedy)                      # (1,)
-        codes = [c0]
-        x = torch.stack([self._h, dd.model.embed_tokens(c0)], dim=1)
-        last = self.depth.forward(dd.model.inputs_embeds_projector(x), self._depth_pos[:2])[:, -1]
-        heads = dd.codebooks_head.weight
-        for p in range(1, self.num_codebooks):
-            code = self._sample(last @ heads[p - 1], greedy)
-            codes.append(code)
-            if p + 1 < self.num_codebooks:
-                emb = dd.model.embed_tokens(code + p * self.vocab)[:, None]
-                last = self.depth.forward(dd.model.inputs_embeds_projector(emb),
-                                          self._depth_pos[p + 1: p + 2])[:, -1]
-        frame = torch.cat(codes)
+        if not greedy:
+            self._noise.exponential_(1.0)
+        frame, h = self.steps.frame(self._h, self._pos, self._noise, greedy)
         self._codes.copy_(frame)
-        out = self.backbone.forward(model.backbone_model.embed_tokens(frame[None, None]), self._pos)
-        self._h.copy_(out[:, -1])
+        self._h.copy_(h)
         self._pos.add_(1)
 
     def _capture(self, greedy: bool) -> Any:
@@ -266,11 +181,17 @@ class CsmStreamer:
             self._graph(greedy)
 
     def _graph(self, greedy: bool) -> Any:
-        if greedy not in self._captured:
+        while greedy not in self._captured:
             try:
                 self._captured[greedy] = self._capture(greedy)
-            except RuntimeError as exc:     # slower, still correct: run the frame eagerly
-                _LOGGER.warning("CSM: CUDA graph capture failed (%s); decoding without graphs", exc)
+            except Exception as exc:  # noqa: BLE001 - slower but still correct without them
+                if self.compiled:
+                    _LOGGER.warning("CSM: compiled frame failed (%s); using the uncompiled one", _line(exc))
+                    self.steps = FrameStep(self.model, self.backbone, self.depth, codebook_size=self.codebook_size,
+                                           top_k=self.top_k, temperature=self._temp)
+                    self.compiled = False
+                    continue
+                _LOGGER.warning("CSM: CUDA graph capture failed (%s); decoding without graphs", _line(exc))
                 self.graphs = False
                 return None
         return self._captured[greedy]
@@ -324,3 +245,7 @@ class CsmStreamer:
     def _decode(self, codes: Any) -> tuple[Any, Any]:
         audio = self.mimi.decode(codes.to(self.device).transpose(0, 1)[None])
         return codes, audio[0, 0].float().cpu().numpy()
+
+
+def _line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

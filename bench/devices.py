@@ -1,0 +1,113 @@
+"""Audio devices on the virtual sound card: start, stop and capture latencies, idle CPU.
+
+Runs a private PulseAudio server (tests/fixtures_pulse.py) and measures, in real time:
+- play() -> first sample heard on speaker.monitor;
+- stop_now() -> last loud sample heard on speaker.monitor (barge-in's share from the devices);
+- a microphone frame's capture time -> its on_frame() call on the event loop;
+- CPU of the process while a microphone and a speaker stream idle.
+Times heard on speaker.monitor are stamped when ``parec`` hands them over (~10 ms late),
+so the first two are slight over-estimates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.util import machine, pct, table
+from daemon.audio.devices import Microphone, Speaker
+from daemon.config import AudioConfig
+from tests.fixtures_pulse import PulseRig, pulse_available
+
+TRIALS = 15
+IDLE_S = 10.0
+
+
+async def _speaker_trials(rig: PulseRig) -> tuple[list[float], list[float]]:
+    first: list[float] = []
+    spk = Speaker(AudioConfig(output="speaker"), first.append)
+    await spk.start()
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(22050) / 22050)).astype(np.float32)
+    starts: list[float] = []
+    stops: list[float] = []
+    rng = np.random.default_rng(0)
+    try:
+        for _ in range(TRIALS):
+            with rig.record_speaker() as rec:
+                first.clear()
+                played = time.monotonic()
+                spk.play(tone, 22050, "tone")
+                while not first:
+                    await asyncio.sleep(0.002)
+                await asyncio.sleep(0.3 + 0.4 * float(rng.random()))
+                stopped = time.monotonic()
+                spk.stop_now()
+                await asyncio.sleep(0.3)
+            loud = np.nonzero(np.abs(rec.audio) > 0.05)[0]
+            times = rec.times()
+            starts.append(times[loud[0]] - played)
+            stops.append(times[loud[-1]] - stopped)
+    finally:
+        await spk.stop()
+    return starts, stops
+
+
+async def _mic_and_idle() -> tuple[list[float], float]:
+    delays: list[float] = []
+
+    def on_frame(_frame: np.ndarray, t: float) -> None:
+        delays.append(time.monotonic() - t)
+
+    mic = Microphone(AudioConfig(input="micfeed"), on_frame)
+    spk = Speaker(AudioConfig(output="speaker"))
+    await mic.start()
+    await spk.start()
+    try:
+        await asyncio.sleep(1.0)
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(IDLE_S)
+        cpu = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    finally:
+        await mic.stop()
+        await spk.stop()
+    return delays[10:], cpu
+
+
+def main() -> None:
+    reason = pulse_available()
+    if reason:
+        print(f"(skipped: {reason})")
+        return
+    with tempfile.TemporaryDirectory(prefix="sottovoce-bench-pulse-") as tmp:
+        rig = PulseRig(Path(tmp))
+        saved = os.environ.get("PULSE_SERVER")
+        try:
+            rig.start()
+            os.environ["PULSE_SERVER"] = rig.server
+            starts, stops = asyncio.run(_speaker_trials(rig))
+            delays, cpu = asyncio.run(_mic_and_idle())
+        finally:
+            rig.close()
+            if saved is None:
+                os.environ.pop("PULSE_SERVER", None)
+            else:
+                os.environ["PULSE_SERVER"] = saved
+    ms = 1000.0
+    rows = [
+        ("play() -> first sample heard (ms)", pct(starts, 50) * ms, pct(starts, 95) * ms, len(starts)),
+        ("stop_now() -> last sample heard (ms)", pct(stops, 50) * ms, pct(stops, 95) * ms, len(stops)),
+        ("mic capture -> on_frame on the loop (ms)", pct(delays, 50) * ms, pct(delays, 95) * ms, len(delays)),
+    ]
+    print(f"Virtual sound card (PulseAudio null sinks), {machine()}\n")
+    print(table(("measure", "p50", "p95", "n"), rows))
+    print(f"\nCPU while a microphone and a speaker stream idle for {IDLE_S:.0f} s: "
+          f"{cpu * 100:.2f}% of one core (this process; PulseAudio itself not counted)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,426 @@
+"""The audio devices on a real (virtual) sound card: a private PulseAudio server.
+
+Real streams through PortAudio, ALSA's pulse plugin and PulseAudio null sinks; real
+WebRTC echo cancellation. Timings are printed (``-s``), asserted only as generous bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, TypeVar
+
+import numpy as np
+import pytest
+import soundfile
+
+from daemon.audio.devices import (
+    FileMicrophone, FileSpeaker, Microphone, NullMicrophone, Speaker,
+    echo_cancel_setup_commands, make_microphone, make_speaker,
+)
+from daemon.audio.fileio import load_audio, resample, write_wav
+from daemon.audio.resampler import StreamResampler, resample_once
+from daemon.config import AudioConfig
+from tests.fixtures_core import DATA
+from tests.fixtures_pulse import PulseRig
+
+T = TypeVar("T")
+SR = 16000
+
+
+def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
+
+
+async def until(cond: Callable[[], bool], timeout: float, what: str) -> float:
+    """Wait for ``cond`` on the loop; returns the seconds it took."""
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.005)
+    return time.monotonic() - start
+
+
+def ncc(haystack: np.ndarray, needle: np.ndarray) -> tuple[float, int]:
+    """Best normalised correlation of ``needle`` inside ``haystack``, and where."""
+    c = np.correlate(haystack, needle, mode="valid")
+    i = int(np.argmax(np.abs(c)))
+    seg = haystack[i:i + needle.size]
+    return float(np.dot(seg, needle) / (np.linalg.norm(seg) * np.linalg.norm(needle) + 1e-12)), i
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x)))) if x.size else 0.0
+
+
+@pytest.fixture(scope="module")
+def speech() -> dict[int, np.ndarray]:
+    """2 s of real speech (JFK) at 16 kHz and 22.05 kHz."""
+    return {rate: load_audio(DATA / "jfk.flac", rate)[:2 * rate] for rate in (16000, 22050)}
+
+
+@pytest.fixture()
+def speech_wav(tmp_path: Path, speech: dict[int, np.ndarray]) -> Path:
+    path = tmp_path / "speech.wav"
+    write_wav(path, speech[SR], SR)
+    return path
+
+
+class Collector:
+    """Callbacks that record what they got (and check they run on the loop's thread)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[np.ndarray, float]] = []
+        self.errors: list[str] = []
+        self.recovered: list[str] = []
+        self.first_audio: list[float] = []
+        self.off_loop: list[str] = []
+
+    def _check(self, name: str) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self.off_loop.append(name)
+
+    def on_frame(self, frame: np.ndarray, t: float) -> None:
+        self._check("on_frame")
+        self.frames.append((frame, t))
+
+    def on_error(self, message: str) -> None:
+        self._check("on_error")
+        self.errors.append(message)
+
+    def on_recovered(self, message: str) -> None:
+        self._check("on_recovered")
+        self.recovered.append(message)
+
+    def on_first_audio(self, t: float) -> None:
+        self._check("on_first_audio")
+        self.first_audio.append(t)
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate([f for f, _ in self.frames]) if self.frames else np.zeros(0, np.float32)
+
+
+# ------------------------------------------------------------------ resampling
+def test_stream_resampler_is_seamless_and_accurate() -> None:
+    t = np.arange(44100) / 44100
+    tone = (0.5 * np.sin(2 * np.pi * 1234 * t)).astype(np.float32)
+    r = StreamResampler(44100, 16000)
+    blocks = [r.process(tone[i:i + 1411]) for i in range(0, tone.size, 1411)]
+    streamed = np.concatenate(blocks + [r.flush()])[:16000]
+    once = resample_once(tone, 44100, 16000)
+    assert once.size == 16000
+    np.testing.assert_allclose(streamed, once, atol=1e-6)
+    expected = 0.5 * np.sin(2 * np.pi * 1234 * np.arange(16000) / 16000)
+    assert np.abs(once - expected)[200:-200].max() < 1e-3
+    np.testing.assert_allclose(once[200:-200], resample(tone, 44100, 16000)[200:-200], atol=2e-3)
+    # Above the new Nyquist (8 kHz): removed, not folded back as an alias.
+    high = (0.5 * np.sin(2 * np.pi * 9000 * t)).astype(np.float32)
+    assert rms(resample_once(high, 44100, 16000)[200:-200]) < 0.01
+
+
+# ------------------------------------------------------------------ microphone
+@pytest.mark.parametrize("device,device_rate", [("micfeed", None), ("default", 48000)])
+def test_microphone_hears_what_is_played_into_the_mic(
+    pulse_clean: PulseRig, speech: dict[int, np.ndarray], speech_wav: Path,
+    device: str, device_rate: int | None,
+) -> None:
+    got = Collector()
+
+    async def scenario() -> float:
+        mic = Microphone(AudioConfig(input=device), got.on_frame, got.on_error, device_rate=device_rate)
+        await mic.start()
+        assert mic.connected, got.errors
+        assert mic.stream_rate == (device_rate or SR)
+        await until(lambda: len(got.frames) >= 3, 3, "first frames")
+        started = time.monotonic()
+        await asyncio.to_thread(pulse_clean.play_into_mic, speech_wav)
+        await asyncio.sleep(0.2)
+        await mic.stop()
+        return started
+
+    started = run(scenario())
+    assert not got.off_loop and not got.errors
+    assert {f.shape for f, _ in got.frames} == {(512,)} and got.frames[0][0].dtype == np.float32
+    times = np.array([t for _, t in got.frames])
+    np.testing.assert_allclose(np.diff(times), 512 / SR, atol=0.004)
+    score, at = ncc(got.audio(), speech[SR])
+    onset = times[at // 512] + (at % 512) / SR - started
+    print(f"\n{device} @ {device_rate or SR} Hz: correlation {score:.5f}, onset {onset * 1000:.0f} ms after paplay")
+    assert score > 0.99
+    assert -0.1 < onset < 1.0
+
+
+def test_microphone_reports_a_vanished_device_and_recovers(
+    pulse_clean: PulseRig, speech: dict[int, np.ndarray], speech_wav: Path,
+) -> None:
+    got = Collector()
+
+    async def scenario() -> None:
+        mic = Microphone(AudioConfig(input="micfeed", reconnect_s=0.2), got.on_frame,
+                         got.on_error, got.on_recovered)
+        await mic.start()
+        await until(lambda: len(got.frames) >= 3, 3, "first frames")
+        pulse_clean.remove_device("micfeed")
+        took = await until(lambda: bool(got.errors), 5, "on_error after the mic vanished")
+        print(f"\nloss reported after {took * 1000:.0f} ms: {got.errors[0]}")
+        assert not mic.connected
+        await asyncio.sleep(0.5)            # a few failed reconnect attempts
+        assert len(got.errors) == 1 and not got.recovered
+        await asyncio.to_thread(pulse_clean.restore_device, "micfeed")
+        took = await until(lambda: bool(got.recovered), 5, "on_recovered after the mic came back")
+        print(f"back {took * 1000:.0f} ms after the device returned: {got.recovered[0]}")
+        got.frames.clear()
+        await asyncio.to_thread(pulse_clean.play_into_mic, speech_wav)
+        await asyncio.sleep(0.2)
+        await mic.stop()
+
+    run(scenario())
+    assert "micfeed" in got.errors[0] and "micfeed" in got.recovered[0]
+    assert ncc(got.audio(), speech[SR])[0] > 0.99
+    assert not got.off_loop
+
+
+def test_missing_devices_are_reported_not_fatal(pulse_clean: PulseRig) -> None:
+    got = Collector()
+
+    async def scenario() -> None:
+        mic = Microphone(AudioConfig(input="no-such-mic", reconnect_s=0.1), got.on_frame, got.on_error)
+        spk = Speaker(AudioConfig(output="no-such-speaker", reconnect_s=0.1), None, got.on_error)
+        await mic.start()
+        await spk.start()
+        assert not mic.connected and not spk.connected
+        spk.play(np.ones(1000, np.float32), 16000, "lost")
+        await asyncio.wait_for(spk.wait_done(), 1)
+        assert spk.stop_now() == {"lost": 0.0}
+        await asyncio.sleep(0.35)           # reconnect attempts keep failing quietly
+        await mic.stop()
+        await spk.stop()
+
+    run(scenario())
+    assert len(got.errors) == 2
+    assert "no-such-mic" in got.errors[0] and "no-such-speaker" in got.errors[1]
+
+
+# ------------------------------------------------------------------ speaker
+def test_speaker_plays_tagged_chunks_onto_the_speaker(
+    pulse_clean: PulseRig, speech: dict[int, np.ndarray],
+) -> None:
+    got = Collector()
+    src = speech[22050]
+
+    async def scenario() -> tuple[float, float]:
+        spk = Speaker(AudioConfig(output="speaker"), got.on_first_audio, got.on_error)
+        await spk.start()
+        assert spk.connected and not spk.is_playing
+        with pulse_clean.record_speaker() as rec:
+            started = time.monotonic()
+            for i in range(0, src.size, 4410):
+                spk.play(src[i:i + 4410], 22050, ("turn", i // 4410))
+            assert spk.is_playing
+            await spk.wait_done()
+            waited = time.monotonic() - started
+            await asyncio.sleep(0.2)
+        report = spk.played_tags()
+        await spk.stop()
+        assert report == {("turn", k): 1.0 for k in range(10)}
+        heard = rec.audio
+        score, at = ncc(heard, speech[SR])
+        print(f"\nspeaker correlation {score:.5f}; wait_done after {waited:.2f} s for 2.00 s;"
+              f" first audio due {1000 * (got.first_audio[0] - started):.0f} ms,"
+              f" heard {1000 * (rec.times()[at] - started):.0f} ms after play()")
+        assert score > 0.99
+        return waited, got.first_audio[0] - started
+
+    waited, first = run(scenario())
+    assert 1.9 < waited < 3.0
+    assert len(got.first_audio) == 1 and 0 <= first < 0.5
+    assert not got.off_loop and not got.errors
+
+
+def test_stop_now_silences_playback_and_reports_what_was_heard(pulse_clean: PulseRig) -> None:
+    got = Collector()
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * 22050) / 22050)).astype(np.float32)
+
+    async def scenario() -> None:
+        spk = Speaker(AudioConfig(output="speaker"), got.on_first_audio)
+        await spk.start()
+        with pulse_clean.record_speaker() as rec:
+            for k in range(3):
+                spk.play(tone[k * 22050:(k + 1) * 22050], 22050, k)
+            await until(lambda: bool(got.first_audio), 2, "first audio")
+            await asyncio.sleep(max(0.0, got.first_audio[0] + 1.25 - time.monotonic()))
+            stopped = time.monotonic()
+            report = spk.stop_now()
+            call_ms = (time.monotonic() - stopped) * 1000
+            assert not spk.is_playing
+            await asyncio.wait_for(spk.wait_done(), 0.1)
+            await asyncio.sleep(0.6)
+        await spk.stop()
+        loud = np.nonzero(np.abs(rec.audio) > 0.05)[0]
+        times = rec.times()
+        tail_ms = (times[loud[-1]] - stopped) * 1000
+        print(f"\nstop_now() took {call_ms:.2f} ms; last loud sample {tail_ms:.0f} ms after it; "
+              f"report {report}")
+        assert report[0] == 1.0 and 0.1 < report[1] < 0.5 and report[2] == 0.0
+        assert rms(rec.between(stopped - 0.5, stopped)) > 0.2          # loud before
+        assert np.abs(rec.between(stopped + 0.2, stopped + 0.6)).max() < 1e-3   # silent after
+
+    run(scenario())
+
+
+def test_speaker_reports_a_vanished_sink(pulse_clean: PulseRig) -> None:
+    got = Collector()
+
+    async def scenario() -> None:
+        spk = Speaker(AudioConfig(output="speaker", reconnect_s=0.2), None, got.on_error, got.on_recovered)
+        await spk.start()
+        pulse_clean.remove_device("speaker")
+        await until(lambda: bool(got.errors), 5, "on_error after the sink vanished")
+        await asyncio.to_thread(pulse_clean.restore_device, "speaker")
+        await until(lambda: bool(got.recovered), 5, "on_recovered")
+        assert spk.connected
+        await spk.stop()
+
+    run(scenario())
+    assert "speaker" in got.errors[0] and "is back" in got.recovered[0]
+
+
+# ------------------------------------------------------------------ echo
+def test_webrtc_echo_canceller_removes_the_speaker_from_the_mic(
+    pulse_clean: PulseRig, speech: dict[int, np.ndarray], tmp_path: Path,
+) -> None:
+    far = load_audio(DATA / "jfk.flac", 22050)[:6 * 22050]       # what the assistant says
+    near = load_audio(DATA / "jfk.flac", SR)[8 * SR:10 * SR]     # the user talking over it
+    near_wav = tmp_path / "near.wav"
+    write_wav(near_wav, 0.5 * near, SR)
+    pulse_clean.add_echo_loopback(volume=0.5)
+
+    async def capture(mic_name: str, speaker_name: str, talk: bool) -> np.ndarray:
+        got = Collector()
+        mic = Microphone(AudioConfig(input=mic_name), got.on_frame, got.on_error)
+        spk = Speaker(AudioConfig(output=speaker_name), None, got.on_error)
+        await mic.start()
+        await spk.start()
+        assert mic.connected and spk.connected, got.errors
+        await asyncio.sleep(0.2)
+        got.frames.clear()
+        for i in range(0, far.size, 4410):
+            spk.play(far[i:i + 4410], 22050, i)
+        if talk:
+            await asyncio.sleep(3.5)
+            await asyncio.to_thread(pulse_clean.play_into_mic, near_wav)
+        await spk.wait_done()
+        await mic.stop()
+        await spk.stop()
+        return got.audio()
+
+    raw = run(capture("micfeed", "speaker", talk=False))
+    commands = echo_cancel_setup_commands(mic="micfeed.monitor", speaker="speaker")
+    for line in commands:
+        if not line.startswith("#"):
+            subprocess.run(shlex.split(line), env=pulse_clean.subprocess_env(), check=True,
+                           capture_output=True)
+    assert {"sottovoce_mic"} <= set(pulse_clean.names("sources"))
+    assert {"sottovoce_speaker"} <= set(pulse_clean.names("sinks"))
+    try:
+        cleaned = run(capture("sottovoce_mic", "sottovoce_speaker", talk=True))
+    finally:
+        module = pulse_clean.pactl("list", "short", "modules")
+        for line in module.splitlines():
+            if "module-echo-cancel" in line:
+                pulse_clean.unload_module(int(line.split("\t")[0]))
+    echo_raw, echo_left = rms(raw[SR:3 * SR]), rms(cleaned[SR:3 * SR])
+    user, _ = ncc(cleaned, near)
+    print(f"\necho rms {echo_raw:.4f} -> {echo_left:.6f} with the canceller; "
+          f"user speech over it: correlation {user:.3f}")
+    assert echo_raw > 0.02                       # the loopback really leaks the speaker
+    assert echo_left < echo_raw / 10             # at least 20 dB of echo removed
+    assert user > 0.5                            # the user's own voice still comes through
+
+
+def test_echo_cancel_setup_commands_cover_both_servers() -> None:
+    pulse = echo_cancel_setup_commands("pulseaudio", persistent=True)
+    assert any("load-module module-echo-cancel aec_method=webrtc" in c for c in pulse)
+    pipewire = "\n".join(echo_cancel_setup_commands("pipewire", persistent=True, mic="alsa_input.usb"))
+    assert "libpipewire-module-echo-cancel" in pipewire and "aec/libspa-aec-webrtc" in pipewire
+    assert 'target.object = "alsa_input.usb"' in pipewire
+    for server in ("pulseaudio", "pipewire"):
+        live = [c for c in echo_cancel_setup_commands(server) if not c.startswith("#")]
+        assert live == ["pactl load-module module-echo-cancel aec_method=webrtc "
+                        "source_name=sottovoce_mic sink_name=sottovoce_speaker"]
+
+
+# ------------------------------------------------------------------ files
+def test_file_microphone_keeps_wall_clock_pace(tmp_path: Path, speech: dict[int, np.ndarray]) -> None:
+    wav = tmp_path / "one_second.wav"
+    write_wav(wav, speech[SR][:SR], SR)
+    got = Collector()
+    ended: list[float] = []
+
+    async def scenario() -> tuple[float, int]:
+        mic = FileMicrophone(wav, got.on_frame)
+        start = time.monotonic()
+        await mic.start()
+        await until(lambda: len(got.frames) >= 40, 5, "40 frames")    # 32 of file + silence
+        took = time.monotonic() - start
+        await mic.stop()
+        count = len(got.frames)
+        ending = FileMicrophone(wav, lambda f, t: None, after="end", on_end=lambda: ended.append(time.monotonic()))
+        t0 = time.monotonic()
+        await ending.start()
+        await until(lambda: bool(ended), 5, "on_end")
+        ended[0] -= t0
+        return took, count
+
+    took, count = run(scenario())
+    print(f"\n40 frames (1.28 s of audio) delivered in {took:.2f} s")
+    assert took >= 1.2                            # real time, not as fast as possible
+    audio = got.audio()
+    assert ncc(audio[:SR], speech[SR][:SR])[0] > 0.999
+    assert not audio[SR + 512:].any()             # then silence
+    assert count >= 40 and 0.95 < ended[0] < 2.0
+
+
+def test_file_speaker_writes_in_real_time_and_stops_now(
+    tmp_path: Path, speech: dict[int, np.ndarray],
+) -> None:
+    out = tmp_path / "out" / "reply.wav"
+    src = speech[22050]
+    got = Collector()
+
+    async def scenario() -> tuple[float, dict[Any, float]]:
+        spk = FileSpeaker(out, got.on_first_audio)
+        await spk.start()
+        start = time.monotonic()
+        spk.play(src[:22050], 22050, "first")
+        await spk.wait_done()
+        waited = time.monotonic() - start
+        spk.play(src, 22050, "second")
+        await asyncio.sleep(0.5)
+        report = spk.stop_now()
+        await spk.stop()
+        return waited, report
+
+    waited, report = run(scenario())
+    data, rate = soundfile.read(str(out), dtype="float32")
+    print(f"\nFileSpeaker: 1 s chunk took {waited:.2f} s; stopped after 0.5 s: {report}")
+    assert rate == 22050 and 0.95 < waited < 1.5
+    assert ncc(data[:22050], src[:22050])[0] > 0.999
+    assert report == {"first": 1.0, "second": pytest.approx(0.25, abs=0.06)}
+    assert abs(data.size - 22050 * 1.5) < 22050 * 0.12
+    assert len(got.first_audio) == 2
+
+
+def test_factories_pick_the_device_from_the_spec(tmp_path: Path) -> None:
+    cfg = AudioConfig(input="micfeed", output="speaker")
+    assert isinstance(make_microphone(cfg, lambda f, t: None, input_spec="none"), NullMicrophone)
+    assert isinstance(make_microphone(cfg, lambda f, t: None, input_spec=str(tmp_path / "q.wav")), FileMicrophone)
+    assert isinstance(make_microphone(cfg, lambda f, t: None), Microphone)
+    assert isinstance(make_speaker(cfg, output_spec="reply.wav"), FileSpeaker)
+    assert isinstance(make_speaker(cfg), Speaker)

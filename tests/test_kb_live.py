@@ -1,0 +1,121 @@
+"""Live reindexing through the real inotify watcher: create, modify, move, delete, editor
+temporaries, bursts, and the folder itself deleted and recreated. Each step waits for the
+watcher's on_update events (with a deadline) until search reflects the change."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures_kb import SAMPLE_KB, UpdateWaiter, top_source
+
+OTTERS = "# River otters\n\nThe otter colony at Brannock Weir has {n} otters and a heron called Pim.\n"
+QUESTION = "How many otters live at Brannock Weir?"
+
+
+def _watched(make_kb: Any, folder: Path) -> tuple[Any, UpdateWaiter]:
+    kb = make_kb(folder, debounce_ms=100)
+    kb.open()
+    waiter = UpdateWaiter()
+    kb.start_watching(waiter)
+    return kb, waiter
+
+
+def _sources(kb: Any) -> set[str]:
+    with kb._lock:
+        return {c.source for c in kb._state.chunks.values()}
+
+
+def test_create_modify_move_delete(make_kb: Any, kb_folder: Path) -> None:
+    kb, waiter = _watched(make_kb, kb_folder)
+    embedder = kb._embedder
+    assert top_source(kb, QUESTION) != "otters.md"
+
+    (kb_folder / "otters.md").write_text(OTTERS.format(n=14), encoding="utf-8")
+    waiter.wait_for(lambda: top_source(kb, QUESTION) == "otters.md")
+    assert "14 otters" in kb.retrieve(QUESTION)[0].text
+
+    (kb_folder / "otters.md").write_text(OTTERS.format(n=22), encoding="utf-8")
+    waiter.wait_for(lambda: "22 otters" in kb.retrieve(QUESTION)[0].text)
+    assert kb.status()["chunks"] == 9                      # the old chunk was replaced, not added
+
+    before = embedder.count
+    (kb_folder / "wildlife").mkdir()
+    os.replace(kb_folder / "otters.md", kb_folder / "wildlife" / "otters.md")
+    waiter.wait_for(lambda: top_source(kb, QUESTION) == "wildlife/otters.md")
+    assert embedder.count == before                        # a move re-embeds nothing
+    assert "otters.md" not in _sources(kb)
+
+    (kb_folder / "wildlife" / "otters.md").unlink()
+    waiter.wait_for(lambda: kb.status()["documents"] == 3)
+    assert not any("otters" in s for s in _sources(kb))
+    assert top_source(kb, "How tall is Skerrimore lighthouse?") == "skerrimore_lighthouse.md"
+
+
+def test_only_the_changed_file_is_embedded(make_kb: Any, kb_folder: Path) -> None:
+    kb, waiter = _watched(make_kb, kb_folder)
+    embedder = kb._embedder
+    before = len(embedder.texts)
+    kettle = kb_folder / "zephyr_kettle_manual.txt"
+    kettle.write_text(kettle.read_text(encoding="utf-8").replace("3 years", "5 years"), encoding="utf-8")
+    waiter.wait_for(lambda: "5 years" in kb.retrieve("How long is the kettle warranty?")[0].text)
+    new = embedder.texts[before:]
+    assert len(new) == 1 and "5 years" in new[0]           # one changed chunk; its neighbours reused
+
+
+def test_editor_temporaries_and_hidden_files_are_ignored(make_kb: Any, kb_folder: Path) -> None:
+    kb, waiter = _watched(make_kb, kb_folder)
+    (kb_folder / ".otters.md.swp").write_bytes(b"b0VIM 8.2" + bytes(100))
+    (kb_folder / "otters.md~").write_text(OTTERS.format(n=1), encoding="utf-8")
+    (kb_folder / "#otters.md#").write_text(OTTERS.format(n=2), encoding="utf-8")
+    (kb_folder / ".hidden").mkdir()
+    (kb_folder / ".hidden" / "secret.md").write_text(OTTERS.format(n=3), encoding="utf-8")
+    # gedit-style save: write a hidden temporary, then rename it over the real name.
+    (kb_folder / ".goutputstream-ABC123").write_text(OTTERS.format(n=7), encoding="utf-8")
+    os.replace(kb_folder / ".goutputstream-ABC123", kb_folder / "otters.md")
+    waiter.wait_for(lambda: "otters.md" in _sources(kb))
+    assert _sources(kb) == {"otters.md", "skerrimore_lighthouse.md", "zephyr_kettle_manual.txt",
+                            "quillfeather_bakery_handbook.pdf"}
+    assert "7 otters" in kb.retrieve(QUESTION)[0].text
+    assert not kb.status()["failed"]
+
+
+def test_a_burst_of_writes_is_debounced(make_kb: Any, kb_folder: Path) -> None:
+    kb, waiter = _watched(make_kb, kb_folder)
+    target = kb_folder / "otters.md"
+    for n in range(30):
+        target.write_text(OTTERS.format(n=n), encoding="utf-8")
+    waiter.wait_for(lambda: "29 otters" in kb.retrieve(QUESTION)[0].text)
+    assert len(waiter.updates) < 30
+    assert kb.status()["chunks"] == 9
+
+
+def test_folder_deleted_and_recreated(make_kb: Any, kb_folder: Path) -> None:
+    kb, waiter = _watched(make_kb, kb_folder)
+    embedder = kb._embedder
+    before = embedder.count
+    shutil.rmtree(kb_folder)
+    waiter.wait_for(lambda: kb.status()["documents"] == 0)
+    assert "missing" in kb.status()["reason"]
+    assert kb.retrieve("How tall is Skerrimore lighthouse?") == []
+
+    shutil.copytree(SAMPLE_KB, kb_folder)
+    waiter.wait_for(lambda: kb.status()["documents"] == 3)
+    assert kb.status()["reason"] == ""
+    assert top_source(kb, "How tall is Skerrimore lighthouse?") == "skerrimore_lighthouse.md"
+    assert embedder.count == before                        # same content: vectors were kept
+
+    # and the new watch works: a file added now is picked up too
+    (kb_folder / "otters.md").write_text(OTTERS.format(n=5), encoding="utf-8")
+    waiter.wait_for(lambda: top_source(kb, QUESTION) == "otters.md")
+
+
+def test_a_bad_file_arriving_live_does_not_stop_the_watcher(make_kb: Any, kb_folder: Path) -> None:
+    kb, waiter = _watched(make_kb, kb_folder)
+    (kb_folder / "broken.pdf").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >>\nthis is not a pdf")
+    waiter.wait_for(lambda: "broken.pdf" in kb.status()["failed"])
+    (kb_folder / "otters.md").write_text(OTTERS.format(n=9), encoding="utf-8")
+    waiter.wait_for(lambda: top_source(kb, QUESTION) == "otters.md")
+    assert "PDF" in kb.status()["failed"]["broken.pdf"]
