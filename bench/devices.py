@@ -1,7 +1,8 @@
 """Audio devices on the virtual sound card: start, stop and capture latencies, idle CPU.
 
 Runs a private PulseAudio server (tests/fixtures_pulse.py) and measures, in real time:
-- play() -> first sample heard on speaker.monitor;
+- play() -> first sample heard on speaker.monitor, with the stream running and after it was
+  closed for idleness (reopened by play());
 - stop_now() -> last loud sample heard on speaker.monitor (barge-in's share from the devices);
 - a microphone frame's capture time -> its on_frame() call on the event loop;
 - CPU of the process while a microphone and a speaker stream idle.
@@ -28,9 +29,9 @@ TRIALS = 15
 IDLE_S = 10.0
 
 
-async def _speaker_trials(rig: PulseRig) -> tuple[list[float], list[float]]:
+async def _speaker_trials(rig: PulseRig, idle_close_s: float) -> tuple[list[float], list[float]]:
     first: list[float] = []
-    spk = Speaker(AudioConfig(output="speaker"), first.append)
+    spk = Speaker(AudioConfig(output="speaker"), first.append, idle_close_s=idle_close_s)
     await spk.start()
     tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(22050) / 22050)).astype(np.float32)
     starts: list[float] = []
@@ -38,6 +39,9 @@ async def _speaker_trials(rig: PulseRig) -> tuple[list[float], list[float]]:
     rng = np.random.default_rng(0)
     try:
         for _ in range(TRIALS):
+            if idle_close_s:
+                while not spk.dormant:
+                    await asyncio.sleep(0.01)
             with rig.record_speaker() as rec:
                 first.clear()
                 played = time.monotonic()
@@ -89,7 +93,8 @@ def main() -> None:
         try:
             rig.start()
             os.environ["PULSE_SERVER"] = rig.server
-            starts, stops = asyncio.run(_speaker_trials(rig))
+            starts, stops = asyncio.run(_speaker_trials(rig, 0.0))
+            cold, _ = asyncio.run(_speaker_trials(rig, 0.1))
             delays, cpu = asyncio.run(_mic_and_idle())
         finally:
             rig.close()
@@ -100,6 +105,7 @@ def main() -> None:
     ms = 1000.0
     rows = [
         ("play() -> first sample heard (ms)", pct(starts, 50) * ms, pct(starts, 95) * ms, len(starts)),
+        ("same, stream closed for idleness (ms)", pct(cold, 50) * ms, pct(cold, 95) * ms, len(cold)),
         ("stop_now() -> last sample heard (ms)", pct(stops, 50) * ms, pct(stops, 95) * ms, len(stops)),
         ("mic capture -> on_frame on the loop (ms)", pct(delays, 50) * ms, pct(delays, 95) * ms, len(delays)),
     ]

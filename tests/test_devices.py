@@ -215,9 +215,11 @@ def test_speaker_plays_tagged_chunks_onto_the_speaker(
     src = speech[22050]
 
     async def scenario() -> tuple[float, float]:
-        spk = Speaker(AudioConfig(output="speaker"), got.on_first_audio, got.on_error)
+        spk = Speaker(AudioConfig(output="speaker"), got.on_first_audio, got.on_error, idle_close_s=0.2)
         await spk.start()
         assert spk.connected and not spk.is_playing
+        await until(lambda: spk.dormant, 2, "the idle stream to close")
+        assert spk.connected                # closed for idleness, still usable
         with pulse_clean.record_speaker() as rec:
             started = time.monotonic()
             for i in range(0, src.size, 4410):

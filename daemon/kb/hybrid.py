@@ -29,6 +29,8 @@ from daemon.kb.textutil import STOPWORDS, index_terms, phonetic_key, raw_words, 
 KEYWORD_WEIGHT = 0.4         # how much a perfect keyword match closes the gap to 1
 FUZZY_FLOOR = 0.6            # similarity below which a sound-alike match is ignored
 FUZZY_FULL = 0.95            # similarity that counts as the word itself
+SELECTIVE_SHARE = 0.05       # terms in more chunks than this share do not add candidates...
+SELECTIVE_MIN = 50           # ...unless they are in at most this many chunks
 
 
 class _IncrementalBM25(BM25Okapi):
@@ -39,7 +41,7 @@ class _IncrementalBM25(BM25Okapi):
         self.tokenizer = None
         self.corpus_size = len(doc_freqs)
         self.doc_freqs = doc_freqs
-        self.doc_len = doc_len
+        self.doc_len = np.asarray(doc_len)     # rank-bm25 indexes it with a list of rows
         self.avgdl = (sum(doc_len) / len(doc_len)) if doc_len else 1.0
         self.idf: dict[str, float] = {}
         self.average_idf = 0.0
@@ -123,8 +125,9 @@ class KeywordIndex:
         return len(self._tf)
 
     # ------------------------------------------------------------------ search
-    def scores(self, query: str, limit: int = 200) -> dict[int, float]:
-        """chunk id -> keyword score in [0, 1] for chunks sharing anything with the query."""
+    def scores(self, query: str, also: Iterable[int] = (), limit: int = 200) -> dict[int, float]:
+        """chunk id -> keyword score in [0, 1], for the chunks that hold a selective query term
+        plus ``also`` (the dense candidates, so both sides are scored on the same chunks)."""
         self.refresh()
         bm25 = self._bm25
         if bm25 is None or not self._tf:
@@ -134,9 +137,26 @@ class KeywordIndex:
         terms = {t for c in concepts for t in c.alternatives if t in self._postings}
         if total <= 0 or not terms:
             return {}
-        candidates = sorted(set().union(*(self._postings[t] for t in terms)))
-        rows = [self._rows[c] for c in candidates]
-        per_term = {t: np.asarray(bm25.get_batch_scores([t], rows)) for t in terms}
+        # A term found in a large share of the chunks has a low idf: it may add to a score but
+        # does not pull thousands of chunks in as candidates (that is what made queries slow).
+        cap = max(SELECTIVE_MIN, int(SELECTIVE_SHARE * len(self._tf)))
+        dense_pool = {c for c in also if c in self._tf}
+        pool = set(dense_pool)
+        for term in terms:
+            if len(self._postings[term]) <= cap:
+                pool |= self._postings[term]
+        candidates = sorted(pool)
+        if not candidates:
+            return {}
+        position = {c: i for i, c in enumerate(candidates)}
+        per_term: dict[str, np.ndarray] = {}
+        for term in terms:
+            hits = [c for c in candidates if c in self._postings[term]] if len(self._postings[term]) > len(candidates) \
+                else [c for c in self._postings[term] if c in position]
+            column = np.zeros(len(candidates))
+            if hits:
+                column[[position[c] for c in hits]] = bm25.get_batch_scores([term], [self._rows[c] for c in hits])
+            per_term[term] = column
         covered = np.zeros(len(candidates))
         for concept in concepts:
             best = np.zeros(len(candidates))
@@ -145,8 +165,8 @@ class KeywordIndex:
                     best = np.maximum(best, weight * per_term[term])
             covered += np.minimum(best, concept.ideal)
         result = covered / total
-        order = np.argsort(-result)[:limit]
-        return {candidates[i]: float(result[i]) for i in order if result[i] > 0}
+        keep = set(np.argsort(-result)[:limit].tolist()) | {position[c] for c in dense_pool}
+        return {candidates[i]: float(result[i]) for i in keep if result[i] > 0}
 
     def fuzzy_matches(self, query: str) -> dict[str, float]:
         """Distinctive terms the query seems to say, misheard or not: term -> weight in (0, 1]."""

@@ -20,7 +20,7 @@ import numpy as np
 from daemon.config import RagConfig
 from daemon.errors import KnowledgeBaseError
 from daemon.kb.chunking import Chunker
-from daemon.kb.embedder import load_embedder, model_dir
+from daemon.kb.embedder import load_embedder, model_dir, single_thread
 from daemon.kb.files import is_candidate, scan_folder, stat_document, _reason
 from daemon.kb.hybrid import KEYWORD_WEIGHT, fuse
 from daemon.kb.indexer import FileIndexer, Prepared
@@ -125,7 +125,7 @@ class KnowledgeBase:
             dense = dict(state.vectors.search(vector, max(DENSE_CANDIDATES, 10 * k)))
             keyword: dict[int, float] = {}
             if self.cfg.hybrid:
-                keyword = state.keywords.scores(query)
+                keyword = state.keywords.scores(query, also=dense, limit=DENSE_CANDIDATES)
                 dense.update(state.vectors.similarity(vector, [i for i in keyword if i not in dense]))
             ranked = fuse(dense, keyword, KEYWORD_WEIGHT)[:k]
             return [self._passage(cid, score) for cid, score in ranked]
@@ -166,7 +166,7 @@ class KnowledgeBase:
         query = " ".join(question.split())
         cached = self._query_cache
         vector = cached[1] if cached and cached[0] == query else None
-        return select_sentences(question, keep, max_sentences, embed=self._embed_texts, query_vector=vector)
+        return select_sentences(question, keep, max_sentences, embed=self._embed_few, query_vector=vector)
 
     def status(self) -> dict[str, Any]:
         """documents, chunks, last_indexed (unix time), failed {file: reason}, folder, index_dir."""
@@ -425,11 +425,17 @@ class KnowledgeBase:
             vectors = self._get_embedder().get_text_embedding_batch(texts)
         return np.asarray(vectors, dtype=np.float32)
 
+    def _embed_few(self, texts: list[str]) -> np.ndarray:
+        """Short texts on the answer's critical path (sentence selection): one thread."""
+        with self._embed_lock, single_thread():
+            vectors = self._get_embedder().get_text_embedding_batch(texts)
+        return np.asarray(vectors, dtype=np.float32)
+
     def _query_vector(self, query: str) -> np.ndarray:
         cached = self._query_cache
         if cached and cached[0] == query:
             return cached[1]
-        with self._embed_lock:
+        with self._embed_lock, single_thread():
             vector = np.asarray(self._get_embedder().get_query_embedding(query), dtype=np.float32)
         self._query_cache = (query, vector)
         return vector

@@ -24,6 +24,9 @@ class VectorIndex:
         import faiss
 
         self._faiss = faiss
+        # One query against ~10,000 vectors takes about a millisecond on one core; OpenMP's
+        # spinning threads only add delay when the other stages keep the cores busy.
+        faiss.omp_set_num_threads(1)
         self.dim = dim
         self._cpu = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._device = device

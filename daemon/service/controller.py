@@ -65,6 +65,7 @@ class AssistantController:
         self._turn_question = ""
         self._turn_started = 0.0
         self.last_timings: dict[str, float] = {}
+        self.last_first_sound = 0.0
 
     # ------------------------------------------------------------ lifecycle
     def attach(self, pipe: Pipeline) -> None:
@@ -250,6 +251,10 @@ class AssistantController:
     def _finish_turn(self, turn: int) -> None:
         if self.scope.is_current(turn):
             self._set_state(self._idle_state())
+
+    def first_sound(self, t: float) -> None:
+        """The speaker emitted the first sample of a reply (for latency measurement)."""
+        self.last_first_sound = t
 
     def audio_started(self, turn: int) -> None:
         if self.scope.is_current(turn) and self._state == "thinking":

@@ -80,9 +80,10 @@ class Service:
 
         notifier = Notifier()
         notifier.status("starting")
-        output = open_output(self.cfg, self.args.output)
-        ctl = AssistantController(self.cfg, output, on_fatal=self._fatal)
+        ctl = AssistantController(self.cfg, None, on_fatal=self._fatal)  # type: ignore[arg-type]
         ctl.config_path = self.args.config  # type: ignore[attr-defined]
+        output = ctl.output = open_output(self.cfg, self.args.output, ctl)
+        await output.start()
         bus = await self._export(ctl)
         self._install_signals(ctl)
         tasks = [asyncio.create_task(notifier.watchdog_loop(), name="watchdog")] \
@@ -148,11 +149,7 @@ class Service:
             if mic is not None:
                 await mic.stop()
             await ctl.close()
-            close = getattr(output, "close", None)
-            if close is not None:
-                res = close()
-                if asyncio.iscoroutine(res):
-                    await res
+            await output.stop()
             if bus is not None:
                 await bus.close()
 

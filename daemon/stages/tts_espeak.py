@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-from typing import BinaryIO, Iterator
+import threading
+from typing import BinaryIO, Generator, Iterator
 
 import numpy as np
 
@@ -62,11 +63,11 @@ class EspeakSynthesizer:
             stderr=subprocess.PIPE,
         )
         try:
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(text.encode("utf-8"))
-            proc.stdin.close()
-            yield from self._stream(proc, should_stop)
-            self._check(proc)
+            # Written from a thread: espeak-ng may fill its output pipe before reading all input.
+            writer = threading.Thread(target=_feed, args=(proc, text), name="espeak-stdin", daemon=True)
+            writer.start()
+            if (yield from self._stream(proc, should_stop)):
+                self._check(proc)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -75,15 +76,20 @@ class EspeakSynthesizer:
                 if pipe is not None:
                     pipe.close()
 
-    def _stream(self, proc: subprocess.Popen[bytes], should_stop: ShouldStop) -> Iterator[np.ndarray]:
+    def _stream(
+        self, proc: subprocess.Popen[bytes], should_stop: ShouldStop
+    ) -> Generator[np.ndarray, None, bool]:
+        """Yield the samples as they arrive; True when espeak-ng finished (not stopped)."""
         assert proc.stdout is not None
         if not _skip_header(proc.stdout):
-            return
+            return True
         leftover = b""
-        while not should_stop():
+        while True:
+            if should_stop():
+                return False
             data = proc.stdout.read1(_CHUNK_BYTES)   # whatever has arrived, without waiting for more
             if not data:
-                break
+                return True
             data = leftover + data
             usable = len(data) - len(data) % 2
             leftover = data[usable:]
@@ -95,6 +101,15 @@ class EspeakSynthesizer:
         if code != 0:
             err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
             raise ModelError(f"espeak-ng failed (exit {code}): {err.splitlines()[0] if err else 'no message'}")
+
+
+def _feed(proc: subprocess.Popen[bytes], text: str) -> None:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(text.encode("utf-8"))
+        proc.stdin.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass                                     # stopped early: espeak-ng is gone
 
 
 def _skip_header(stream: BinaryIO) -> bool:

@@ -1,0 +1,30 @@
+"""Open the service's microphone and speaker, wired to the controller's callbacks."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from daemon.audio.devices import AudioInput, AudioOutput, make_microphone, make_speaker
+from daemon.config import Config
+
+if TYPE_CHECKING:
+    from daemon.service.controller import AssistantController
+
+
+def open_output(cfg: Config, spec: str | None, ctl: "AssistantController") -> AudioOutput:
+    return make_speaker(cfg.audio, on_first_audio=ctl.first_sound, on_error=ctl.device_error,
+                        on_recovered=lambda _msg: ctl.device_recovered(), output_spec=spec)
+
+
+def open_input(cfg: Config, spec: str | None, ctl: "AssistantController") -> AudioInput:
+    def on_frame(frame: Any, t: float) -> None:
+        hearing = ctl.hearing          # looked up each time: Reload() replaces it
+        if hearing is not None:
+            hearing.on_frame(frame, t)
+
+    return make_microphone(cfg.audio, on_frame, on_error=ctl.device_error,
+                           on_recovered=lambda _msg: ctl.device_recovered(), input_spec=spec)
+
+
+__all__ = ["open_input", "open_output", "time"]
