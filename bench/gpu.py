@@ -139,7 +139,7 @@ def bench_csm(device: str, tiny: bool, frames: int, stock_frames: int) -> list[l
                  f"{(gen_s + dec_s) * 1e3:.0f} (whole utterance, no streaming)",
                  f"{stock_frames} frames; Mimi decode {dec_s * 1e3:.1f} ms"])
 
-    eager = CsmStreamer(model, max_len=2048, use_cuda_graphs=False)
+    eager = CsmStreamer(model, max_len=2048, use_cuda_graphs=False, compile_steps=False)
     codes = torch.randint(0, 2048 if not tiny else 64, (REF_FRAMES, model.config.num_codebooks))
     context = eager.embed([Segment(0, "Hello, I am Sottovoce, your assistant.", codes)], text_ids)
     text = eager.embed([Segment(0, UTTERANCE)], text_ids)
@@ -149,6 +149,9 @@ def bench_csm(device: str, tiny: bool, frames: int, stock_frames: int) -> list[l
                  f"{first * 1e3:.0f}", f"{n} frames, static KV caches, no graphs"])
     del eager
 
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     streamer = CsmStreamer(model, max_len=2048)
     capture_s, _ = _timed(lambda: streamer.warm_up(False), device)
     _stream_once(streamer, context, text, 6, device)
@@ -159,10 +162,13 @@ def bench_csm(device: str, tiny: bool, frames: int, stock_frames: int) -> list[l
     streamer.prefill(text, prefix_key="ref", prefix=context)
     step_s, _ = _timed(lambda: [streamer.step(False) for _ in range(steps)], device)
     mode = ("torch.compile + " if streamer.compiled else "") + ("CUDA graph" if streamer.graphs else "eager")
+    weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else float("nan")
     rows.append([f"CSM streaming loop, {mode}",
                  f"{total / n * 1e3:.1f}", f"{total / n / FRAME_S:.3f}", f"{first * 1e3:.0f}",
                  f"{n} frames incl. chunked Mimi decode; frame step alone {step_s / steps * 1e3:.2f} ms; "
-                 f"compile + graph capture {capture_s:.0f} s once"])
+                 f"compile + graph capture {capture_s:.0f} s once; GPU memory peak {peak:.1f} GB "
+                 f"(weights {weights:.1f} GB)"])
     same, checked = _greedy_match(model, streamer, text, ids, 8)
     drift = _continuity(model, streamer, context, text, 40 if not tiny else 20)
     del streamer, model
@@ -205,8 +211,10 @@ def bench_whisper(device: str, tiny: bool, tokens: int = 24) -> list[list[object
     config = WhisperConfig(vocab_size=51866, num_mel_bins=128, max_source_positions=1500,
                            max_target_positions=448, **size)
     dtype = torch.float16 if device == "cuda" else torch.float32
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     with torch.device(device):
-        model = WhisperForConditionalGeneration(config).eval().to(dtype)
+        model = WhisperForConditionalGeneration._from_config(config, dtype=dtype).eval()
     feats = torch.randn(1, 128, 3000, device=device, dtype=dtype)
     with torch.no_grad():
         model.model.encoder(feats)
@@ -223,11 +231,13 @@ def bench_whisper(device: str, tiny: bool, tokens: int = 24) -> list[list[object
 
         decode()
         dec_s, _ = _timed(decode, device, repeat=3)
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else float("nan")
     del model
     per_tok = dec_s / (tokens + 1)
     return [["Whisper large-v3 (transformers, fp16, eager)", f"encoder {enc_s * 1e3:.1f}",
              f"{per_tok * 1e3:.1f} per token", f"{(enc_s + dec_s) * 1e3:.0f}",
-             f"30 s window + {tokens} tokens, greedy; faster-whisper (CTranslate2) is the production path"]]
+             f"30 s window + {tokens} tokens, greedy; GPU memory peak {peak:.1f} GB; "
+             "faster-whisper (CTranslate2) is the production path"]]
 
 
 # ------------------------------------------------------------------ Phi-3-medium

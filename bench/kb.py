@@ -51,7 +51,8 @@ def _document(i: int, rng: random.Random) -> tuple[str, list[tuple[str, str]]]:
         lines += [f"## The {noun} ({section + 1})", ""]
         fact = (f"{person} {verb} the {noun} at {place} in {rng.choice(MONTHS)} {year}, "
                 f"under work order {code}.")
-        body = [fact] + [FILLER] * 4 + [f"The {noun} at {place} holds {rng.randint(2, 90)} tonnes. "] + [FILLER] * 4
+        body = [fact, FILLER, FILLER, FILLER, f"The {noun} at {place} holds {rng.randint(2, 90)} tonnes.",
+                FILLER, FILLER]
         lines += [" ".join(body), ""]
         facts.append((f"Who {verb} the {noun} at {place}?", person))
     return "\n".join(lines), facts

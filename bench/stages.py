@@ -6,6 +6,7 @@ Prints a markdown table (`python -m bench stages`). Numbers only, no pass/fail.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +25,23 @@ CLIPS = {
 CLAUSE = "The lighthouse was built in eighteen eighty-seven,"      # a typical first clause
 SENTENCE = "The lighthouse was built in eighteen eighty-seven, and its lamp still turns every night."
 REPEATS = 5
+# Sentences with the fact a listener must hear (issue 8: numbers, units, codes).
+SPOKEN_FACTS = [
+    ("Fill the kettle with 4.5 l of water.", "4.5"),
+    ("Error E7 means the filter is blocked.", "E7"),
+    ("The K-420 kettle draws 1500 W.", "K-420"),
+    ("The lighthouse was built in 1887.", "1887"),
+    ("Call 555-0134 for the bakery.", "555-0134"),
+    ("Bake the loaves at 220 °C.", "220"),
+    ("A large loaf costs $4.50.", "$4.50"),
+    ("The tower has 132 steps.", "132"),
+    ("One rotation of the lamp takes 7.5 s.", "7.5"),
+    ("The bakery opens at 6:45 am.", "6:45"),
+    ("Humidity should stay near 65%.", "65%"),
+    ("Replace the ZK-3000 filter yearly.", "ZK-3000"),
+    ("The keeper's log from 1903 survives.", "1903"),
+    ("Use 0.75 kg of rye flour.", "0.75"),
+]
 
 
 def _first_and_total(synth: Callable[[], Iterator[np.ndarray]], rate: int) -> tuple[float, float, float]:
@@ -105,6 +123,39 @@ def _tts_rows() -> list[list[object]]:
     return rows
 
 
+def _words(text: str) -> list[str]:
+    from daemon.stages.speech_text import to_speakable
+
+    return re.findall(r"[a-z]+", to_speakable(text).lower().replace("-", " "))
+
+
+def _heard_fact(heard: str, fact: str) -> bool:
+    """The fact's words, in order, inside what was heard (both written out the same way)."""
+    want, got = " ".join(_words(fact)), " ".join(_words(heard))
+    return f" {want} " in f" {got} "
+
+
+def _speakable_rows() -> list[list[object]]:
+    """Piper speaks each sentence raw and through to_speakable; Whisper must hear the fact."""
+    from daemon.audio.fileio import resample
+    from daemon.config import SttConfig, TtsConfig, VadConfig
+    from daemon.stages.speech_text import to_speakable
+    from daemon.stages.stt import WhisperTranscriber
+    from daemon.stages.tts_piper import PiperSynthesizer
+    from daemon.stages.vad import load_silero
+
+    piper = PiperSynthesizer(TtsConfig())
+    stt = WhisperTranscriber(SttConfig(), vad=load_silero(VadConfig()))
+    hits = {"raw text": 0, "to_speakable": 0}
+    for sentence, fact in SPOKEN_FACTS:
+        for label, text in (("raw text", sentence), ("to_speakable", to_speakable(sentence))):
+            audio = np.concatenate(list(piper.synthesize(text)))
+            heard, _ = stt.transcribe(resample(audio, piper.sample_rate, 16000))
+            hits[label] += _heard_fact(heard, fact)
+    n = len(SPOKEN_FACTS)
+    return [[label, f"{count}/{n}", count / n] for label, count in hits.items()]
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"Machine: {machine()}\n")
@@ -112,6 +163,8 @@ def main() -> None:
         clips = _load_clips(Path(tmp))
     rows = _vad_rows(clips) + _stt_rows(clips) + _tts_rows()
     print(table(["stage", "unit", "p50", "p95 / max"], rows))
+    print("\nFacts heard back (piper -> Whisper tiny.en) from sentences with numbers, units, codes:\n")
+    print(table(["text given to piper", "facts heard", "rate"], _speakable_rows()))
 
 
 if __name__ == "__main__":

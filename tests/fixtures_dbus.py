@@ -116,39 +116,56 @@ class NotifyListener:
     def _run(self) -> None:
         while not self._stop:
             try:
-                data = self._sock.recv(4096)
+                self._take(self._sock.recv(4096))
             except socket.timeout:
                 continue
             except OSError:
                 return
-            with self._cond:
-                for line in data.decode().splitlines():
-                    self.messages.append((time.monotonic(), line))
-                self._cond.notify_all()
+
+    def _take(self, data: bytes) -> None:
+        with self._cond:
+            for line in data.decode().splitlines():
+                self.messages.append((time.monotonic(), line))
+            self._cond.notify_all()
 
     def lines(self) -> list[str]:
         with self._cond:
             return [line for _, line in self.messages]
 
-    def wait_for(self, line: str, timeout: float, after: int = 0) -> int:
+    def wait_for(self, line: str, timeout: float, after: int = 0,
+                 alive: Callable[[], bool] = lambda: True) -> int:
         """Index of the first datagram line equal to ``line`` (or starting with it when it ends
-        in '='), at or after index ``after``."""
+        in '='), at or after index ``after``; gives up early once ``alive()`` is False."""
         def find() -> int | None:
             for i, (_, got) in enumerate(self.messages[after:], after):
                 if got == line or (line.endswith("=") and got.startswith(line)):
                     return i
             return None
 
+        deadline = time.monotonic() + timeout
         with self._cond:
-            found = self._cond.wait_for(lambda: find() is not None, timeout)
-            if not found:
-                raise AssertionError(f"no {line!r} from sd_notify within {timeout:.0f} s; "
-                                     f"got {[m for _, m in self.messages][-10:]}")
-            return find()  # type: ignore[return-value]
+            while (found := find()) is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not alive():
+                    raise AssertionError(
+                        f"no {line!r} from sd_notify within {timeout:.0f} s"
+                        f"{'' if alive() else ' (the process exited)'}; "
+                        f"got {[m for _, m in self.messages][-10:]}")
+                self._cond.wait(min(left, 0.5))
+            return found
 
     def close(self) -> None:
+        """Stop listening, keeping whatever already arrived (a last STOPPING=1 included)."""
+        if self._stop:
+            return
         self._stop = True
         self._thread.join(2)
+        self._sock.setblocking(False)
+        while True:
+            try:
+                self._take(self._sock.recv(4096))
+            except OSError:
+                break
         self._sock.close()
 
 
@@ -236,7 +253,7 @@ def start_sottovoced(bus: PrivateBus, home: ServiceHome, tmp: Path, wait_ready: 
     service = ServiceProcess(proc, home, bus, notify, log, env)
     if wait_ready:
         try:
-            notify.wait_for("READY=1", READY_TIMEOUT_S)
+            notify.wait_for("READY=1", READY_TIMEOUT_S, alive=lambda: proc.poll() is None)
         except AssertionError:
             service.stop()
             raise AssertionError("sottovoced did not become ready:\n" + service.log_tail())
@@ -282,7 +299,9 @@ def sottovoced(private_bus: PrivateBus, service_home: ServiceHome,
     """One real service for every D-Bus and CLI test of the session."""
     if not SOTTOVOCED.exists():
         pytest.fail(f"{SOTTOVOCED} is missing: install the package (make setup)")
-    service = start_sottovoced(private_bus, service_home, tmp_path_factory.mktemp("svc"))
+    # WATCHDOG_USEC as systemd would set it: the service pings every second.
+    service = start_sottovoced(private_bus, service_home, tmp_path_factory.mktemp("svc"),
+                               WATCHDOG_USEC="2000000")
     yield service
     service.stop()
 

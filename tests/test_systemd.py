@@ -7,6 +7,7 @@ Never starts a systemd user manager (../shared/RECIPES.md section 4).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -22,7 +23,7 @@ from daemon.service.dbus_service import BUS_NAME
 from daemon.service.logsetup import setup_logging
 from daemon.service.notify import Notifier, socket_notify
 from tests.fixtures_dbus import (
-    SOTTOVOCE, SOTTOVOCED, NotifyListener, PrivateBus, busctl, make_service_home,
+    SOTTOVOCE, SOTTOVOCED, NotifyListener, PrivateBus, ServiceProcess, busctl, make_service_home,
     start_private_bus, start_sottovoced,
 )
 
@@ -115,33 +116,43 @@ def test_a_hung_event_loop_stops_the_watchdog(tmp_path: Path) -> None:
     assert "WATCHDOG=1" in lines[back:]
 
 
-def test_real_service_reports_ready_status_watchdog_and_stopping(tmp_path: Path) -> None:
-    """The real sottovoced: STATUS while loading, READY=1 once every model is loaded,
-    watchdog pings, then STOPPING=1 on SIGTERM; `watch` sees it leave the bus."""
+def test_service_reports_progress_then_ready_then_watchdog(sottovoced: ServiceProcess) -> None:
+    """The shared real service (started with WATCHDOG_USEC): STATUS= lines while loading,
+    READY=1 only once every model is loaded, then watchdog pings."""
+    notify = sottovoced.notify
+    lines = notify.lines()
+    ready = lines.index("READY=1")
+    loading = [m for m in lines[:ready] if m.startswith("STATUS=")]
+    assert len(loading) >= 3, f"expected progress STATUS= lines before READY=1, got {loading}"
+    models = busctl(sottovoced.bus, "--json=short", "get-property", BUS_NAME,
+                    "/org/sottovoce/Assistant", "org.sottovoce.Assistant1", "Models")
+    assert {"vad", "stt", "llm", "tts", "embeddings"} <= set(json.loads(models.stdout)["data"])
+    for role in ("vad", "stt", "llm", "tts"):
+        assert any(role in m.lower() for m in loading), f"no loading status for {role}: {loading}"
+    notify.wait_for("WATCHDOG=1", 10, ready)
+
+
+def test_service_says_stopping_and_leaves_the_bus(tmp_path: Path) -> None:
+    """SIGTERM: STOPPING=1, exit 0, and `sottovoce watch` sees it leave the bus. (A service
+    whose VAD model is missing starts in seconds: it stays up in State 'error'.)"""
     bus = start_private_bus(tmp_path / "bus")
     try:
         home = make_service_home(tmp_path / "svc")
-        service = start_sottovoced(bus, home, tmp_path, wait_ready=False, WATCHDOG_USEC="2000000")
+        home.write_config(f"vad:\n  model: {tmp_path / 'missing' / 'silero_vad.onnx'}\n")
+        service = start_sottovoced(bus, home, tmp_path)
         try:
-            _check_startup_and_stop(bus, service)
+            state = busctl(bus, "get-property", BUS_NAME, "/org/sottovoce/Assistant",
+                           "org.sottovoce.Assistant1", "State")
+            assert state.stdout.strip() == 's "error"', state
+            _stop_while_watched(bus, service)
         finally:
             service.stop()
     finally:
         bus.stop()
 
 
-def _check_startup_and_stop(bus: PrivateBus, service) -> None:  # type: ignore[no-untyped-def]
-    notify = service.notify
-    ready = notify.wait_for("READY=1", 120)
-    lines = notify.lines()
-    loading = [m for m in lines[:ready] if m.startswith("STATUS=")]
-    assert len(loading) >= 2, f"expected progress STATUS= lines before READY=1, got {loading}"
-    # Ready means loaded: the Models property is filled and State has left 'starting'.
-    state = busctl(bus, "get-property", BUS_NAME, "/org/sottovoce/Assistant",
-                   "org.sottovoce.Assistant1", "State")
-    assert state.returncode == 0 and state.stdout.split()[0] == "s"
-    assert state.stdout.split()[1].strip('"') in ("listening", "paused")
-    notify.wait_for("WATCHDOG=1", 10, ready)
+def _stop_while_watched(bus: PrivateBus, service: ServiceProcess) -> None:
+    ready = service.notify.lines().index("READY=1")
     watch = subprocess.Popen([str(SOTTOVOCE), "watch"], env=bus.env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -153,7 +164,7 @@ def _check_startup_and_stop(bus: PrivateBus, service) -> None:  # type: ignore[n
         if watch.poll() is None:
             watch.kill()
     assert watch.returncode == 3 and "left the bus" in err
-    assert "STOPPING=1" in notify.lines()[ready:]
+    assert "STOPPING=1" in service.notify.lines()[ready:]
 
 
 # ------------------------------------------------------------------- logging

@@ -233,6 +233,8 @@ class AssistantController:
             self._finish_turn(req.turn)
             raise SottovoceError(f"the reply failed: {exc}") from exc
         self.last_timings = dict(result.timings)
+        _LOGGER.info("turn %d timings: %s", req.turn,
+                     ", ".join(f"{k} {v:.3f}" for k, v in result.timings.items()))
         if not self.scope.is_current(req.turn):
             return result
         self._last_reply = result.reply

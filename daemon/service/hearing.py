@@ -157,4 +157,7 @@ class Hearing:
             return
         if self.ctl.paused:
             return
+        _LOGGER.info("utterance: %d ms of speech, %s transcript in %.3f s, %.3f s after it ended",
+                     event.speech_ms, "speculative" if spec is not None else "final", stt_s,
+                     time.monotonic() - event.ended_at)
         self.ctl.heard(text, event.ended_at, stt_s)

@@ -92,12 +92,19 @@ class StaticStack:
         return self.norm(x)
 
     def _attend(self, q: Any, k: Any, v: Any, mask: Any, n: int) -> Any:
-        """Grouped-query attention without copying K/V: fold each group's heads into rows."""
-        import torch.nn.functional as F
+        """Grouped-query attention without copying K/V: fold each group's heads into rows.
+
+        Written out (two products and a float32 softmax, as transformers' eager attention)
+        rather than through SDPA: for one query row cuDNN's fused kernel took 10-30 us per
+        call on an H100, several times the compiled products.
+        """
+        import torch
 
         groups = self.heads // self.kv_heads
         q = q.reshape(1, self.kv_heads, groups * n, self.head_dim)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.repeat(groups, 1)[None, None])
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.head_dim ** -0.5
+        scores = scores.masked_fill(~mask.repeat(groups, 1)[None, None], float("-inf"))
+        out = torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
         return out.reshape(1, self.heads, n, self.head_dim)
 
     def snapshot(self, length: int) -> list[tuple[Any, Any]]:
@@ -128,6 +135,9 @@ class FrameStep:
         # Separate one-element tensors (not slices of one): compiled code sees the same
         # tensor layout at every codebook, so it is compiled once.
         self.depth_pos = [torch.tensor([q], device=device) for q in range(depth.max_len)]
+        # Each codebook's head as its own tensor (130 MB more for csm-1b): indexing the
+        # stacked weight by a device tensor copied a 4 MB slice every step.
+        self.heads = [w.detach().clone() for w in self.dd.codebooks_head.weight]
         self.head0: Callable[..., Any] = self._head0
         self.depth_first: Callable[..., Any] = self._depth_first
         self.depth_step: Callable[..., Any] = self._depth_step
@@ -159,11 +169,10 @@ class FrameStep:
         """Position 0 of the depth decoder is the backbone's hidden state itself."""
         self.depth.forward(self.dd.model.inputs_embeds_projector(h)[:, None], self.depth_pos[0])
 
-    def _depth_step(self, code: Any, q: Any, noise: Any, greedy: bool) -> Any:
-        """Codebook ``q`` from codebook ``q - 1`` at depth position ``q``."""
+    def _depth_step(self, code: Any, q: Any, head: Any, noise: Any, greedy: bool) -> Any:
+        """Codebook ``q`` from codebook ``q - 1`` at depth position ``q``, with that codebook's head."""
         emb = self.dd.model.embed_tokens(code + (q - 1) * self.vocab)
         last = self.depth.forward(self.dd.model.inputs_embeds_projector(emb)[:, None], q)[:, -1]
-        head = self.dd.codebooks_head.weight.index_select(0, q - 1)[0]
         return self.sample(last @ head, noise.index_select(0, q)[0], greedy)
 
     def _backbone_step(self, frame: Any, pos: Any) -> Any:
@@ -179,7 +188,7 @@ class FrameStep:
         codes = [code]
         self.depth_first(h)
         for q in range(1, self.depth.max_len):
-            code = self.depth_step(code, self.depth_pos[q], noise, greedy)
+            code = self.depth_step(code, self.depth_pos[q], self.heads[q - 1], noise, greedy)
             codes.append(code)
         frame = torch.cat(codes)
         return frame, self.backbone_step(frame, pos)

@@ -167,7 +167,7 @@ _PHONE = re.compile(
 )
 _AMPM = r"(?:\s?([ap])\.?m(\.?)(?!\w))"
 _TIME = re.compile(rf"(?<![\d:.])(\d{{1,2}}):(\d{{2}})(?![\d:]){_AMPM}?", re.IGNORECASE)
-_COMPACT_TIME = re.compile(rf"(?<![\d:.])(\d{{1,2}})(\d{{2}}){_AMPM}", re.IGNORECASE)   # "645 PM"
+_COMPACT_TIME = re.compile(rf"(?<![\d:.])(\d{{1,2}})[.]?(\d{{2}}){_AMPM}", re.IGNORECASE)  # 645 PM, 6.45am
 _TIME_RANGE = re.compile(r"(?<=\d:\d\d)\s?[-–]\s?(?=\d{1,2}:\d\d)")
 _HOUR_AMPM = re.compile(rf"(?<![\d:.])(\d{{1,2}}){_AMPM}", re.IGNORECASE)
 _CODE = re.compile(r"(?<![\w-])(?P<letters>[A-Z]{1,4})-?(?P<num>\d{1,6})(?P<suffix>[A-Z]{0,2})(?![\w])")
