@@ -15,7 +15,7 @@ ROUNDS = 50
 
 
 async def _measure(address: str) -> list[tuple[str, list[float]]]:
-    from tests.fixtures_dbus import Client
+    from tests.dbus_client import Client
 
     client = await Client.connect(address)
     try:

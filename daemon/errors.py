@@ -15,6 +15,7 @@ EXIT_BAD_ARG = 8          # a value the user gave is not acceptable (e.g. unknow
 EXIT_ALREADY_RUNNING = 9  # a second instance of the service
 EXIT_KB_EMPTY = 10        # knowledge-base folder holds no documents
 EXIT_NO_DEVICE = 11       # no usable audio device
+EXIT_NETWORK = 12         # a download could not reach its server (offline, proxy, DNS)
 
 
 class SottovoceError(Exception):
@@ -61,6 +62,11 @@ class UnknownEmotionError(BadArgumentError):
 class AlreadyRunningError(SottovoceError):
     exit_code = EXIT_ALREADY_RUNNING
     code = "AlreadyRunning"
+
+
+class NetworkError(SottovoceError):
+    exit_code = EXIT_NETWORK
+    code = "Network"
 
 
 class InterruptedTurn(Exception):

@@ -16,4 +16,5 @@ pytest_plugins = [
     "tests.fixtures_x11",
     "tests.fixtures_gpu",
     "tests.fixtures_pulse",
+    "tests.fixtures_service",
 ]

@@ -141,6 +141,7 @@ class BusProbe:
         self.address = address
         self.notifications: list[tuple[str, str]] = []
         self.props: dict[str, Any] = {}
+        self.signals: list[tuple[str, list]] = []   # the assistant's own signals, in order
         self.owner = ""
         self._cond = threading.Condition()
         self._loop = asyncio.new_event_loop()
@@ -191,6 +192,10 @@ class BusProbe:
         elif message.member == "PropertiesChanged" and message.body[0] == ASSISTANT[2]:
             with self._cond:
                 self.props.update({k: v.value for k, v in message.body[1].items()})
+                self._cond.notify_all()
+        elif message.interface == ASSISTANT[2]:
+            with self._cond:
+                self.signals.append((message.member or "", list(message.body)))
                 self._cond.notify_all()
 
     def wait_until(self, check: Callable[["BusProbe"], bool], timeout: float, what: str) -> None:

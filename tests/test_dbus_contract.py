@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from daemon.service.dbus_service import BUS_NAME, INTERFACE, OBJECT_PATH
-from tests.fixtures_dbus import Client, ServiceProcess, run_async
+from tests.dbus_client import Client, run_async
+from tests.fixtures_dbus import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = ROOT / "dbus" / "org.sottovoce.Assistant1.xml"

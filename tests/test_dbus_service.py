@@ -17,8 +17,9 @@ from daemon import __version__
 from daemon.config import Config
 from daemon.errors import EXIT_ALREADY_RUNNING
 from daemon.service.dbus_service import BUS_NAME, ERROR_PREFIX, INTERFACE, OBJECT_PATH
+from tests.dbus_client import Client, run_async
 from tests.fixtures_dbus import (
-    SOTTOVOCED, Client, PrivateBus, ServiceProcess, busctl, run_async, service_env, wait_until,
+    SOTTOVOCED, PrivateBus, ServiceProcess, busctl, service_env, wait_until,
 )
 
 A = (BUS_NAME, OBJECT_PATH, INTERFACE)
@@ -85,9 +86,9 @@ async def _client(service: ServiceProcess) -> Client:
 
 
 # ---------------------------------------------------------------- properties
-def test_properties_through_a_client(sottovoced: ServiceProcess, default_config: Config) -> None:
+def test_properties_through_a_client(assistant: ServiceProcess, default_config: Config) -> None:
     async def scenario() -> dict[str, Any]:
-        client = await _client(sottovoced)
+        client = await _client(assistant)
         try:
             return await client.get_all()
         finally:
@@ -104,22 +105,22 @@ def test_properties_through_a_client(sottovoced: ServiceProcess, default_config:
     assert isinstance(props["LastTranscript"], str) and isinstance(props["LastReply"], str)
 
 
-def test_properties_through_busctl(sottovoced: ServiceProcess) -> None:
+def test_properties_through_busctl(assistant: ServiceProcess) -> None:
     types = {"State": "s", "Paused": "b", "Emotion": "(sd)", "LastTranscript": "s",
              "LastReply": "s", "KnowledgeBase": "a{sv}", "Models": "a{ss}", "Version": "s"}
     for name, sig in types.items():
-        out = busctl(sottovoced.bus, "--json=short", "get-property", *A, name)
+        out = busctl(assistant.bus, "--json=short", "get-property", *A, name)
         assert out.returncode == 0, out.stderr
         got = json.loads(out.stdout)
         assert got["type"] == sig, name
-    version = json.loads(busctl(sottovoced.bus, "--json=short", "get-property", *A, "Version").stdout)
+    version = json.loads(busctl(assistant.bus, "--json=short", "get-property", *A, "Version").stdout)
     assert version["data"] == __version__
 
 
 # ------------------------------------------------------------------ methods
-def test_pause_and_resume(sottovoced: ServiceProcess, monitor: BusMonitor) -> None:
+def test_pause_and_resume(assistant: ServiceProcess, monitor: BusMonitor) -> None:
     async def scenario() -> None:
-        client = await _client(sottovoced)
+        client = await _client(assistant)
         try:
             mark = client.mark()
             await client.call("Pause")
@@ -137,14 +138,14 @@ def test_pause_and_resume(sottovoced: ServiceProcess, monitor: BusMonitor) -> No
     monitor.wait_signal("StateChanged", ["paused"])
     monitor.wait_signal("StateChanged", ["listening"])
     for member in ("Pause", "Resume"):                  # and once more through busctl
-        out = busctl(sottovoced.bus, "call", *A, member)
+        out = busctl(assistant.bus, "call", *A, member)
         assert out.returncode == 0, out.stderr
-    assert busctl(sottovoced.bus, "get-property", *A, "Paused").stdout.strip() == "b false"
+    assert busctl(assistant.bus, "get-property", *A, "Paused").stdout.strip() == "b false"
 
 
-def test_set_emotion(sottovoced: ServiceProcess, default_config: Config) -> None:
+def test_set_emotion(assistant: ServiceProcess, default_config: Config) -> None:
     async def scenario() -> None:
-        client = await _client(sottovoced)
+        client = await _client(assistant)
         try:
             mark = client.mark()
             await client.call("SetEmotion", "sd", ["cheerful", 0.8])
@@ -155,16 +156,16 @@ def test_set_emotion(sottovoced: ServiceProcess, default_config: Config) -> None
             client.close()
 
     run_async(scenario)
-    out = busctl(sottovoced.bus, "call", *A, "SetEmotion", "sd", "calm", "0.25")
+    out = busctl(assistant.bus, "call", *A, "SetEmotion", "sd", "calm", "0.25")
     assert out.returncode == 0, out.stderr
-    assert busctl(sottovoced.bus, "get-property", *A, "Emotion").stdout.split() == ["(sd)", '"calm"', "0.25"]
-    busctl(sottovoced.bus, "call", *A, "SetEmotion", "sd", default_config.emotion.default,
+    assert busctl(assistant.bus, "get-property", *A, "Emotion").stdout.split() == ["(sd)", '"calm"', "0.25"]
+    busctl(assistant.bus, "call", *A, "SetEmotion", "sd", default_config.emotion.default,
            str(default_config.emotion.intensity))
 
 
-def test_ask_answers_from_the_knowledge_base(sottovoced: ServiceProcess, monitor: BusMonitor) -> None:
+def test_ask_answers_from_the_knowledge_base(assistant: ServiceProcess, monitor: BusMonitor) -> None:
     async def scenario() -> list[Any]:
-        client = await _client(sottovoced)
+        client = await _client(assistant)
         try:
             mark = client.mark()
             reply, sources = await client.call("Ask", "s", [QUESTION])
@@ -182,29 +183,21 @@ def test_ask_answers_from_the_knowledge_base(sottovoced: ServiceProcess, monitor
     monitor.wait_signal("Transcript", [QUESTION])
     monitor.wait_signal("Reply", [reply, sources])
     # Answered out loud: the reply is being spoken into the --output file.
-    wait_until(lambda: sottovoced.home.output.stat().st_size > 22050, 30, "spoken audio")
+    wait_until(lambda: assistant.home.output.stat().st_size > 22050, 30, "spoken audio")
     # The same through busctl, JSON out: (s reply, as sources); it cuts the first reply short.
-    out = busctl(sottovoced.bus, "--json=short", "call", *A, "Ask", "s",
+    out = busctl(assistant.bus, "--json=short", "call", *A, "Ask", "s",
                  "When was Skerrimore Lighthouse first lit?", timeout=120)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     assert got["type"] == "sas" and got["data"][0].strip()
     assert "skerrimore_lighthouse.md" in got["data"][1]
-    _back_to_listening(sottovoced)
 
 
-def _back_to_listening(service: ServiceProcess) -> None:
-    """Stop any reply still being spoken, so the next test starts from 'listening'."""
-    assert busctl(service.bus, "call", *A, "Interrupt").returncode == 0
-    wait_until(lambda: busctl(service.bus, "get-property", *A, "State").stdout.strip()
-               == 's "listening"', 30, "State listening", step=0.1)
-
-
-def test_say_then_interrupt(sottovoced: ServiceProcess, monitor: BusMonitor) -> None:
+def test_say_then_interrupt(assistant: ServiceProcess, monitor: BusMonitor) -> None:
     async def scenario() -> str:
         import asyncio
 
-        client = await _client(sottovoced)
+        client = await _client(assistant)
         try:
             mark = client.mark()
             say = asyncio.ensure_future(client.call("Say", "s", [LONG_TEXT]))
@@ -226,14 +219,37 @@ def test_say_then_interrupt(sottovoced: ServiceProcess, monitor: BusMonitor) -> 
     assert len(spoken.split()) < len(words), "nothing was cut off"
     monitor.wait_signal("Interrupted", [spoken])
     for args in (("Say", "s", "Good evening."), ("Interrupt",)):   # through busctl
-        out = busctl(sottovoced.bus, "call", *A, *args)
+        out = busctl(assistant.bus, "call", *A, *args)
         assert out.returncode == 0, out.stderr
-    _back_to_listening(sottovoced)
 
 
-def test_reindex_announces_the_index(sottovoced: ServiceProcess, monitor: BusMonitor) -> None:
+def test_ask_cut_short_by_interrupt(assistant: ServiceProcess) -> None:
+    async def scenario() -> tuple[DBusError, list[Any]]:
+        import asyncio
+
+        client = await _client(assistant)
+        try:
+            mark = client.mark()
+            ask = asyncio.ensure_future(client.call("Ask", "s", ["How do I descale the Zephyr kettle?"]))
+            await client.wait_signal("StateChanged", lambda a: a == ["thinking"], mark)
+            await client.call("Interrupt")
+            with pytest.raises(DBusError) as err:
+                await ask
+            interrupted = await client.wait_signal("Interrupted", after=mark)
+            await client.wait_signal("StateChanged", lambda a: a == ["listening"], mark)
+            return err.value, interrupted
+        finally:
+            client.close()
+
+    err, (spoken,) = run_async(scenario)
+    assert err.type == ERROR_PREFIX + "Interrupted" and "cut short" in err.text
+    assert isinstance(spoken, str)
+    assert assistant.proc.poll() is None
+
+
+def test_reindex_announces_the_index(assistant: ServiceProcess, monitor: BusMonitor) -> None:
     async def scenario() -> tuple[list[Any], dict[str, Any]]:
-        client = await _client(sottovoced)
+        client = await _client(assistant)
         try:
             mark = client.mark()
             await client.call("Reindex")
@@ -246,15 +262,15 @@ def test_reindex_announces_the_index(sottovoced: ServiceProcess, monitor: BusMon
     (documents, chunks), kb = run_async(scenario)
     assert documents == SAMPLE_DOCS == kb["documents"] and chunks == kb["chunks"]
     monitor.wait_signal("IndexUpdated", [documents, chunks])
-    out = busctl(sottovoced.bus, "call", *A, "Reindex", timeout=120)
+    out = busctl(assistant.bus, "call", *A, "Reindex", timeout=120)
     assert out.returncode == 0, out.stderr
 
 
-def test_reload_keeps_the_old_config_on_error(sottovoced: ServiceProcess, monitor: BusMonitor) -> None:
-    home = sottovoced.home
+def test_reload_keeps_the_old_config_on_error(assistant: ServiceProcess, monitor: BusMonitor) -> None:
+    home = assistant.home
 
     async def scenario() -> tuple[str, str, list[Any]]:
-        client = await _client(sottovoced)
+        client = await _client(assistant)
         try:
             await client.call("Reload")                 # unchanged file: fine
             home.write_config("emotion:\n  intensity: 7\n")
@@ -271,9 +287,9 @@ def test_reload_keeps_the_old_config_on_error(sottovoced: ServiceProcess, monito
     assert name == ERROR_PREFIX + "Config" and code == "Config"
     assert "intensity" in text and "intensity" in message
     monitor.wait_signal("Error", [code, message])
-    out = busctl(sottovoced.bus, "call", *A, "Reload")
+    out = busctl(assistant.bus, "call", *A, "Reload")
     assert out.returncode == 0, out.stderr
-    assert busctl(sottovoced.bus, "get-property", *A, "State").stdout.strip() == 's "listening"'
+    assert busctl(assistant.bus, "get-property", *A, "State").stdout.strip() == 's "listening"'
 
 
 # ------------------------------------------------------------------- errors
@@ -290,9 +306,9 @@ BAD_CALLS = [
 ]
 
 
-def test_bad_calls_get_named_errors_and_change_nothing(sottovoced: ServiceProcess) -> None:
+def test_bad_calls_get_named_errors_and_change_nothing(assistant: ServiceProcess) -> None:
     async def scenario() -> tuple[list[tuple[str, str]], dict[str, Any], dict[str, Any]]:
-        client = await _client(sottovoced)
+        client = await _client(assistant)
         try:
             before = await client.get_all()
             errors = []
@@ -308,26 +324,59 @@ def test_bad_calls_get_named_errors_and_change_nothing(sottovoced: ServiceProces
     for (name, text), (member, _, _, code, hint) in zip(errors, BAD_CALLS):
         assert name == ERROR_PREFIX + code, (member, name, text)
         assert hint in text and "\n" not in text, (member, text)
-    assert after == before and sottovoced.proc.poll() is None
+    assert after == before and assistant.proc.poll() is None
 
 
-def test_bad_calls_through_busctl(sottovoced: ServiceProcess) -> None:
+def test_bad_calls_through_busctl(assistant: ServiceProcess) -> None:
     for args, hint in ((("SetEmotion", "sd", "grumpy", "0.5"), "unknown emotion 'grumpy'"),
                        (("Ask", "s", ""), "empty"), (("Say", "s", "z" * 2001), "2000")):
-        out = busctl(sottovoced.bus, "call", *A, *args)
+        out = busctl(assistant.bus, "call", *A, *args)
         assert out.returncode == 1 and out.stderr.startswith("Call failed: "), out
         assert hint in out.stderr
 
 
 # --------------------------------------------------------- a second instance
-def test_second_instance_fails_at_once(sottovoced: ServiceProcess, tmp_path: Path) -> None:
-    env = service_env(sottovoced.bus, sottovoced.home)
+def test_second_instance_fails_at_once(assistant: ServiceProcess, tmp_path: Path) -> None:
+    env = service_env(assistant.bus, assistant.home)
     out = subprocess.run(
-        [str(SOTTOVOCED), "--config", str(sottovoced.home.config), "--input", "none",
+        [str(SOTTOVOCED), "--config", str(assistant.home.config), "--input", "none",
          "--output", str(tmp_path / "second.wav")],
         env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == EXIT_ALREADY_RUNNING, out.stderr
     lines = [ln for ln in out.stderr.splitlines() if ln.startswith("sottovoced:")]
     assert len(lines) == 1 and "already owns org.sottovoce.Assistant" in lines[0]
-    assert sottovoced.proc.poll() is None          # the first one is untouched
-    assert busctl(sottovoced.bus, "get-property", *A, "State").returncode == 0
+    assert assistant.proc.poll() is None          # the first one is untouched
+    assert busctl(assistant.bus, "get-property", *A, "State").returncode == 0
+
+
+# ------------------------------------------- the adapter over a controller still starting
+def test_calls_while_starting_are_refused_and_the_name_is_released(
+        empty_bus: PrivateBus, default_config: Config) -> None:
+    """The real controller before its models are loaded (State 'starting'), exported in-process:
+    questions get NotReady; a second export is refused; close() gives the name back."""
+    from daemon.errors import AlreadyRunningError
+    from daemon.service.controller import AssistantController
+    from daemon.service.dbus_service import export_on_bus
+
+    async def scenario() -> None:
+        controller = AssistantController(default_config, None, on_fatal=lambda exc: None)  # type: ignore[arg-type]
+        handle = await export_on_bus(controller, empty_bus.address)
+        client = await Client.connect(empty_bus.address)
+        try:
+            assert await client.get("State") == "starting"
+            for member, sig, body in (("Ask", "s", ["Hello?"]), ("Say", "s", ["Hi"]),
+                                      ("Reindex", "", [])):
+                with pytest.raises(DBusError) as err:
+                    await client.call(member, sig, body)
+                assert err.value.type == ERROR_PREFIX + "NotReady", member
+            with pytest.raises(AlreadyRunningError, match="already owns"):
+                await export_on_bus(controller, empty_bus.address)
+            mark = client.mark()
+            controller.report_error("Device", "the microphone vanished")
+            assert await client.wait_signal("Error", after=mark) == ["Device", "the microphone vanished"]
+        finally:
+            await handle.close()
+        assert await client.bus_call("NameHasOwner", "s", [BUS_NAME]) == [False]
+        client.close()
+
+    run_async(scenario)

@@ -116,9 +116,10 @@ def test_a_hung_event_loop_stops_the_watchdog(tmp_path: Path) -> None:
     assert "WATCHDOG=1" in lines[back:]
 
 
-def test_service_reports_progress_then_ready_then_watchdog(sottovoced: ServiceProcess) -> None:
+def test_service_reports_progress_then_ready_then_watchdog(assistant: ServiceProcess) -> None:
     """The shared real service (started with WATCHDOG_USEC): STATUS= lines while loading,
     READY=1 only once every model is loaded, then watchdog pings."""
+    sottovoced = assistant
     notify = sottovoced.notify
     lines = notify.lines()
     ready = lines.index("READY=1")
@@ -130,6 +131,11 @@ def test_service_reports_progress_then_ready_then_watchdog(sottovoced: ServicePr
     for role in ("vad", "stt", "llm", "tts"):
         assert any(role in m.lower() for m in loading), f"no loading status for {role}: {loading}"
     notify.wait_for("WATCHDOG=1", 10, ready)
+    # State changes show up as STATUS= lines too.
+    mark = len(notify.lines())
+    assert busctl(sottovoced.bus, "call", BUS_NAME, "/org/sottovoce/Assistant",
+                  "org.sottovoce.Assistant1", "Pause").returncode == 0
+    notify.wait_for("STATUS=state: paused", 10, mark)
 
 
 def test_service_says_stopping_and_leaves_the_bus(tmp_path: Path) -> None:

@@ -396,6 +396,20 @@ def test_emotion_items_call_set_emotion(desktop: Desktop, tray: Tray) -> None:
     desktop.probe.wait_until(lambda p: tuple(p.props["Emotion"]) == ("cheerful", 0.9), 10, "intensity 0.9")
 
 
+def test_interrupt_is_offered_while_speaking(desktop: Desktop, tray: Tray) -> None:
+    since = len(desktop.probe.signals)
+    # About 20 s of speech (the WAV speaker keeps wall-clock pace): time to see and click.
+    desktop.probe.call_assistant("Say", "s", [" ".join(["The lighthouse keeper climbs the stairs "
+                                                        "every evening to light the lamp."] * 4)])
+    desktop.probe.wait_until(lambda p: p.props.get("State") == "speaking", 10, "the service to speak")
+    tray.wait_icon("speaking", "tray_speaking.png")
+    tray.click(_view(desktop), "Interrupt")
+    desktop.probe.wait_until(lambda p: any(name == "Interrupted" for name, _ in p.signals[since:]),
+                             10, "the Interrupted signal")
+    desktop.probe.wait_until(lambda p: p.props.get("State") == "listening", 10, "listening again")
+    tray.wait_icon("listening", "tray_after_interrupt.png")
+
+
 def test_refused_command_becomes_a_notification(desktop: Desktop, tray: Tray) -> None:
     since = len(desktop.probe.notifications)
     tray.click(_view(desktop), "Emotion", "grumpy")

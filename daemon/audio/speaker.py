@@ -49,12 +49,14 @@ class Speaker(LiveDevice, QueuedOutput):
                  on_error: MessageCallback | None = None,
                  on_recovered: MessageCallback | None = None, *,
                  device: str | None = None, device_rate: int | None = None,
-                 block_ms: float = 10.0, idle_close_s: float = 2.0, stall_s: float = 2.0) -> None:
+                 block_ms: float = 10.0, latency: float | str = "low",
+                 idle_close_s: float = 2.0, stall_s: float = 2.0) -> None:
         super().__init__(device if device is not None else cfg.output, "output",
                          cfg.reconnect_s, on_error, on_recovered, stall_s)
         self._on_first_audio = on_first_audio
         self._device_rate = device_rate
         self._block_ms = block_ms
+        self._latency = latency
         self._idle_close_s = idle_close_s
         self._queue = PlayQueue(device_rate or 48000)
         self._ran_dry = asyncio.Event()
@@ -81,6 +83,11 @@ class Speaker(LiveDevice, QueuedOutput):
         if self._dormant and not self._reopening:
             self._reopening = True
             self._spawn(self._reopen(), "speaker-reopen")
+
+    def stop_now(self) -> dict[Hashable, float]:
+        report = super().stop_now()
+        self._on_ran_dry(self._generation)
+        return report
 
     # ------------------------------------------------------------ idle close / reopen
     def _on_ran_dry(self, generation: int) -> None:
@@ -130,7 +137,7 @@ class Speaker(LiveDevice, QueuedOutput):
         generation = self._generation
         stream = portaudio.open_stream(
             choice, samplerate=rate, channels=1, dtype="float32",
-            blocksize=max(1, round(rate * self._block_ms / 1000)), latency="low",
+            blocksize=max(1, round(rate * self._block_ms / 1000)), latency=self._latency,
             callback=lambda out, n, t, status: self._callback(generation, out, t, status),
             finished_callback=lambda: self._finished(generation),
         )

@@ -104,7 +104,7 @@ class KeywordIndex:
             return
         ids = list(self._tf)
         self._rows = {cid: row for row, cid in enumerate(ids)}
-        freqs = [dict(self._tf[cid]) for cid in ids]
+        freqs: list[dict[str, int]] = [self._tf[cid] for cid in ids]    # shared, not copied
         lengths = [sum(tf.values()) for tf in freqs]
         nd = {term: len(posting) for term, posting in self._postings.items()}
         self._bm25 = _IncrementalBM25(freqs, lengths, nd)

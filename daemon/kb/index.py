@@ -154,7 +154,8 @@ class KnowledgeBase(LiveChanges):
         if query and query.strip():
             with self._lock:
                 related = self._state.keywords.fuzzy_matches(query)
-            sources = list(dict.fromkeys(p.source for p in self.retrieve(query, top_k=3)))
+            passages = self.retrieve(query, top_k=3)
+            sources = list(dict.fromkeys(p.source for p in passages if p.score >= self.cfg.relevance_threshold))
         with self._lock:
             return ", ".join(self._state.vocab.hotwords(related, sources, limit))
 

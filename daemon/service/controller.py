@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Hashable, Mapping, Protocol
 
 import numpy as np
 
@@ -19,27 +19,40 @@ from daemon.config import Config
 from daemon.errors import BadArgumentError, SottovoceError, UnknownEmotionError
 from daemon.interruption import InterruptionScope
 from daemon.messages import (
-    AudioChunk, Emotion, ErrorEvent, IndexUpdatedEvent, InterruptedEvent, PropertyChanged,
-    ReplyEvent, ServiceEvent, StateChanged, TextChunk, TranscriptEvent, TurnResult,
+    Emotion, ErrorEvent, IndexUpdatedEvent, InterruptedEvent, PropertyChanged, ReplyEvent,
+    ServiceEvent, StateChanged, TranscriptEvent, TurnResult,
 )
 from daemon.pipeline import Pipeline
 from daemon.service.events import EventHub
 from daemon.service.hearing import Hearing
+from daemon.service.turns import ActiveTurn, OutputSink, spoken_part
 from daemon.threads import run_blocking
-from daemon.turn import TurnRequest, run_turn
+from daemon.turn import TurnRequest, run_turn, speak_text
 
 _LOGGER = logging.getLogger(__name__)
 MAX_TEXT = 2000
+# Unexpected failures in a row after which the service gives up (systemd restarts it afresh).
+MAX_FAILURES = 5
 
 
 class AudioOutput(Protocol):
     """What the controller needs from a speaker (device or file)."""
 
-    def play(self, samples: np.ndarray, sample_rate: int, tag: tuple[int, int]) -> None: ...
-    def stop_now(self) -> Mapping[tuple[int, int], float]:
+    def play(self, samples: np.ndarray, sample_rate: int, tag: Hashable = None) -> None: ...
+    def stop_now(self) -> Mapping[Hashable, float]:
         """Stop at once, drop queued audio; fraction (0-1) played of each (turn, clause) tag."""
         ...
     async def wait_done(self) -> None: ...
+
+
+class NotReadyError(SottovoceError):
+    code = "NotReady"
+
+
+class StageError(SottovoceError):
+    """A stage failed on one question; the service goes on listening."""
+
+    code = "Stage"
 
 
 class AssistantController:
@@ -47,6 +60,7 @@ class AssistantController:
 
     def __init__(self, cfg: Config, output: AudioOutput, on_fatal: Callable[[BaseException], None]) -> None:
         self.cfg = cfg
+        self.config_path: str | None = None
         self.pipe: Pipeline | None = None
         self.output = output
         self.scope = InterruptionScope()
@@ -59,11 +73,11 @@ class AssistantController:
         self._emotion = Emotion(cfg.emotion.default, cfg.emotion.intensity)
         self._last_transcript = ""
         self._last_reply = ""
-        self._device_error = ""
-        self._turn_task: asyncio.Task[TurnResult] | None = None
-        self._turn_chunks: list[TextChunk] = []
-        self._turn_question = ""
-        self._turn_started = 0.0
+        self._device_errors: dict[str, str] = {}
+        self._active: ActiveTurn | None = None
+        self._last_played: Mapping[Hashable, float] = {}
+        self._failures = 0
+        self._background: set[asyncio.Task[Any]] = set()
         self.last_timings: dict[str, float] = {}
         self.last_first_sound = 0.0
 
@@ -74,7 +88,7 @@ class AssistantController:
         self.hearing = Hearing(self.cfg.vad, pipe, self)
         if pipe.kb is not None:
             pipe.kb.start_watching(self._index_updated_threadsafe(asyncio.get_running_loop()))
-        self._set_state("paused" if self._paused else "listening")
+        self._set_state(self._idle_state())
 
     def _index_updated_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[int, int], None]:
         def on_update(documents: int, chunks: int) -> None:
@@ -86,11 +100,22 @@ class AssistantController:
         self.hub.publish(PropertyChanged("KnowledgeBase"))
 
     async def close(self) -> None:
+        """Stop every turn and background task, and the knowledge-base watcher."""
         self.scope.interrupt()
-        if self._turn_task and not self._turn_task.done():
-            self._turn_task.cancel()
+        for task in list(self._background):
+            task.cancel()
+        if self.hearing is not None:
+            self.hearing.close()
         if self.pipe is not None and self.pipe.kb is not None:
-            self.pipe.kb.stop()
+            await asyncio.to_thread(self.pipe.kb.stop)
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> "asyncio.Task[Any]":
+        """A background task held until it ends (unheld tasks may be garbage-collected)."""
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     # --------------------------------------------------------- properties
     @property
@@ -137,6 +162,11 @@ class AssistantController:
     def subscribe(self, callback: Callable[[ServiceEvent], None]) -> Callable[[], None]:
         return self.hub.subscribe(callback)
 
+    @property
+    def busy(self) -> bool:
+        """True from a question until its reply has left the speaker (or was interrupted)."""
+        return self._active is not None and self._active.running
+
     # ------------------------------------------------------------- state
     def _set_state(self, state: str) -> None:
         if state == self._state:
@@ -149,29 +179,35 @@ class AssistantController:
         self.hub.publish(PropertyChanged("State"))
 
     def _idle_state(self) -> str:
-        if self._device_error:
+        if self._device_errors:
             return "error"
         return "paused" if self._paused else "listening"
-
-    @property
-    def busy(self) -> bool:
-        return self._turn_task is not None and not self._turn_task.done()
 
     def report_error(self, code: str, message: str) -> None:
         _LOGGER.error("%s: %s", code, message)
         self.hub.publish(ErrorEvent(code, message))
 
-    def device_error(self, message: str) -> None:
+    def stage_failed(self, code: str, message: str, exc: BaseException | None = None) -> None:
+        """A stage failed on one utterance: report it, keep listening; give up after a run."""
+        self.report_error(code, message)
+        if exc is None or isinstance(exc, SottovoceError):
+            return
+        self._failures += 1
+        if self._failures >= MAX_FAILURES:
+            self._on_fatal(exc)
+
+    def device_error(self, role: str, message: str) -> None:
         """The microphone or speaker is missing; the devices layer keeps reconnecting."""
-        self._device_error = message
+        self._device_errors[role] = message
         self.report_error("Device", message)
         if not self.busy:
             self._set_state("error")
 
-    def device_recovered(self) -> None:
-        if self._device_error:
-            _LOGGER.info("audio device back")
-        self._device_error = ""
+    def device_recovered(self, role: str, message: str = "") -> None:
+        if self._device_errors.pop(role, None) is not None:
+            _LOGGER.info("%s", message or f"{role} back")
+        if role == "microphone" and self.hearing is not None:
+            self.hearing.reset()       # whatever was half-heard before the loss is gone
         if not self.busy and self._state == "error":
             self._set_state(self._idle_state())
 
@@ -195,63 +231,82 @@ class AssistantController:
         if not text:
             self.speech_dropped()
             return
-        self._start_turn(text, speech_end, stt_s, spoken=True)
+        self._start_turn(text, speech_end, stt_s)
 
     # -------------------------------------------------------------- turns
-    def _start_turn(self, question: str, speech_end: float, stt_s: float, spoken: bool) -> asyncio.Task[TurnResult]:
+    def _begin(self, question: str) -> ActiveTurn:
+        assert self.pipe is not None
         if self.busy:
             self._interrupt_turn()
-        assert self.pipe is not None
-        turn = self.scope.begin_turn()
-        self._turn_chunks = []
-        self._turn_question = question
-        self._last_transcript = question
-        self.hub.publish(TranscriptEvent(question))
-        self.hub.publish(PropertyChanged("LastTranscript"))
+        active = ActiveTurn(self.scope.begin_turn(), question)
+        self._active = active
+        if question:
+            self._last_transcript = question
+            self.hub.publish(TranscriptEvent(question))
+            self.hub.publish(PropertyChanged("LastTranscript"))
         self._set_state("thinking")
-        req = TurnRequest(question=question, turn=turn, should_stop=self.scope.stopper(turn),
-                          emotion=self._emotion, speech_end=speech_end, stt_s=stt_s,
-                          on_chunk=self._turn_chunks.append)
-        task = asyncio.create_task(self._turn(req), name=f"turn-{turn}")
-        self.scope.track(task)  # type: ignore[arg-type]
-        self._turn_task = task
-        return task
+        return active
 
-    async def _turn(self, req: TurnRequest) -> TurnResult:
-        assert self.pipe is not None
+    def _launch(self, active: ActiveTurn, work: Callable[[], Awaitable[TurnResult]],
+                remember: bool, name: str) -> None:
+        task = asyncio.create_task(self._reply(active, work, remember), name=f"{name}-{active.turn}")
+        active.task = task
+        self.scope.track(task)  # type: ignore[arg-type]
+
+    def _sink(self, active: ActiveTurn) -> OutputSink:
+        return OutputSink(self.output, lambda: self.scope.is_current(active.turn),
+                          lambda: self.audio_started(active.turn))
+
+    def _start_turn(self, question: str, speech_end: float, stt_s: float) -> ActiveTurn:
+        active = self._begin(question)
+        req = TurnRequest(question=question, turn=active.turn,
+                          should_stop=self.scope.stopper(active.turn), emotion=self._emotion,
+                          speech_end=speech_end, stt_s=stt_s, on_chunk=active.chunks.append)
+        pipe = self.pipe
+        assert pipe is not None
+        self._launch(active, lambda: run_turn(pipe, req, self._sink(active)), True, "turn")
+        return active
+
+    async def _reply(self, active: ActiveTurn, work: Callable[[], Awaitable[TurnResult]],
+                     remember: bool) -> None:
+        """Run one reply to its end: text, then the speaker playing it out, then history."""
         try:
-            result = await run_turn(self.pipe, req, _OutputSink(self, req.turn))
+            result = await work()
         except asyncio.CancelledError:
             raise
-        except SottovoceError as exc:
-            self.report_error(exc.code, str(exc))
-            self._finish_turn(req.turn)
-            raise
-        except Exception as exc:
-            self.report_error("Stage", f"the reply failed: {exc}")
-            _LOGGER.exception("turn %d failed", req.turn)
-            self._finish_turn(req.turn)
-            raise SottovoceError(f"the reply failed: {exc}") from exc
-        self.last_timings = dict(result.timings)
-        _LOGGER.info("turn %d timings: %s", req.turn,
-                     ", ".join(f"{k} {v:.3f}" for k, v in result.timings.items()))
-        if not self.scope.is_current(req.turn):
-            return result
-        self._last_reply = result.reply
-        self.hub.publish(ReplyEvent(result.reply, tuple(result.sources)))
-        self.hub.publish(PropertyChanged("LastReply"))
-        asyncio.create_task(self._wait_playback(req.turn, result.reply), name=f"playback-{req.turn}")
-        return result
-
-    async def _wait_playback(self, turn: int, reply: str) -> None:
+        except Exception as exc:  # noqa: BLE001 - one failed reply must not stop the service
+            self._turn_failed(active, exc)
+            return
+        self._failures = 0
+        if not self.scope.is_current(active.turn):
+            return
+        if result.timings:
+            self.last_timings = dict(result.timings)
+            _LOGGER.info("turn %d timings: %s", active.turn,
+                         ", ".join(f"{k} {v:.3f}" for k, v in result.timings.items()))
+        if remember:
+            self._last_reply = result.reply
+            self.hub.publish(ReplyEvent(result.reply, tuple(result.sources)))
+            self.hub.publish(PropertyChanged("LastReply"))
+        active.reply_ready(result)
         await self.output.wait_done()
-        if self.scope.is_current(turn):
-            assert self.pipe is not None
-            self.pipe.history.add(self._turn_question, reply)
-            self._finish_turn(turn)
+        if self.scope.is_current(active.turn):
+            if remember and self.pipe is not None:
+                self.pipe.history.add(active.question, result.reply)
+            self._active = None
+            self._set_state(self._idle_state())
 
-    def _finish_turn(self, turn: int) -> None:
-        if self.scope.is_current(turn):
+    def _turn_failed(self, active: ActiveTurn, exc: Exception) -> None:
+        if isinstance(exc, SottovoceError):
+            error: SottovoceError = exc
+        else:
+            _LOGGER.error("turn %d failed", active.turn, exc_info=exc)
+            error = StageError(f"the reply failed ({type(exc).__name__}: {exc}); still listening")
+        active.failed(error)
+        self.stage_failed(error.code, str(error), exc)
+        if self.scope.is_current(active.turn):
+            self.scope.interrupt()          # drop whatever part of the reply was queued
+            self._active = None
             self._set_state(self._idle_state())
 
     def first_sound(self, t: float) -> None:
@@ -267,13 +322,14 @@ class AssistantController:
 
     def _interrupt_turn(self) -> str:
         """Cancel the running turn; history keeps only what was actually played."""
-        chunks, question, turn = list(self._turn_chunks), self._turn_question, self.scope.turn
+        active, self._active = self._active, None
         self.scope.interrupt()
-        played = getattr(self, "_last_played", {}) or {}
-        spoken = spoken_part(chunks, played, turn)
-        if self.pipe is not None and question:
-            self.pipe.history.add(question, spoken)
-        self._turn_chunks = []
+        if active is None:
+            return ""
+        spoken = spoken_part(active.chunks, self._last_played, active.turn)
+        if self.pipe is not None and active.question:
+            self.pipe.history.add(active.question, spoken)
+        active.interrupted(spoken)
         self.hub.publish(InterruptedEvent(spoken))
         return spoken
 
@@ -295,7 +351,7 @@ class AssistantController:
             self._set_state(self._idle_state())
 
     async def interrupt(self) -> None:
-        if self.busy or self._state in ("thinking", "speaking"):
+        if self.busy:
             self._interrupt_turn()
             self._set_state(self._idle_state())
 
@@ -309,42 +365,33 @@ class AssistantController:
         self.hub.publish(PropertyChanged("Emotion"))
 
     async def ask(self, text: str) -> TurnResult:
+        """Answer typed text out loud; returns once the reply text is complete."""
         text = _check_text(text)
         self._require_ready()
-        return await self._start_turn(text, time.monotonic(), 0.0, spoken=False)
+        active = self._start_turn(text, time.monotonic(), 0.0)
+        return await asyncio.shield(active.text_done)
 
     async def say(self, text: str) -> None:
+        """Speak ``text`` as given; returns once it is synthesized (speech may go on)."""
         text = _check_text(text)
         self._require_ready()
-        assert self.pipe is not None
-        if self.busy:
-            self._interrupt_turn()
-        turn = self.scope.begin_turn()
-        self._turn_chunks, self._turn_question = [], ""
-        self._set_state("thinking")
-        task = asyncio.create_task(self._say(text, turn), name=f"say-{turn}")
-        self.scope.track(task)  # type: ignore[arg-type]
-        self._turn_task = task  # type: ignore[assignment]
-        await task
+        pipe = self.pipe
+        assert pipe is not None
+        active = self._begin("")
 
-    async def _say(self, text: str, turn: int) -> TurnResult:
-        assert self.pipe is not None
-        from daemon.turn import speak_text
+        async def work() -> TurnResult:
+            await speak_text(pipe, text, active.turn, self.scope.stopper(active.turn),
+                             self._emotion, self._sink(active), active.chunks.append)
+            return TurnResult(transcript="", reply=text, sources=(), timings={})
 
-        await speak_text(self.pipe, text, turn, self.scope.stopper(turn), self._emotion,
-                         _OutputSink(self, turn), self._turn_chunks.append)
-        asyncio.create_task(self._wait_playback_say(turn))
-        return TurnResult(transcript="", reply=text, sources=(), timings={})
-
-    async def _wait_playback_say(self, turn: int) -> None:
-        await self.output.wait_done()
-        self._finish_turn(turn)
+        self._launch(active, work, False, "say")
+        await asyncio.shield(active.text_done)
 
     async def reindex(self) -> None:
         self._require_ready()
         assert self.pipe is not None
         if self.pipe.kb is None:
-            raise SottovoceError("the knowledge base is not available")
+            raise SottovoceError("the knowledge base is not available; check rag.knowledge_base")
         kb = self.pipe.kb
         await run_blocking(kb.rebuild)
         status = kb.status()
@@ -360,10 +407,6 @@ class AssistantController:
             raise NotReadyError("the assistant is still starting; try again in a few seconds")
 
 
-class NotReadyError(SottovoceError):
-    code = "NotReady"
-
-
 def _check_text(text: str) -> str:
     text = (text or "").strip()
     if not text:
@@ -373,29 +416,4 @@ def _check_text(text: str) -> str:
     return text
 
 
-def spoken_part(chunks: list[TextChunk], played: Mapping[tuple[int, int], float], turn: int) -> str:
-    """The reply text that was actually heard: whole chunks, then a share of a partial one."""
-    words: list[str] = []
-    for chunk in chunks:
-        share = played.get((turn, chunk.index), 0.0)
-        if share <= 0.0:
-            break
-        parts = chunk.text.split()
-        words += parts if share >= 0.999 else parts[: int(len(parts) * share)]
-        if share < 0.999:
-            break
-    return " ".join(words)
-
-
-class _OutputSink:
-    """Turn audio -> the speaker, tagged with the clause it came from."""
-
-    def __init__(self, ctl: AssistantController, turn: int) -> None:
-        self._ctl = ctl
-        self._turn = turn
-
-    def write(self, chunk: AudioChunk) -> None:
-        if not self._ctl.scope.is_current(self._turn):
-            return
-        self._ctl.output.play(chunk.samples, chunk.sample_rate, (self._turn, chunk.chunk_index))
-        self._ctl.audio_started(self._turn)
+__all__ = ["AssistantController", "AudioOutput", "NotReadyError", "StageError", "spoken_part"]

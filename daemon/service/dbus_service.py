@@ -8,6 +8,7 @@ No ``from __future__ import annotations`` here: dbus-fast reads the ``-> None`` 
 as a signature, and a postponed "None" string would not parse.
 """
 
+import asyncio
 import logging
 import math
 import os
@@ -41,9 +42,6 @@ DBusStrMap = Annotated[dict[str, str], DBusSignature("a{ss}")]
 DBusReplyOut = Annotated[list[Any], DBusSignature("sas")]      # reply, sources
 DBusTwoStr = Annotated[list[str], DBusSignature("ss")]         # code, message
 DBusTwoUInt = Annotated[list[int], DBusSignature("uu")]        # documents, chunks
-
-PROPERTIES = ("State", "Paused", "Emotion", "LastTranscript", "LastReply", "KnowledgeBase",
-              "Models", "Version")
 
 # dbus-fast cannot name output and signal arguments; the contract does, so add the names.
 _OUT_ARG_NAMES: dict[str, tuple[str, ...]] = {
@@ -81,6 +79,11 @@ def _to_dbus_error(exc: BaseException) -> DBusError:
     _LOGGER.exception("D-Bus call failed unexpectedly")
     return dbus_error("Failed", f"the service failed unexpectedly ({type(exc).__name__}); "
                       "see `journalctl --user -u sottovoce`")
+
+
+def _interrupted() -> DBusError:
+    return dbus_error("Interrupted", "the reply was cut short (by the user speaking, Interrupt() "
+                      "or a newer question) before it was complete")
 
 
 def check_text(text: str) -> str:
@@ -170,6 +173,12 @@ class AssistantInterface(ServiceInterface):
     async def _call(self, coro_fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return await coro_fn(*args)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise               # this call itself is being cancelled (shutdown)
+            # The turn we were waiting on was cancelled: barge-in, Interrupt() or a newer one.
+            raise _interrupted() from None
         except Exception as exc:
             raise _to_dbus_error(exc) from exc
 
@@ -201,6 +210,8 @@ class AssistantInterface(ServiceInterface):
     async def Ask(self, text: DBusStr) -> DBusReplyOut:
         text = check_text(text)
         result = await self._call(self._controller.ask, text)
+        if result.interrupted:      # what was spoken travels in the Interrupted signal
+            raise _interrupted()
         return [result.reply, list(result.sources)]
 
     @method()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from daemon.audio.devices import AudioInput, AudioOutput, make_microphone, make_speaker
@@ -13,8 +12,10 @@ if TYPE_CHECKING:
 
 
 def open_output(cfg: Config, spec: str | None, ctl: "AssistantController") -> AudioOutput:
-    return make_speaker(cfg.audio, on_first_audio=ctl.first_sound, on_error=ctl.device_error,
-                        on_recovered=lambda _msg: ctl.device_recovered(), output_spec=spec)
+    return make_speaker(cfg.audio, on_first_audio=ctl.first_sound,
+                        on_error=lambda msg: ctl.device_error("speaker", msg),
+                        on_recovered=lambda msg: ctl.device_recovered("speaker", msg),
+                        output_spec=spec)
 
 
 def open_input(cfg: Config, spec: str | None, ctl: "AssistantController") -> AudioInput:
@@ -23,8 +24,10 @@ def open_input(cfg: Config, spec: str | None, ctl: "AssistantController") -> Aud
         if hearing is not None:
             hearing.on_frame(frame, t)
 
-    return make_microphone(cfg.audio, on_frame, on_error=ctl.device_error,
-                           on_recovered=lambda _msg: ctl.device_recovered(), input_spec=spec)
+    return make_microphone(cfg.audio, on_frame,
+                           on_error=lambda msg: ctl.device_error("microphone", msg),
+                           on_recovered=lambda msg: ctl.device_recovered("microphone", msg),
+                           input_spec=spec)
 
 
-__all__ = ["open_input", "open_output", "time"]
+__all__ = ["open_input", "open_output"]

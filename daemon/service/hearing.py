@@ -30,6 +30,8 @@ FRAME_MS = FRAME * 1000 / 16000
 
 
 class Hearing:
+    """The listening half of the service: endpointing, speculative STT and barge-in."""
+
     def __init__(self, cfg: VadConfig, pipe: "Pipeline", ctl: "AssistantController") -> None:
         from daemon.stages.vad import Endpointer
 
@@ -38,7 +40,8 @@ class Hearing:
         self.ctl = ctl
         self.endpointer = Endpointer(pipe.vad_model, cfg)
         self._vad_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vad")
-        self._barge_frames = max(1, math.ceil(cfg.barge_in_ms / FRAME_MS))
+        # To the nearest frame: 200 ms -> 6 frames (192 ms); ceil would demand 224 ms.
+        self._barge_frames = max(1, round(cfg.barge_in_ms / FRAME_MS))
         self._voiced_run = 0
         self._silent_run = 0
         self._recent: collections.deque[np.ndarray] = collections.deque(
@@ -80,7 +83,8 @@ class Hearing:
         if future.cancelled() or generation != self._generation or self.ctl.paused:
             return
         if future.exception() is not None:
-            self.ctl.report_error("VAD", f"voice detection failed: {future.exception()}")
+            exc = future.exception()
+            self.ctl.stage_failed("VAD", f"voice detection failed: {exc}", exc)
             return
         events, prob, threshold = future.result()
         self._recent.append(frame)
@@ -117,7 +121,7 @@ class Hearing:
         elif kind == "resume":
             self._cancel_spec()
         elif kind == "end":
-            asyncio.create_task(self._utterance(event), name="utterance")
+            self.ctl.spawn(self._utterance(event), "utterance")
 
     # ------------------------------------------------------ transcription
     def _start_spec(self) -> None:
@@ -150,9 +154,9 @@ class Hearing:
                 text, stt_s = await self._transcribe(event.audio)
         except asyncio.CancelledError:
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad utterance must not stop listening
             _LOGGER.exception("transcription failed")
-            self.ctl.report_error("STT", f"speech recognition failed: {exc}")
+            self.ctl.stage_failed("STT", f"speech recognition failed: {exc}; still listening", exc)
             self.ctl.speech_dropped()
             return
         if self.ctl.paused:

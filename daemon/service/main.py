@@ -8,16 +8,14 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from daemon import __version__
 from daemon.config import Config, load_config
-from daemon.errors import (
-    EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, AlreadyRunningError, ConfigError, SottovoceError,
-)
+from daemon.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, SottovoceError
 
 _LOGGER = logging.getLogger(__name__)
-STOP_TIMEOUT_S = 2.5
+STOP_TIMEOUT_S = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _stop_early(signum: int, _frame: Any) -> None:
+    """SIGTERM before the event loop took over: leave as cleanly as SIGINT does."""
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    signal.signal(signal.SIGTERM, _stop_early)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
@@ -48,25 +52,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"sottovoced: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        sys.exit(EXIT_CONFIG)
     if args.kb:
         cfg = cfg.replace("rag", knowledge_base=os.path.abspath(os.path.expanduser(args.kb)))
     from daemon.service.logsetup import setup_logging
 
     setup_logging(cfg.service.log_level)
     try:
-        return asyncio.run(Service(cfg, args).run())
-    except AlreadyRunningError as exc:
-        print(f"sottovoced: {exc}", file=sys.stderr)
-        return exc.exit_code
+        code = asyncio.run(Service(cfg, args).run())
+        _LOGGER.debug("event loop closed")
     except SottovoceError as exc:
         print(f"sottovoced: {exc}", file=sys.stderr)
-        return exc.exit_code
+        code = exc.exit_code
     except KeyboardInterrupt:
-        return EXIT_OK
+        code = EXIT_OK
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    """Leave now. Model work in a worker thread cannot be cancelled and the interpreter would
+    wait for it, then spend seconds in the native libraries' teardown (llama.cpp, CTranslate2,
+    onnxruntime, torch); stopping within systemd's budget matters more. Everything that had to
+    be saved or closed has been by now."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 class Service:
+    """The running service: devices, D-Bus, models, signals, and an orderly stop."""
+
     def __init__(self, cfg: Config, args: argparse.Namespace) -> None:
         self.cfg = cfg
         self.args = args
@@ -75,38 +94,66 @@ class Service:
 
     async def run(self) -> int:
         from daemon.service.controller import AssistantController
-        from daemon.service.devices import open_input, open_output
+        from daemon.service.devices import open_output
         from daemon.service.notify import Notifier
 
         notifier = Notifier()
         notifier.status("starting")
         ctl = AssistantController(self.cfg, None, on_fatal=self._fatal)  # type: ignore[arg-type]
-        ctl.config_path = self.args.config  # type: ignore[attr-defined]
-        output = ctl.output = open_output(self.cfg, self.args.output, ctl)
-        await output.start()
-        bus = await self._export(ctl)
+        ctl.config_path = self.args.config
         self._install_signals(ctl)
+        # The bus first: a second instance must be refused before it opens devices or loads models.
+        bus = await self._export(ctl)
+        output = ctl.output = open_output(self.cfg, self.args.output, ctl)
         tasks = [asyncio.create_task(notifier.watchdog_loop(), name="watchdog")] \
             if self.cfg.service.watchdog else []
-        ctl.subscribe(lambda ev: _status_line(notifier, ctl, ev))
+        ctl.subscribe(lambda ev: _status_line(notifier, ev))
         mic = None
         try:
-            pipe = await self._load(ctl, notifier)
-            if pipe is not None:
-                if self.args.reset:
-                    pipe.history.clear()
-                ctl.attach(pipe)
-                mic = open_input(self.cfg, self.args.input, ctl)
-                await mic.start()
+            await output.start()
+            if self.args.reset:
+                self._reset_history()
+            pipe = await self._until_stopped(self._load(ctl, notifier))
+            if pipe is not None and not self.stop.is_set():
+                mic = await self._listen(ctl, pipe)
             notifier.ready()
             notifier.status(f"ready: {ctl.state}")
             await self.stop.wait()
         finally:
             notifier.stopping()
+            _LOGGER.info("stopping")
             await self._shutdown(ctl, mic, output, bus, tasks)
         return self.exit_code
 
+    async def _listen(self, ctl: Any, pipe: Any) -> Any:
+        from daemon.service.devices import open_input
+
+        ctl.attach(pipe)
+        mic = open_input(self.cfg, self.args.input, ctl)
+        await mic.start()
+        return mic
+
+    async def _until_stopped(self, coro: Any) -> Any:
+        """Await ``coro`` unless a stop signal comes first (then None; the work is abandoned)."""
+        work = asyncio.ensure_future(coro)
+        stopped = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        return None
+
+    def _reset_history(self) -> None:
+        from daemon.history import ConversationHistory
+
+        conv = self.cfg.conversation
+        if conv.history_file:
+            ConversationHistory(conv.max_turns, conv.max_tokens, path=conv.history_file).clear()
+        _LOGGER.info("conversation history cleared (--reset)")
+
     async def _export(self, ctl: Any) -> Any:
+        from daemon.errors import AlreadyRunningError
         from daemon.service.dbus_service import export_on_bus
 
         try:
@@ -135,12 +182,16 @@ class Service:
 
     def _install_signals(self, ctl: Any) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
-        loop.add_signal_handler(signal.SIGINT, self.stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(ctl)))
+        loop.add_signal_handler(signal.SIGTERM, self._stop_signal, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self._stop_signal, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, lambda: ctl.spawn(_reload(ctl), "reload"))
+
+    def _stop_signal(self, name: str) -> None:
+        _LOGGER.info("%s: stopping", name)
+        self.stop.set()
 
     def _fatal(self, exc: BaseException) -> None:
-        _LOGGER.error("unrecoverable failure: %s", exc)
+        _LOGGER.error("unrecoverable failure, exiting so the service manager restarts it: %s", exc)
         self.exit_code = EXIT_FAILURE
         self.stop.set()
 
@@ -148,10 +199,14 @@ class Service:
         async def steps() -> None:
             if mic is not None:
                 await mic.stop()
+            _LOGGER.debug("microphone closed")
             await ctl.close()
+            _LOGGER.debug("controller closed")
             await output.stop()
+            _LOGGER.debug("speaker closed")
             if bus is not None:
                 await bus.close()
+            _LOGGER.debug("bus closed")
 
         for task in tasks:
             task.cancel()
@@ -159,8 +214,6 @@ class Service:
             await asyncio.wait_for(steps(), STOP_TIMEOUT_S)
         except (asyncio.TimeoutError, Exception):
             _LOGGER.warning("clean shutdown took too long or failed", exc_info=True)
-        if ctl.hearing is not None:
-            ctl.hearing.close()
         from daemon.threads import executor
 
         executor().shutdown(wait=False, cancel_futures=True)
@@ -173,7 +226,7 @@ async def _reload(ctl: Any) -> None:
         pass   # already reported as an Error event and logged
 
 
-def _status_line(notifier: Any, ctl: Any, event: Any) -> None:
+def _status_line(notifier: Any, event: Any) -> None:
     from daemon.messages import StateChanged
 
     if isinstance(event, StateChanged):
@@ -181,4 +234,4 @@ def _status_line(notifier: Any, ctl: Any, event: Any) -> None:
 
 
 if __name__ == "__main__":   # pragma: no cover
-    sys.exit(main())
+    main()

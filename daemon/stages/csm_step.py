@@ -6,7 +6,7 @@ last hidden state: codebook 0 from the backbone head, codebooks 1..31 from 31 de
 steps, then the backbone step that consumes the new frame. Every piece has fixed shapes and
 reads positions from device tensors, so the whole frame can be captured in one CUDA graph,
 and each piece can be compiled with ``torch.compile`` (fusing the small element-wise kernels
-that otherwise dominate: a frame is ~6,000 kernel launches uncompiled).
+that otherwise dominate: uncompiled, a frame is several thousand tiny kernels).
 """
 
 from __future__ import annotations

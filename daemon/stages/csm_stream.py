@@ -97,9 +97,11 @@ class CsmStreamer:
         """24 kHz mono float samples -> ``(frames, num_codebooks)`` Mimi codes."""
         import torch
 
-        wav = torch.as_tensor(samples, dtype=torch.float32, device=self.device).reshape(1, 1, -1)
+        codec = self.model.codec_model
+        dtype = next(codec.parameters()).dtype            # float32: see __init__
+        wav = torch.as_tensor(samples, dtype=dtype, device=self.device).reshape(1, 1, -1)
         with torch.no_grad():
-            codes = self.model.codec_model.encode(wav.to(self.dtype)).audio_codes
+            codes = codec.encode(wav).audio_codes
         return codes[0, : self.num_codebooks].transpose(0, 1).contiguous()
 
     def embed(self, segments: Sequence[Segment], text_ids: TextIds) -> Any:

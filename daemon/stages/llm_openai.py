@@ -38,6 +38,19 @@ _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolErro
 _RETRY_STATUS = {502, 503, 504}     # a proxy or vLLM still starting
 
 
+def served_model_name(cfg: LlmConfig) -> str:
+    """The model name to send: ``llm.model`` as written in the config.
+
+    The config loader resolves ``llm.model`` like a path (it is one for the llamacpp engine),
+    so a served name such as ``phi-3-medium`` arrives as ``<config dir>/phi-3-medium``; an
+    absolute path that does not exist is turned back into its last component.
+    """
+    name = cfg.model
+    if os.path.isabs(name) and not os.path.exists(name):
+        return os.path.basename(name.rstrip("/"))
+    return name
+
+
 def fold_system(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     """System text moved into the first user turn, for templates without a system role."""
     system = "\n\n".join(m.content for m in messages if m.role == "system")
@@ -72,7 +85,7 @@ class OpenAIChatModel:
     def __init__(self, cfg: LlmConfig, *, transport: httpx.BaseTransport | None = None) -> None:
         if not cfg.base_url:
             raise ModelError("LLM: llm.base_url is empty; set it to the server's URL, e.g. http://127.0.0.1:8000/v1")
-        self.name = cfg.model
+        self.name = served_model_name(cfg)
         self.base_url = cfg.base_url.rstrip("/")
         self._cfg = cfg
         key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""

@@ -9,6 +9,8 @@ beside the main one (``reference.NAME.wav`` with its transcript in ``reference.N
 and the sampling temperature moves with the emotion and its intensity (calmer emotions
 sample more conservatively, livelier ones more freely).
 
+``tts.speed`` has no effect: CSM has no rate control (its pace follows the reference voice).
+
 No watermark is added: transformers' CSM port has none, and Sesame's reference generator
 adds one with the `silentcipher` package, which is not a dependency here (docs/gpu.md).
 """
@@ -102,6 +104,8 @@ class CsmSynthesizer:
         self._embeds: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.context_segments(None)          # read the reference now: a bad file fails at start-up
+        if self._streamer.graphs:
+            self.warm_up()                    # compile + capture (~30 s) at start-up, not on the first reply
         _LOGGER.info("CSM ready on %s (%s), CUDA graphs %s", self._streamer.device,
                      self._streamer.dtype, "on" if self._streamer.graphs else "off")
 

@@ -1,0 +1,1 @@
+"""The GPU profile's tooling: the VRAM budget check (`sottovoce doctor`) and model downloads."""
