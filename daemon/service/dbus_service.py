@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Mapping
 
 from dbus_fast import DBusError, NameFlag, RequestNameReply, Variant
-from dbus_fast.annotations import DBusBool, DBusDict, DBusDouble, DBusSignature, DBusStr, DBusUInt32
+from dbus_fast.annotations import DBusBool, DBusDict, DBusDouble, DBusSignature, DBusStr
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusFastError
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, method, signal
