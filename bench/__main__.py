@@ -6,7 +6,7 @@ import importlib
 import sys
 import traceback
 
-ALL = ["pipeline", "service", "kb", "stages", "quality", "gpu"]
+ALL = ["pipeline", "service", "kb", "stages", "devices", "dbus", "quality", "gpu"]
 
 
 def main(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]        # the source tree holding syst
 UNITS = ("sottovoce.service", "sottovoce-tray.service")
 ACTIVATION = "org.sottovoce.Assistant.service"
 # Folders the sandboxed unit may write to (ReadWritePaths= needs them to exist).
-STATE_DIRS = (".local/share/sottovoce", ".cache/sottovoce")
+STATE_DIRS = (".local/share/sottovoce", ".local/state/sottovoce", ".cache/sottovoce")
 
 
 @dataclass(frozen=True)
