@@ -31,7 +31,8 @@ IDLE_S = 10.0
 
 async def _speaker_trials(rig: PulseRig, idle_close_s: float) -> tuple[list[float], list[float]]:
     first: list[float] = []
-    spk = Speaker(AudioConfig(output="speaker"), first.append, idle_close_s=idle_close_s)
+    spk = Speaker(AudioConfig(output="speaker"), first.append, idle_close_s=idle_close_s,
+                  latency=0.05 if idle_close_s else "low")
     await spk.start()
     tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(22050) / 22050)).astype(np.float32)
     starts: list[float] = []
@@ -39,10 +40,9 @@ async def _speaker_trials(rig: PulseRig, idle_close_s: float) -> tuple[list[floa
     rng = np.random.default_rng(0)
     try:
         for _ in range(TRIALS):
-            if idle_close_s:
-                while not spk.dormant:
-                    await asyncio.sleep(0.01)
             with rig.record_speaker() as rec:
+                while idle_close_s and not spk.dormant:
+                    await asyncio.sleep(0.01)
                 first.clear()
                 played = time.monotonic()
                 spk.play(tone, 22050, "tone")
@@ -82,6 +82,10 @@ async def _mic_and_idle() -> tuple[list[float], float]:
     return delays[10:], cpu
 
 
+def _p(values: list[float]) -> tuple[float, float, int]:
+    return pct(values, 50) * 1000.0, pct(values, 95) * 1000.0, len(values)
+
+
 def main() -> None:
     reason = pulse_available()
     if reason:
@@ -94,7 +98,7 @@ def main() -> None:
             rig.start()
             os.environ["PULSE_SERVER"] = rig.server
             starts, stops = asyncio.run(_speaker_trials(rig, 0.0))
-            cold, _ = asyncio.run(_speaker_trials(rig, 0.1))
+            cold, cold_stops = asyncio.run(_speaker_trials(rig, 0.1))
             delays, cpu = asyncio.run(_mic_and_idle())
         finally:
             rig.close()
@@ -102,12 +106,12 @@ def main() -> None:
                 os.environ.pop("PULSE_SERVER", None)
             else:
                 os.environ["PULSE_SERVER"] = saved
-    ms = 1000.0
     rows = [
-        ("play() -> first sample heard (ms)", pct(starts, 50) * ms, pct(starts, 95) * ms, len(starts)),
-        ("same, stream closed for idleness (ms)", pct(cold, 50) * ms, pct(cold, 95) * ms, len(cold)),
-        ("stop_now() -> last sample heard (ms)", pct(stops, 50) * ms, pct(stops, 95) * ms, len(stops)),
-        ("mic capture -> on_frame on the loop (ms)", pct(delays, 50) * ms, pct(delays, 95) * ms, len(delays)),
+        ("play() -> first sample heard (ms)", *_p(starts)),
+        ("stop_now() -> last sample heard (ms)", *_p(stops)),
+        ("play() -> first sample heard, stream reopened after idle_close_s (ms)", *_p(cold)),
+        ("stop_now() -> last sample heard, latency=0.05 (ms)", *_p(cold_stops)),
+        ("mic capture -> on_frame on the loop (ms)", *_p(delays)),
     ]
     print(f"Virtual sound card (PulseAudio null sinks), {machine()}\n")
     print(table(("measure", "p50", "p95", "n"), rows))

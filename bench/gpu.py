@@ -123,6 +123,25 @@ def _continuity(model: Any, streamer: Any, context: Any, text: Any, frames: int)
     return float(np.abs(streamed - one_shot).max() / max(np.abs(one_shot).max(), 1e-9))
 
 
+def _baselines(model: Any, ids: Any, context: Any, text: Any, frames: int, stock_frames: int,
+               device: str) -> list[list[object]]:
+    """Rows for stock generate and for the streaming loop without compile or graphs."""
+    from daemon.stages.csm_stream import CsmStreamer
+
+    gen_s, dec_s, _ = _stock(model, ids, stock_frames, device)
+    per = gen_s / stock_frames
+    rows: list[list[object]] = [[
+        "CSM stock generate (eager)", f"{per * 1e3:.1f}", f"{per / FRAME_S:.2f}",
+        f"{(gen_s + dec_s) * 1e3:.0f} (whole utterance, no streaming)",
+        f"{stock_frames} frames; Mimi decode {dec_s * 1e3:.1f} ms"]]
+    eager = CsmStreamer(model, max_len=2048, use_cuda_graphs=False, compile_steps=False)
+    _stream_once(eager, context, text, 6, device)
+    first, total, n = _stream_once(eager, context, text, min(frames, 24), device)
+    rows.append(["CSM streaming loop, eager", f"{total / n * 1e3:.1f}", f"{total / n / FRAME_S:.2f}",
+                 f"{first * 1e3:.0f}", f"{n} frames, static KV caches, no graphs"])
+    return rows
+
+
 def bench_csm(device: str, tiny: bool, frames: int, stock_frames: int) -> list[list[object]]:
     import torch
 
@@ -131,28 +150,12 @@ def bench_csm(device: str, tiny: bool, frames: int, stock_frames: int) -> list[l
     model = _csm_model(device, tiny)
     text_ids = TextIds(_byte_ids, int(model.config.bos_token_id), 5 if tiny else 128001)
     ids = torch.tensor([[text_ids.bos_id, *_byte_ids(f"[0]{UTTERANCE}"), text_ids.eos_id]], device=device)
-    rows: list[list[object]] = []
-
-    gen_s, dec_s, _ = _stock(model, ids, stock_frames, device)
-    per = gen_s / stock_frames
-    rows.append(["CSM stock generate (eager)", f"{per * 1e3:.1f}", f"{per / FRAME_S:.2f}",
-                 f"{(gen_s + dec_s) * 1e3:.0f} (whole utterance, no streaming)",
-                 f"{stock_frames} frames; Mimi decode {dec_s * 1e3:.1f} ms"])
-
-    eager = CsmStreamer(model, max_len=2048, use_cuda_graphs=False, compile_steps=False)
-    codes = torch.randint(0, 2048 if not tiny else 64, (REF_FRAMES, model.config.num_codebooks))
-    context = eager.embed([Segment(0, "Hello, I am Sottovoce, your assistant.", codes)], text_ids)
-    text = eager.embed([Segment(0, UTTERANCE)], text_ids)
-    _stream_once(eager, context, text, 6, device)
-    first, total, n = _stream_once(eager, context, text, min(frames, 24), device)
-    rows.append(["CSM streaming loop, eager", f"{total / n * 1e3:.1f}", f"{total / n / FRAME_S:.2f}",
-                 f"{first * 1e3:.0f}", f"{n} frames, static KV caches, no graphs"])
-    del eager
-
     if device == "cuda":
-        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     streamer = CsmStreamer(model, max_len=2048)
+    codes = torch.randint(0, 2048 if not tiny else 64, (REF_FRAMES, model.config.num_codebooks))
+    context = streamer.embed([Segment(0, "Hello, I am Sottovoce, your assistant.", codes)], text_ids)
+    text = streamer.embed([Segment(0, UTTERANCE)], text_ids)
     capture_s, _ = _timed(lambda: streamer.warm_up(False), device)
     _stream_once(streamer, context, text, 6, device)
     runs = [_stream_once(streamer, context, text, frames, device) for _ in range(3)]
@@ -164,13 +167,14 @@ def bench_csm(device: str, tiny: bool, frames: int, stock_frames: int) -> list[l
     mode = ("torch.compile + " if streamer.compiled else "") + ("CUDA graph" if streamer.graphs else "eager")
     weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e9
     peak = torch.cuda.max_memory_allocated() / 1e9 if device == "cuda" else float("nan")
-    rows.append([f"CSM streaming loop, {mode}",
-                 f"{total / n * 1e3:.1f}", f"{total / n / FRAME_S:.3f}", f"{first * 1e3:.0f}",
-                 f"{n} frames incl. chunked Mimi decode; frame step alone {step_s / steps * 1e3:.2f} ms; "
-                 f"compile + graph capture {capture_s:.0f} s once; GPU memory peak {peak:.1f} GB "
-                 f"(weights {weights:.1f} GB)"])
+    fast = [f"CSM streaming loop, {mode}", f"{total / n * 1e3:.1f}", f"{total / n / FRAME_S:.3f}",
+            f"{first * 1e3:.0f}",
+            f"{n} frames incl. chunked Mimi decode; frame step alone {step_s / steps * 1e3:.2f} ms; "
+            f"compile + graph capture {capture_s:.0f} s once; GPU memory peak {peak:.1f} GB "
+            f"(weights {weights:.1f} GB)"]
     same, checked = _greedy_match(model, streamer, text, ids, 8)
     drift = _continuity(model, streamer, context, text, 40 if not tiny else 20)
+    rows = _baselines(model, ids, context, text, frames, stock_frames, device) + [fast]
     del streamer, model
     if device == "cuda":
         torch.cuda.empty_cache()

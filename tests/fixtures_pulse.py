@@ -70,6 +70,61 @@ class Recording:
         return audio[(t >= start) & (t < end)]
 
 
+class _MonitorReader:
+    """One ``parec`` kept on a sink's monitor for the whole run; recordings tap into it.
+
+    A low-latency reader keeps the null sink rendering in small steps: until one is attached,
+    a new null sink renders in 2 s slices and a new stream's first buffer arrives ~2 s late.
+    Starting a recorder later would also change the sink's latency under a playing stream
+    and make it underrun, so recordings never start a stream of their own.
+    """
+
+    def __init__(self, source: str, env: dict[str, str]) -> None:
+        self.source = source
+        self.warm = threading.Event()
+        self._taps: list[Recording] = []
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            ["parec", "--latency-msec=10", f"--device={source}", "--raw", "--format=s16le",
+             f"--rate={RATE}", "--channels=1"],
+            env=env, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self._thread = threading.Thread(target=self._read, name=f"parec-{source}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        while chunk := stdout.read1(4096):    # type: ignore[attr-defined]
+            if len(chunk) % 2:
+                chunk += stdout.read(1)
+            now = time.monotonic()
+            self.warm.set()
+            with self._lock:
+                taps = list(self._taps)
+            if taps:
+                block = np.frombuffer(chunk, dtype="<i2").astype(np.float32) / 32768.0
+                for rec in taps:
+                    with rec._lock:
+                        rec.blocks.append((now, block))
+
+    @contextlib.contextmanager
+    def tap(self) -> Iterator[Recording]:
+        rec = Recording()
+        with self._lock:
+            self._taps.append(rec)
+        try:
+            _wait_for(lambda: bool(rec.blocks), 5.0, f"no audio from {self.source}")
+            yield rec
+        finally:
+            with self._lock:
+                self._taps.remove(rec)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+        self._thread.join(5)
+
+
 @dataclass(frozen=True)
 class EchoCancel:
     """A loaded ``module-echo-cancel``: record ``source``, play into ``sink``."""
@@ -94,7 +149,7 @@ class PulseRig:
         self._server_env = {**os.environ, "HOME": str(self.home),
                             "XDG_RUNTIME_DIR": str(self.runtime_dir), **self.env}
         self._server: subprocess.Popen[bytes] | None = None
-        self._readers: dict[str, subprocess.Popen[bytes]] = {}
+        self._readers: dict[str, _MonitorReader] = {}
         self._modules: dict[str, int] = {}
         self._extra_modules: list[int] = []
 
@@ -114,8 +169,13 @@ class PulseRig:
             time.sleep(0.05)
         for name in SINKS:
             self._load_sink(name)
-        self.pactl("set-default-sink", self.speaker)
-        self.pactl("set-default-source", f"{self.mic}.monitor")
+        self.set_defaults(self.speaker, f"{self.mic}.monitor")
+
+    def set_defaults(self, sink: str, source: str) -> None:
+        """Make ``sink``/``source`` the defaults (the rig's own readers stay where they are)."""
+        self.pactl("set-default-sink", sink)
+        self.pactl("set-default-source", source)
+        self._place_readers()
 
     def close(self) -> None:
         for name in list(self._readers):
@@ -152,8 +212,7 @@ class PulseRig:
         for name in SINKS:
             if name not in self._modules:
                 self.restore_device(name)
-        self.pactl("set-default-sink", self.speaker)
-        self.pactl("set-default-source", f"{self.mic}.monitor")
+        self.set_defaults(self.speaker, f"{self.mic}.monitor")
 
     # ------------------------------------------------------------ the microphone side
     def play_into_mic(self, wav: str | os.PathLike[str], wait: bool = True,
@@ -171,32 +230,33 @@ class PulseRig:
         module = self._modules.pop(name)
         self._stop_reader(name)
         self.pactl("unload-module", str(module))
+        self._place_readers()
 
     def restore_device(self, name: str = "micfeed") -> None:
         """Plug a removed device back in (same name and format)."""
         self._load_sink(name)
-        if name == self.mic:
-            self.pactl("set-default-source", f"{self.mic}.monitor")
+        self.set_defaults(self.speaker, f"{self.mic}.monitor")
 
     # ------------------------------------------------------------ the speaker side
     @contextlib.contextmanager
     def record_speaker(self, device: str | None = None) -> Iterator[Recording]:
-        """Record a source (default ``speaker.monitor``) for the duration of the block."""
+        """Record what the loudspeaker plays (or ``device``, a source) during the block.
+
+        ``speaker.monitor`` and ``micfeed.monitor`` are read by the rig's resident readers
+        (no new stream); any other source gets its own ``parec`` for the block.
+        """
         source = device or f"{self.speaker}.monitor"
-        proc = subprocess.Popen(
-            ["parec", "--latency-msec=10", f"--device={source}", "--raw", "--format=s16le",
-             f"--rate={RATE}", "--channels=1"],
-            env=self.subprocess_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        rec = Recording()
-        reader = threading.Thread(target=_read_pcm, args=(proc, rec), daemon=True)
-        reader.start()
+        sink = source.removesuffix(".monitor")
+        if source.endswith(".monitor") and sink in self._readers:
+            with self._readers[sink].tap() as rec:
+                yield rec
+            return
+        reader = _MonitorReader(source, self.subprocess_env())
         try:
-            _wait_for(lambda: bool(rec.blocks), 5.0, f"parec on {source} produced nothing")
-            yield rec
+            with reader.tap() as rec:
+                yield rec
         finally:
-            proc.terminate()
-            proc.wait(5)
-            reader.join(5)
+            reader.stop()
 
     # ------------------------------------------------------------ echo
     def add_echo_loopback(self, volume: float = 0.5, latency_msec: int = 30) -> int:
@@ -221,8 +281,7 @@ class PulseRig:
             "source_name=ec_mic", "sink_name=ec_speaker"))
         self._extra_modules.append(module)
         if set_default:
-            self.pactl("set-default-source", "ec_mic")
-            self.pactl("set-default-sink", "ec_speaker")
+            self.set_defaults("ec_speaker", "ec_mic")
         return EchoCancel("ec_mic", "ec_speaker", module)
 
     def unload_module(self, module: int) -> None:
@@ -233,45 +292,35 @@ class PulseRig:
     # ------------------------------------------------------------ internals
     def _load_sink(self, name: str) -> None:
         self._modules[name] = int(self.pactl("load-module", "module-null-sink", SINKS[name]))
-        # A low-latency reader on each monitor keeps the sink rendering in small steps: until
-        # one is attached, a new null sink renders in 2 s slices and a new stream's first
-        # buffer arrives ~2 s late. Wait for the reader's first bytes: then the sink is warm.
-        proc = subprocess.Popen(
-            ["parec", "--latency-msec=10", f"--device={name}.monitor", "--raw"],
-            env=self.subprocess_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        self._readers[name] = proc
-        warm = threading.Event()
-        threading.Thread(target=_drain, args=(proc, warm), daemon=True).start()
-        if not warm.wait(10):
+        reader = _MonitorReader(f"{name}.monitor", self.subprocess_env())
+        self._readers[name] = reader
+        if not reader.warm.wait(10):        # then the sink renders in small steps
             raise RuntimeError(f"no audio from {name}.monitor within 10 s")
 
+    def _place_readers(self) -> None:
+        """Put readers that PulseAudio moved back on their own monitors.
+
+        Without module-stream-restore, a stream that merely asked for a device follows the
+        default source when that changes if it sat on the old default. A stream moved by
+        ``pactl move-source-output`` stays put from then on.
+        """
+        sources = {str(s["index"]): s["name"] for s in json.loads(self.pactl("-f", "json", "list", "sources"))}
+        by_pid = {str(r.proc.pid): r for r in self._readers.values()}
+        for stream in json.loads(self.pactl("-f", "json", "list", "source-outputs")):
+            reader = by_pid.get(stream.get("properties", {}).get("application.process.id", ""))
+            if reader is not None and sources.get(str(stream["source"])) != reader.source:
+                self.pactl("move-source-output", str(stream["index"]), reader.source)
+
     def _stop_reader(self, name: str) -> None:
-        proc = self._readers.pop(name, None)
-        if proc is not None:
-            proc.terminate()
-            proc.wait(5)
+        reader = self._readers.pop(name, None)
+        if reader is not None:
+            reader.stop()
 
     def _loopback_input(self, module: int) -> str | None:
         for stream in json.loads(self.pactl("-f", "json", "list", "sink-inputs")):
             if str(stream.get("owner_module")) == str(module):
                 return str(stream["index"])
         return None
-
-
-def _read_pcm(proc: subprocess.Popen[bytes], rec: Recording) -> None:
-    assert proc.stdout is not None
-    while chunk := proc.stdout.read1(4096):    # type: ignore[attr-defined]
-        if len(chunk) % 2:
-            chunk += proc.stdout.read(1)
-        block = np.frombuffer(chunk, dtype="<i2").astype(np.float32) / 32768.0
-        with rec._lock:
-            rec.blocks.append((time.monotonic(), block))
-
-
-def _drain(proc: subprocess.Popen[bytes], warm: threading.Event) -> None:
-    assert proc.stdout is not None
-    while proc.stdout.read1(65536):    # type: ignore[attr-defined]
-        warm.set()
 
 
 def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:

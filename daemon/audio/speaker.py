@@ -1,13 +1,16 @@
 """The live speaker: tagged chunks queued, played from PortAudio's callback, stoppable at once.
 
-The output stream runs while audio plays and for ``idle_close_s`` after (writing silence),
-so replies that follow each other start without opening a stream; after a longer quiet
-spell it is closed (an idle stream still costs ~1% of a core) and the next ``play()``
-reopens it in a worker thread (a few ms). ``stop_now()`` (barge-in) drops the queue at once;
-what the device already holds (its latency, ~25 ms through PulseAudio) still plays out.
-Aborting the stream would drop that too, but ALSA's pulse plugin then underruns in a loop
-after the restart, so it is not done. ``stop_now()`` reports how much of each tag was
+The output stream runs for as long as the speaker is started (writing silence when idle), so
+a reply starts without opening a stream. ``stop_now()`` (barge-in) drops the queue at once;
+what the device already holds (~25 ms through PulseAudio at ``latency="low"``) still plays
+out. Aborting the stream would drop that too, but ALSA's pulse plugin then underruns in a
+loop after the restart, so it is not done. ``stop_now()`` reports how much of each tag was
 heard: the controller keeps only that part of the reply in the history.
+
+An idle stream costs ~1% of a core. ``idle_close_s > 0`` closes it after that long without
+audio and the next ``play()`` reopens it (a few ms, in a worker thread). Measured on
+PulseAudio: a stream reopened with ``latency="low"`` sometimes underruns for its first half
+second, so pair ``idle_close_s`` with ``latency=0.05`` (stop_now's tail then grows to ~70 ms).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class Speaker(LiveDevice, QueuedOutput):
                  on_recovered: MessageCallback | None = None, *,
                  device: str | None = None, device_rate: int | None = None,
                  block_ms: float = 10.0, latency: float | str = "low",
-                 idle_close_s: float = 2.0, stall_s: float = 2.0) -> None:
+                 idle_close_s: float = 0.0, stall_s: float = 2.0) -> None:
         super().__init__(device if device is not None else cfg.output, "output",
                          cfg.reconnect_s, on_error, on_recovered, stall_s)
         self._on_first_audio = on_first_audio

@@ -111,12 +111,21 @@ class KeywordIndex:
         self._dirty = False
 
     def set_fuzzy_terms(self, terms: Iterable[str]) -> None:
-        """The distinctive terms (index form) that sound-alike query words may stand for."""
-        self._fuzzy_keys.clear()
-        self._fuzzy_grams.clear()
-        for term in terms:
+        """The distinctive terms (index form) that sound-alike query words may stand for.
+
+        Applied as a difference with the current set, so a live update costs little.
+        """
+        wanted = {t for t in terms if t.isalpha() and len(t) >= 4 and t in self._postings}
+        for term in set(self._fuzzy_keys) - wanted:
+            for gram in _bigrams(self._fuzzy_keys.pop(term)):
+                holders = self._fuzzy_grams.get(gram)
+                if holders is not None:
+                    holders.discard(term)
+                    if not holders:
+                        del self._fuzzy_grams[gram]
+        for term in wanted - set(self._fuzzy_keys):
             key = phonetic_key(term)
-            if term.isalpha() and len(term) >= 4 and len(key) >= 3 and term in self._postings:
+            if len(key) >= 3:
                 self._fuzzy_keys[term] = key
                 for gram in _bigrams(key):
                     self._fuzzy_grams[gram].add(term)

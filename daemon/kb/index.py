@@ -58,6 +58,8 @@ class KnowledgeBase(LiveChanges):
         self._opened = False
         self._last_indexed = 0.0
         self._last_saved = 0.0
+        self._defer_saves = False     # True while the watcher applies a batch: save after notifying
+        self._unsaved = False
         self._problems: dict[str, str] = {}
         self._folder_reason = ""
         self._query_cache: tuple[str, np.ndarray] | None = None
@@ -111,6 +113,7 @@ class KnowledgeBase(LiveChanges):
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.stop()
+        self.flush()
 
     # ------------------------------------------------------------------ queries
     def retrieve(self, query: str, top_k: int | None = None) -> list[Passage]:
@@ -311,9 +314,19 @@ class KnowledgeBase(LiveChanges):
 
     def _finish_batch(self) -> None:
         self._last_indexed = time.time()
-        self._save()
+        if self._defer_saves:
+            self._unsaved = True
+        else:
+            self._save()
+
+    def flush(self) -> None:
+        """Write pending changes to disk now (the watcher does this right after announcing them)."""
+        with self._write_lock:
+            if self._unsaved:
+                self._save()
 
     def _save(self) -> None:
+        self._unsaved = False
         if not self.folder.is_dir():
             return
         with self._lock:

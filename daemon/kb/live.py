@@ -26,6 +26,7 @@ class LiveChanges:
     _state: "IndexState"
     _opened: bool
     _problems: dict[str, str]
+    _defer_saves: bool
 
     if TYPE_CHECKING:
         def _load_persisted(self) -> None: ...
@@ -48,8 +49,22 @@ class LiveChanges:
         """A rename: chunks keep their vectors under the new name (nothing is re-embedded)."""
         self.apply_changes([(Path(src), Path(dst))], [Path(dst)])
 
-    def apply_changes(self, moves: list[tuple[Path, Path]], paths: Iterable[Path], rescan: bool = False) -> bool:
-        """One batch of filesystem changes as one commit and one save; True if anything changed."""
+    def apply_changes(self, moves: list[tuple[Path, Path]], paths: Iterable[Path], rescan: bool = False,
+                      save: bool = True) -> bool:
+        """One batch of filesystem changes as one commit; True if anything changed.
+
+        With ``save=False`` the batch is searchable at once but written to disk only by the
+        next :meth:`flush` (the watcher announces the update first: writing 10,000 chunks takes
+        a while on a busy machine).
+        """
+        with self._write_lock:
+            self._defer_saves = not save
+            try:
+                return self._apply(moves, paths, rescan)
+            finally:
+                self._defer_saves = False
+
+    def _apply(self, moves: list[tuple[Path, Path]], paths: Iterable[Path], rescan: bool) -> bool:
         with self._write_lock:
             if not self._opened:
                 self._load_persisted()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
@@ -90,19 +91,35 @@ def _add_run(run: list[str], initial: bool, common: frozenset[str], add) -> None
         add(run[0], CAPITALISED)
 
 
+def _index_forms(terms: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    for term in terms:
+        for word in re.split(r"[\s\-]+", term.lower()):
+            if word.isalpha() and len(word) >= 4 and word not in STOPWORDS:
+                out.add(stem(word))
+    return out
+
+
 class Vocabulary:
     """Distinctive terms of every document, ranked across the knowledge base."""
 
     def __init__(self) -> None:
         self._docs: dict[str, dict[str, list[float]]] = {}
         self._ranked: list[tuple[str, float]] | None = None
+        self._form_refs: Counter[str] = Counter()      # index-form word -> documents using it
 
     def set_document(self, source: str, terms: dict[str, list[float]]) -> None:
+        self.remove_document(source)
         self._docs[source] = terms
+        self._form_refs.update(_index_forms(terms))
         self._ranked = None
 
     def remove_document(self, source: str) -> None:
-        if self._docs.pop(source, None) is not None:
+        terms = self._docs.pop(source, None)
+        if terms is not None:
+            self._form_refs.subtract(_index_forms(terms))
+            for form in [f for f, n in self._form_refs.items() if n <= 0]:
+                del self._form_refs[form]
             self._ranked = None
 
     def rename_document(self, old: str, new: str) -> None:
@@ -136,14 +153,9 @@ class Vocabulary:
     def terms(self) -> list[str]:
         return [t for t, _ in self.ranked()]
 
-    def index_forms(self, limit: int = 5000) -> set[str]:
-        """Single lower-cased, stemmed words of the top terms (for sound-alike matching)."""
-        out: set[str] = set()
-        for term, _ in self.ranked()[:limit]:
-            for word in re.split(r"[\s\-]+", term.lower()):
-                if word.isalpha() and len(word) >= 4 and word not in STOPWORDS:
-                    out.add(stem(word))
-        return out
+    def index_forms(self) -> set[str]:
+        """Every single word of the terms, lower-cased and stemmed (for sound-alike matching)."""
+        return set(self._form_refs)
 
     def hotwords(self, related: dict[str, float], sources: list[str], limit: int) -> list[str]:
         """Terms for a question: heard-alike terms first, then its documents', then the rest."""

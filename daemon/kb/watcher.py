@@ -170,8 +170,9 @@ class FolderWatcher:
             rescan = self._schedule() or rescan
         if not (moves or paths or rescan):
             return
-        if self._kb.apply_changes(moves, paths, rescan=rescan):
+        if self._kb.apply_changes(moves, paths, rescan=rescan, save=False):
             self._notify()
+            self._kb.flush()
 
     def _notify(self) -> None:
         if self._on_update is None:

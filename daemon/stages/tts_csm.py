@@ -117,7 +117,8 @@ class CsmSynthesizer:
         from transformers import CsmForConditionalGeneration
 
         torch.manual_seed(seed)
-        model = CsmForConditionalGeneration(csm_config).eval().to(device)
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32     # as _load_pretrained
+        model = CsmForConditionalGeneration(csm_config).eval().to(device=device, dtype=dtype)
         return cls(cfg, model=model, text_ids=text_ids, max_len=max_len)
 
     @property
