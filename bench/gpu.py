@@ -77,8 +77,11 @@ def _stock(model: Any, ids: Any, frames: int, device: str) -> tuple[float, float
     gen_s, codes = _timed(lambda: model.generate(input_ids=ids, max_new_tokens=frames, **kwargs), device)
     import torch
 
+    # Stock sampling may pick CSM's 3 ids past Mimi's codebook (random weights do): clamp them
+    # for the decode timing, which does not depend on the values.
+    frames_codes = codes[0].clamp(max=int(model.codec_model.config.codebook_size) - 1)
     with torch.no_grad():
-        dec_s, _ = _timed(lambda: model.codec_model.decode(codes[0].T[None]), device, repeat=3)
+        dec_s, _ = _timed(lambda: model.codec_model.decode(frames_codes.T[None]), device, repeat=3)
     return gen_s, dec_s, codes[0]
 
 

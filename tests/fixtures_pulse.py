@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -155,12 +156,14 @@ class PulseRig:
 
     # ------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 15.0) -> None:
+        """Start the server and the two sinks (call from the main thread: the server is
+        tied to the thread that starts it and stops when that thread's process dies)."""
         args = ["pulseaudio", "-n", "--daemonize=no", "--exit-idle-time=-1", "--disallow-exit",
                 "--use-pid-file=no", "--log-target=stderr",
                 "-L", "module-native-protocol-unix auth-anonymous=1"]
         log = open(self.root / "pulseaudio.log", "wb")
         self._server = subprocess.Popen(args, env=self._server_env, stdout=log, stderr=log,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout
         while subprocess.run(["pactl", "info"], env=self.subprocess_env(), capture_output=True).returncode:
@@ -321,6 +324,18 @@ class PulseRig:
             if str(stream.get("owner_module")) == str(module):
                 return str(stream["index"])
         return None
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, even from SIGKILL.
+
+    Without it a killed test run leaves its sound server behind. (The readers and
+    ``pactl`` clients exit by themselves once the server is gone.)
+    """
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:

@@ -256,7 +256,7 @@ class Desktop:
             env=self.env, stdout=subprocess.DEVNULL, stderr=(ARTIFACTS / "trayer.log").open("w"))
         self._procs.append(tray_host)
         # trayer's panel: instance "panel", class "trayer".
-        self.tray_host = wait_for(lambda: self.find_windows("trayer", "--class"), 10, "trayer's panel")[0]
+        self.tray_host = wait_for(lambda: self.find_windows("trayer", "--class"), 20, "trayer's panel")[0]
 
     def _start_xvfb(self) -> str:
         read_fd, write_fd = os.pipe()

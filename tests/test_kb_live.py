@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fixtures_kb import SAMPLE_KB, UpdateWaiter, top_source
 
 OTTERS = "# River otters\n\nThe otter colony at Brannock Weir has {n} otters and a heron called Pim.\n"
@@ -119,3 +121,22 @@ def test_a_bad_file_arriving_live_does_not_stop_the_watcher(make_kb: Any, kb_fol
     (kb_folder / "otters.md").write_text(OTTERS.format(n=9), encoding="utf-8")
     waiter.wait_for(lambda: top_source(kb, QUESTION) == "otters.md")
     assert "PDF" in kb.status()["failed"]["broken.pdf"]
+
+
+# watchdog re-registers the same inotify watch when the folder comes back, and says so.
+@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
+def test_a_folder_moved_out_and_back_in(make_kb: Any, kb_folder: Path, tmp_path: Path) -> None:
+    kb, waiter = _watched(make_kb, kb_folder)
+    embedder = kb._embedder
+    (kb_folder / "wildlife").mkdir()
+    (kb_folder / "wildlife" / "otters.md").write_text(OTTERS.format(n=11), encoding="utf-8")
+    waiter.wait_for(lambda: top_source(kb, QUESTION) == "wildlife/otters.md")
+    before = embedder.count
+
+    os.rename(kb_folder / "wildlife", tmp_path / "wildlife")          # out of the watched tree
+    waiter.wait_for(lambda: kb.status()["documents"] == 3)
+    assert not any("otters" in s for s in _sources(kb))
+
+    os.rename(tmp_path / "wildlife", kb_folder / "nature")             # back in, under a new name
+    waiter.wait_for(lambda: top_source(kb, QUESTION) == "nature/otters.md")
+    assert embedder.count == before                                    # its vectors were kept

@@ -11,7 +11,6 @@ import dataclasses
 import itertools
 import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,7 +22,7 @@ from daemon.config import Config, load_config
 from tests.fixtures_dbus import ServiceProcess, make_service_home, start_sottovoced
 from tests.fixtures_x11 import ARTIFACTS, ROOT, Desktop, program, stop_process, wait_for
 from tray import icons
-from tray.app import config_template, ensure_user_config
+from tray.app import config_template, ensure_user_config, open_in_editor
 from tray.client import ServiceView
 from tray.menu import INTENSITY_LEVELS, Entry, build_menu, intensity_level, selectable, tooltip
 
@@ -127,6 +126,8 @@ def test_config_template_is_the_default_commented_out(tmp_path: Path, default_co
     active.write_text("".join(line[2:] if line.startswith("# ") else line
                               for line in body.splitlines(keepends=True)))
     assert neutral(load_config(active)) == neutral(default_config)
+    assert open_in_editor(path, ("true",)) is None
+    assert "not installed" in (open_in_editor(path, ("no-such-opener-here",)) or "")
 
 
 def test_without_display_exits_with_one_line() -> None:
@@ -171,12 +172,12 @@ class Service:
         run_dir.mkdir()
         self.process = start_sottovoced(self.desktop.bus, self.home, run_dir)
         self.desktop.probe.wait_until(lambda p: p.owner != "" and p.props.get("State") == ready_state,
-                                      30, f"sottovoced on the bus in state {ready_state}")
+                                      60, f"sottovoced on the bus in state {ready_state}")
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
-            self.desktop.probe.wait_until(lambda p: p.owner == "", 10, "sottovoced to leave the bus")
+            self.desktop.probe.wait_until(lambda p: p.owner == "", 20, "sottovoced to leave the bus")
 
 
 class Tray:
@@ -200,7 +201,7 @@ class Tray:
                     return x, y, w, h
             return None
 
-        return wait_for(docked, 15, "the tray icon docked in trayer's panel")
+        return wait_for(docked, 30, "the tray icon docked in trayer's panel")
 
     def wait_icon(self, state: str, screenshot: str) -> None:
         """Wait until the icon on screen is the glyph of ``state``; save the screenshot."""
@@ -215,7 +216,7 @@ class Tray:
             return seen[0] == state
 
         try:
-            wait_for(shows, 10, f"the {state} icon on screen")
+            wait_for(shows, 20, f"the {state} icon on screen")
         except AssertionError:
             self.desktop.screenshot(screenshot)
             raise AssertionError(f"the icon shows {seen[0]!r}, not {state!r} (see tests/artifacts/{screenshot})")
@@ -225,7 +226,7 @@ class Tray:
         def last_view() -> str:
             return next((line for line in reversed(self.log.lines) if "view: " in line), "")
 
-        wait_for(lambda: last_view().endswith(f"view: {view!r}"), 10, f"the tray to see {view}")
+        wait_for(lambda: last_view().endswith(f"view: {view!r}"), 20, f"the tray to see {view}")
 
     def menus(self) -> dict[int, tuple[int, int, int, int]]:
         """The tray's open menus: window id -> geometry."""
@@ -234,13 +235,13 @@ class Tray:
 
     def open_menu(self) -> int:
         """Right-click the icon; the menu's window id."""
-        wait_for(lambda: not self.menus(), 5, "earlier menus to close")
+        wait_for(lambda: not self.menus(), 10, "earlier menus to close")
         x, y, w, h = self.icon_window()
         self.desktop.xdotool("mousemove", str(x + w // 2), str(y + h // 2), "click", "3")
         return self._new_menu(set())
 
     def _new_menu(self, known: set[int]) -> int:
-        return wait_for(lambda: next((w for w in self.menus() if w not in known), None), 10, "a menu to open")
+        return wait_for(lambda: next((w for w in self.menus() if w not in known), None), 20, "a menu to open")
 
     def _highlight(self, window: int) -> tuple[int, int]:
         """Screen x, y of the highlighted row of menu ``window``, once it stays put.
@@ -256,7 +257,7 @@ class Tray:
             stable, last[0] = spot is not None and spot == last[0], spot
             return spot if stable else None
 
-        return wait_for(settled, 5, "a highlighted menu row")
+        return wait_for(settled, 10, "a highlighted menu row")
 
     def click(self, view: ServiceView, *path: str) -> None:
         """Open the menu and click the item at ``path`` (e.g. "Emotion", "calm") with the mouse.
@@ -363,57 +364,57 @@ def test_a_second_tray_steps_aside(desktop: Desktop, tray: Tray) -> None:
     tray.icon_window()
     proc, log = desktop.start([*program("sottovoce-tray", "tray.app")], "tray_second.log")
     assert proc.wait(30) == 0
-    log.wait(r"another sottovoce-tray already runs", 0, 5)
+    log.wait(r"another sottovoce-tray already runs", 0, 10)
     assert tray.proc.poll() is None
 
 
 def test_right_click_opens_the_menu(desktop: Desktop, tray: Tray) -> None:
     window = tray.open_menu()
-    x, y, w, h = wait_for(lambda: tray.menus().get(window), 5, "the menu's geometry")
+    x, y, w, h = wait_for(lambda: tray.menus().get(window), 10, "the menu's geometry")
     image = desktop.screenshot("tray_menu_open.png")
     assert h >= 100 and w >= 100
     assert highlighted_row(image, (x, y, w, h)) is None, "nothing is highlighted before a key press"
     desktop.xdotool("key", "Escape")
-    wait_for(lambda: not tray.menus(), 5, "the menu to close")
+    wait_for(lambda: not tray.menus(), 10, "the menu to close")
 
 
 def test_pause_and_resume_from_the_menu(desktop: Desktop, tray: Tray) -> None:
     mark = tray.log.mark()
     tray.click(_view(desktop), "Pause listening")
     desktop.probe.wait_until(lambda p: p.props.get("Paused") is True and p.props.get("State") == "paused",
-                             10, "the service to pause")
-    tray.log.wait(r"icon: paused", mark, 10)
+                             20, "the service to pause")
+    tray.log.wait(r"icon: paused", mark, 20)
     tray.wait_icon("paused", "tray_paused.png")
     tray.click(_view(desktop), "Pause listening")  # checked now: clicking it resumes
-    desktop.probe.wait_until(lambda p: p.props.get("Paused") is False, 10, "the service to resume")
+    desktop.probe.wait_until(lambda p: p.props.get("Paused") is False, 20, "the service to resume")
     tray.wait_icon("listening", "tray_resumed.png")
 
 
 def test_emotion_items_call_set_emotion(desktop: Desktop, tray: Tray) -> None:
     tray.click(_view(desktop), "Emotion", "cheerful")
-    desktop.probe.wait_until(lambda p: tuple(p.props["Emotion"]) == ("cheerful", 0.5), 10, "cheerful")
+    desktop.probe.wait_until(lambda p: tuple(p.props["Emotion"]) == ("cheerful", 0.5), 20, "cheerful")
     tray.click(_view(desktop), "Emotion", "High")
-    desktop.probe.wait_until(lambda p: tuple(p.props["Emotion"]) == ("cheerful", 0.9), 10, "intensity 0.9")
+    desktop.probe.wait_until(lambda p: tuple(p.props["Emotion"]) == ("cheerful", 0.9), 20, "intensity 0.9")
 
 
 def test_interrupt_is_offered_while_speaking(desktop: Desktop, tray: Tray) -> None:
     since = len(desktop.probe.signals)
-    # About 20 s of speech (the WAV speaker keeps wall-clock pace): time to see and click.
+    # About 30 s of speech (the WAV speaker keeps wall-clock pace): time to see and click.
     desktop.probe.call_assistant("Say", "s", [" ".join(["The lighthouse keeper climbs the stairs "
-                                                        "every evening to light the lamp."] * 4)])
-    desktop.probe.wait_until(lambda p: p.props.get("State") == "speaking", 10, "the service to speak")
+                                                        "every evening to light the lamp."] * 6)])
+    desktop.probe.wait_until(lambda p: p.props.get("State") == "speaking", 20, "the service to speak")
     tray.wait_icon("speaking", "tray_speaking.png")
     tray.click(_view(desktop), "Interrupt")
     desktop.probe.wait_until(lambda p: any(name == "Interrupted" for name, _ in p.signals[since:]),
-                             10, "the Interrupted signal")
-    desktop.probe.wait_until(lambda p: p.props.get("State") == "listening", 10, "listening again")
+                             20, "the Interrupted signal")
+    desktop.probe.wait_until(lambda p: p.props.get("State") == "listening", 20, "listening again")
     tray.wait_icon("listening", "tray_after_interrupt.png")
 
 
 def test_refused_command_becomes_a_notification(desktop: Desktop, tray: Tray) -> None:
     since = len(desktop.probe.notifications)
     tray.click(_view(desktop), "Emotion", "grumpy")
-    summary, body = desktop.probe.wait_notification(lambda n: "UnknownEmotion" in n[0], since, 10)
+    summary, body = desktop.probe.wait_notification(lambda n: "UnknownEmotion" in n[0], since, 20)
     assert "grumpy" in body
     assert tuple(desktop.probe.props["Emotion"]) == ("cheerful", 0.9), "the service is unaffected"
     assert tray.proc.poll() is None
@@ -422,7 +423,7 @@ def test_refused_command_becomes_a_notification(desktop: Desktop, tray: Tray) ->
 def test_service_leaving_and_returning_is_followed(desktop: Desktop, tray: Tray, service: Service) -> None:
     mark = tray.log.mark()
     service.stop()
-    tray.log.wait(r"icon: offline", mark, 10)
+    tray.log.wait(r"icon: offline", mark, 20)
     tray.wait_icon("offline", "tray_offline.png")
     service.start()
     tray.log.wait(r"icon: listening", mark, 30)

@@ -144,6 +144,7 @@ class TrayApp:
     # --- internals ---------------------------------------------------------------------
     def _setup(self, icon: Any) -> None:
         icon.visible = True
+        self._set_tooltip(tooltip(self._client.view))
         self._client.start()
 
     def _on_signal(self) -> bool:

@@ -219,7 +219,7 @@ class AssistantClient:
         while not self._stopping.is_set():
             try:
                 await self._session()
-            except (OSError, EOFError, ValueError, CallFailed) as exc:
+            except Exception as exc:  # whatever broke the connection, the loop reconnects
                 _LOGGER.warning("session bus unavailable (%r); retrying in %.0f s", exc, _RECONNECT_S)
             self._bus = None
             if self._stopping.is_set():

@@ -104,9 +104,6 @@ class LiveDevice:
     def _open(self, choice: DeviceChoice) -> Any:
         raise NotImplementedError
 
-    def _on_opened(self) -> None:
-        """Called on the loop after the device was (re)connected."""
-
     def _on_closed(self) -> None:
         """Called on the loop after the stream closed (subclasses drop state)."""
 
@@ -129,7 +126,6 @@ class LiveDevice:
         self._alive_at = time.monotonic()
         _LOGGER.info("%s open: %s", self.role, choice.label)
         generation = self._generation
-        self._on_opened()
         self._spawn(self._watch_stall(generation), f"{self.role}-stall")
         if choice.pulse_name:
             kind = "source" if self._direction == "input" else "sink"
@@ -169,8 +165,8 @@ class LiveDevice:
         tick = max(0.1, self._stall_s / 4)
         while generation == self._generation:
             await asyncio.sleep(tick)
-            if generation != self._generation or self._stream is None:
-                continue        # closed on purpose (the speaker between replies)
+            if generation != self._generation:
+                return
             if time.monotonic() - self._alive_at > self._stall_s:
                 self._lost(generation, f"no audio callbacks for {self._stall_s:g} s")
                 return

@@ -34,9 +34,44 @@ _PULSE_KIND: dict[str, pulse.Kind] = {"input": "source", "output": "sink"}
 
 def sounddevice() -> Any:
     """The sounddevice module (imported on first use: the import starts PortAudio)."""
+    _route_alsa_errors()
     import sounddevice as sd
 
     return sd
+
+
+_ALSA_HANDLER: Any = None
+
+
+def _route_alsa_errors() -> None:
+    """Send ALSA library messages to the log instead of stderr (the journal).
+
+    ALSA prints e.g. "snd_pcm_recover() underrun occurred" straight to stderr each time the
+    pulse plugin underruns. Its handler is variadic; only the fixed arguments are read here.
+    """
+    global _ALSA_HANDLER
+    if _ALSA_HANDLER is not None:
+        return
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("asound")
+    if not name:
+        _ALSA_HANDLER = False
+        return
+    proto = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                             ctypes.c_int, ctypes.c_char_p)
+
+    def handler(file: bytes | None, line: int, func: bytes | None, err: int, fmt: bytes | None) -> None:
+        _LOGGER.debug("ALSA %s: %s (error %d)", (func or b"?").decode(errors="replace"),
+                      (fmt or b"").decode(errors="replace").strip(), err)
+
+    try:
+        _ALSA_HANDLER = proto(handler)
+        ctypes.CDLL(name).snd_lib_error_set_handler(_ALSA_HANDLER)
+    except (OSError, AttributeError) as exc:
+        _LOGGER.debug("cannot route ALSA messages: %s", exc)
+        _ALSA_HANDLER = False
 
 
 @dataclass(frozen=True)

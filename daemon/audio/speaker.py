@@ -1,16 +1,15 @@
 """The live speaker: tagged chunks queued, played from PortAudio's callback, stoppable at once.
 
-The output stream runs for as long as the speaker is started (writing silence when idle), so
-a reply starts without opening a stream. ``stop_now()`` (barge-in) drops the queue at once;
-what the device already holds (~25 ms through PulseAudio at ``latency="low"``) still plays
-out. Aborting the stream would drop that too, but ALSA's pulse plugin then underruns in a
-loop after the restart, so it is not done. ``stop_now()`` reports how much of each tag was
-heard: the controller keeps only that part of the reply in the history.
+The output stream runs for as long as the speaker is started (writing silence when idle,
+~1% of a core), so a reply starts without opening a stream. Closing it between replies was
+tried: on PulseAudio a freshly opened low-latency stream underruns for its first few hundred
+ms now and then, clipping the start of the reply.
 
-An idle stream costs ~1% of a core. ``idle_close_s > 0`` closes it after that long without
-audio and the next ``play()`` reopens it (a few ms, in a worker thread). Measured on
-PulseAudio: a stream reopened with ``latency="low"`` sometimes underruns for its first half
-second, so pair ``idle_close_s`` with ``latency=0.05`` (stop_now's tail then grows to ~70 ms).
+``stop_now()`` (barge-in) drops the queue at once; what the device already holds (~25 ms
+through PulseAudio at ``latency="low"``) still plays out. Aborting the stream would drop
+that too, but ALSA's pulse plugin then underruns in a loop after the restart, so it is not
+done. ``stop_now()`` reports how much of each tag was heard: the controller keeps only that
+part of the reply in the history.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Hashable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -27,7 +26,6 @@ from daemon.audio.live import LiveDevice, MessageCallback
 from daemon.audio.playqueue import PlayQueue, QueuedOutput
 from daemon.audio.portaudio import DeviceChoice
 from daemon.config import AudioConfig
-from daemon.errors import NoDeviceError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -53,84 +51,16 @@ class Speaker(LiveDevice, QueuedOutput):
                  on_recovered: MessageCallback | None = None, *,
                  device: str | None = None, device_rate: int | None = None,
                  block_ms: float = 10.0, latency: float | str = "low",
-                 idle_close_s: float = 0.0, stall_s: float = 2.0) -> None:
+                 stall_s: float = 2.0) -> None:
         super().__init__(device if device is not None else cfg.output, "output",
                          cfg.reconnect_s, on_error, on_recovered, stall_s)
         self._on_first_audio = on_first_audio
         self._device_rate = device_rate
         self._block_ms = block_ms
         self._latency = latency
-        self._idle_close_s = idle_close_s
         self._queue = PlayQueue(device_rate or 48000)
         self._ran_dry = asyncio.Event()
-        self._dormant = False           # stream closed while idle; reopened by play()
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._reopening = False
         self.stream_rate = 0
-
-    @property
-    def connected(self) -> bool:
-        """True while the device is usable (its stream open, or closed while idle)."""
-        return self._stream is not None or self._dormant
-
-    @property
-    def dormant(self) -> bool:
-        """True while the stream is closed for idleness (the next play() reopens it)."""
-        return self._dormant
-
-    def play(self, samples: np.ndarray, sample_rate: int, tag: Hashable = None) -> None:
-        super().play(samples, sample_rate, tag)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        if self._dormant and not self._reopening:
-            self._reopening = True
-            self._spawn(self._reopen(), "speaker-reopen")
-
-    def stop_now(self) -> dict[Hashable, float]:
-        report = super().stop_now()
-        self._on_ran_dry(self._generation)
-        return report
-
-    # ------------------------------------------------------------ idle close / reopen
-    def _on_ran_dry(self, generation: int) -> None:
-        self._ran_dry.set()
-        if generation != self._generation or self._idle_close_s <= 0 or self._loop is None:
-            return
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        self._idle_timer = self._loop.call_later(self._idle_close_s, self._go_dormant, generation)
-
-    def _on_opened(self) -> None:
-        self._on_ran_dry(self._generation)      # idle from the start: close if it stays so
-
-    def _go_dormant(self, generation: int) -> None:
-        """Close the stream after a quiet spell: an idle output stream still costs ~1% CPU."""
-        self._idle_timer = None
-        stream = self._stream
-        if generation != self._generation or stream is None or self._reopening or self.is_playing:
-            return
-        self._stream, self._dormant = None, True
-        _LOGGER.debug("speaker idle: stream closed until the next reply")
-        self._spawn(asyncio.to_thread(portaudio.close_stream, stream), "speaker-idle-close")
-
-    async def _reopen(self) -> None:
-        generation = self._generation
-        try:
-            assert self._choice is not None
-            stream = await self._open_safely(self._choice)
-        except NoDeviceError as exc:
-            self._reopening = False
-            if generation == self._generation:
-                self._dormant = False
-                self._lost(generation, str(exc))
-            return
-        self._reopening = False
-        if generation != self._generation or not self._dormant:
-            await asyncio.to_thread(portaudio.close_stream, stream)
-            return
-        self._alive_at = time.monotonic()
-        self._stream, self._dormant = stream, False
 
     def _open(self, choice: DeviceChoice) -> Any:
         """Open and start the output stream (worker thread)."""
@@ -165,7 +95,7 @@ class Speaker(LiveDevice, QueuedOutput):
         if started is not None and self._on_first_audio is not None:
             self.post(self._first_audio, generation, started)
         if had and not queue.pending:
-            self.post(self._on_ran_dry, generation)
+            self.post(self._ran_dry.set)
 
     def _first_audio(self, generation: int, t: float) -> None:
         if generation == self._generation and self._on_first_audio is not None:
@@ -173,9 +103,5 @@ class Speaker(LiveDevice, QueuedOutput):
 
     def _on_closed(self) -> None:
         self.stream_rate = 0
-        self._dormant = False
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
         self._queue.drop()
         self._ran_dry.set()

@@ -104,9 +104,9 @@ class FolderWatcher:
                 self._paths[dst] = None
                 self._rescan |= event.is_directory and not is_ignored(dst.name)
             elif event.is_directory:
-                self._rescan |= kind == "created"
-                if kind == "deleted":
-                    self._paths[src] = None
+                # A folder created (maybe moved in with files) or gone (maybe moved out): the
+                # files inside get no events of their own, so rescan (stat only, cheap).
+                self._rescan |= kind in ("created", "deleted") and not is_ignored(src.name)
             else:
                 self._paths[src] = None
             now = time.monotonic()

@@ -53,9 +53,7 @@ class WhisperTranscriber:
         self._vad = vad
         path = resolve_model(cfg.model, "STT model")
         try:
-            from faster_whisper import WhisperModel
-
-            self._model = WhisperModel(
+            self._model = _caching_model_class()(
                 str(path), device=cfg.device, compute_type=cfg.compute_type, cpu_threads=cfg.cpu_threads
             )
         except Exception as exc:  # noqa: BLE001 - CTranslate2 raises RuntimeError/ValueError
@@ -120,6 +118,28 @@ class WhisperTranscriber:
             kept.append(text)
         text = " ".join(kept).strip()
         return text, (worst if text else max(worst, self._cfg.no_speech_threshold))
+
+
+def _caching_model_class() -> type:
+    """faster-whisper's model, remembering the encoder output of the last audio window.
+
+    A second decode of the same audio (the knowledge-base biased pass) then costs only the
+    decoder: on tiny.en the encoder is ~0.35 s of a ~0.45 s transcription on 2 cores.
+    """
+    from faster_whisper import WhisperModel
+
+    class CachingWhisperModel(WhisperModel):  # type: ignore[misc]
+        _last: tuple[np.ndarray, Any] | None = None
+
+        def encode(self, features: np.ndarray) -> Any:
+            last = self._last
+            if last is not None and last[0].shape == features.shape and np.array_equal(last[0], features):
+                return last[1]
+            output = super().encode(features)
+            self._last = (np.array(features, copy=True), output)
+            return output
+
+    return CachingWhisperModel
 
 
 def _has_words(text: str) -> bool:
