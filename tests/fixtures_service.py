@@ -216,7 +216,25 @@ class BusThread:
 
     def wait(self, member: str, match: Callable[[list[Any]], bool] = lambda b: True,
              after: int = 0, timeout: float = 60) -> list[Any]:
-        return self._run(self.client.wait_signal(member, match, after, timeout), timeout + 10)
+        """The body of the first signal ``member`` at or after ``after`` that ``match``es."""
+        return self.wait_index(member, match, after, timeout)[1]
+
+    def wait_index(self, member: str, match: Callable[[list[Any]], bool] = lambda b: True,
+                   after: int = 0, timeout: float = 60) -> tuple[int, list[Any]]:
+        """Like :meth:`wait`, also giving the signal's position in the log."""
+        deadline = time.monotonic() + timeout
+        seen = after
+        while True:
+            signals = list(self.client.signals)
+            for i in range(seen, len(signals)):
+                name, body = signals[i]
+                if name == member and match(body):
+                    return i, body
+            seen = len(signals)
+            if time.monotonic() > deadline:
+                got = [(n, b) for n, b in signals[after:]][-8:]
+                raise AssertionError(f"no {member} signal within {timeout:.0f} s; got {got}")
+            time.sleep(0.01)
 
     def wait_state(self, state: str, after: int = 0, timeout: float = 60) -> None:
         self.wait("StateChanged", lambda b: b == [state], after, timeout)

@@ -1,0 +1,280 @@
+"""`sottovoced` live on a virtual sound card: spoken questions in, spoken answers out.
+
+One real service for the module (models load once), on a private PulseAudio server
+(``micfeed.monitor`` is its microphone, ``speaker`` its loudspeaker) and a private D-Bus bus.
+Questions are espeak-ng speech played into the microphone in real time; answers are recorded
+from the speaker and transcribed with the real Whisper model. Every wait has a deadline on an
+observable event: a D-Bus signal, a log line, or recorded sound.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pytest
+import soundfile
+from dbus_fast import DBusError
+
+from daemon.errors import EXIT_ALREADY_RUNNING
+from daemon.service.dbus_service import ERROR_PREFIX
+from daemon.stages.stt import WhisperTranscriber
+from tests.fixtures_dbus import PrivateBus, wait_until
+from tests.fixtures_pulse import PulseRig
+from tests.fixtures_service import (
+    LONG_Q, STEPS_FACT, STEPS_Q, BusThread, LiveService, ServiceFiles,
+    holds, launch, sound_spans, start_live_service, write_config,
+)
+
+FIRST_LIT_Q = "When was Skerrimore Lighthouse first lit?"
+FIRST_LIT_FACT = ("1873", "eighteen seventy")
+GREEN_Q = "How often does the Skerrimore light flash green?"
+GREEN_FACT = ("7 seconds", "seven seconds")
+MIC, SPEAKER = "micfeed.monitor", "speaker"
+REPLY_TIMEOUT = 90.0
+
+
+@pytest.fixture(scope="module")
+def live(pulse: PulseRig, module_bus: PrivateBus, service_files: ServiceFiles,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    pulse.reset()
+    service = start_live_service(pulse, module_bus, service_files, tmp_path_factory.mktemp("svc"),
+                                 ("--input", MIC, "--output", SPEAKER))
+    yield service
+    service.kill()
+
+
+@pytest.fixture(scope="module")
+def bus(live: LiveService, module_bus: PrivateBus) -> Iterator[BusThread]:
+    client = BusThread(module_bus.address)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def idle(bus: BusThread, live: LiveService) -> BusThread:
+    """The service listening, with nothing left of the previous test."""
+    assert live.proc.poll() is None, live.tail()
+    if bus.get("Paused"):
+        bus.call("Resume")
+    bus.call("Interrupt")
+    wait_until(lambda: bus.get("State") == "listening", 30, "State listening", step=0.05)
+    return bus
+
+
+def ask_aloud(pulse: PulseRig, bus: BusThread, wav: Path) -> tuple[str, str, list[str]]:
+    """Play a question into the microphone; (transcript, reply, sources) once it was spoken."""
+    mark = bus.mark()
+    pulse.play_into_mic(wav)
+    reply, sources = bus.wait("Reply", after=mark, timeout=REPLY_TIMEOUT)
+    bus.wait_state("listening", mark, REPLY_TIMEOUT)
+    transcripts = bus.since(mark, "Transcript")
+    assert len(transcripts) == 1, transcripts
+    return transcripts[0][0], reply, list(sources)
+
+
+def first_sound_after(rec: object, start: float, timeout: float) -> float:
+    """When the speaker recording first carries sound after ``start`` (monotonic time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        audio, times = rec.audio, rec.times()   # type: ignore[attr-defined]
+        times = times[: audio.size]
+        loud = np.flatnonzero((np.abs(audio) > 0.02) & (times >= start))
+        if loud.size:
+            return float(times[loud[0]])
+        time.sleep(0.02)
+    raise AssertionError(f"no sound from the speaker within {timeout} s")
+
+
+# ---------------------------------------------------------------- answering
+def test_answers_a_spoken_question_out_loud(live: LiveService, idle: BusThread, pulse: PulseRig,
+                                           spoken: Callable[[str], Path],
+                                           transcriber: WhisperTranscriber) -> None:
+    with pulse.record_speaker() as rec:
+        start = time.monotonic()
+        heard, reply, sources = ask_aloud(pulse, idle, spoken(STEPS_Q))
+    assert "steps" in heard.lower(), heard
+    assert holds(reply, STEPS_FACT), reply
+    assert sources == ["skerrimore_lighthouse.md"]
+    assert idle.get("LastReply") == reply and idle.get("LastTranscript") == heard
+    # What came out of the loudspeaker, transcribed, holds the fact too.
+    said, _ = transcriber.transcribe(rec.between(start))
+    assert holds(said, STEPS_FACT), said
+    # Live turns go into the conversation history, once the reply has been played.
+    assert live.history_turns()[-1] == (heard, reply)
+
+
+def test_barge_in_stops_playback_and_answers_the_new_question(
+        live: LiveService, idle: BusThread, pulse: PulseRig,
+        spoken: Callable[[str], Path]) -> None:
+    second = spoken(FIRST_LIT_Q)
+    second_s = soundfile.info(str(second)).duration
+    mark, log = idle.mark(), live.mark()
+    with pulse.record_speaker() as rec:
+        pulse.play_into_mic(spoken(LONG_Q))
+        idle.wait_state("speaking", mark, REPLY_TIMEOUT)
+        first_sound_after(rec, 0.0, 10)
+        talk = time.monotonic()
+        pulse.play_into_mic(second)            # the user talks over the reply
+        talk_end = time.monotonic()
+        (spoken_part,) = idle.wait("Interrupted", after=mark, timeout=10)
+        asked, _ = idle.wait_index("Transcript", lambda b: "lit" in b[0].lower(), mark, REPLY_TIMEOUT)
+        answer, _ = idle.wait("Reply", after=asked, timeout=REPLY_TIMEOUT)
+        idle.wait_state("listening", asked, REPLY_TIMEOUT)
+    live.wait_line("barge-in", 1, log)
+    # Playback went silent while the user was still talking, and stayed so until the answer.
+    spans = sound_spans(rec.between(talk))
+    assert spans, "nothing was recorded"
+    assert spans[0][1] < min(talk_end - talk, second_s), (spans, talk_end - talk)
+    assert len(spans) >= 2, "the second question was not answered out loud"
+    assert holds(answer, FIRST_LIT_FACT), answer
+    # The history keeps only what was actually heard of the interrupted reply.
+    turns = live.history_turns()
+    interrupted = [a for q, a in turns if "skerrimore" in q.lower() and "everything" in q.lower()]
+    assert interrupted and interrupted[-1] == spoken_part
+    assert len(spoken_part.split()) < 60
+
+
+def test_a_short_click_does_not_interrupt(live: LiveService, idle: BusThread, pulse: PulseRig,
+                                          spoken: Callable[[str], Path], tmp_path: Path) -> None:
+    click = _clicks(tmp_path / "click.wav", spoken(STEPS_Q))
+    mark, log = idle.mark(), live.mark()
+    with pulse.record_speaker() as rec:
+        pulse.play_into_mic(spoken(LONG_Q))
+        idle.wait_state("speaking", mark, REPLY_TIMEOUT)
+        first_sound_after(rec, 0.0, 10)
+        pulse.play_into_mic(click)             # a 100 ms noise click, then a 100 ms voiced blip
+        click_end = time.monotonic()
+        idle.wait("Reply", after=mark, timeout=REPLY_TIMEOUT)
+        idle.wait_state("listening", mark, REPLY_TIMEOUT)
+        done = time.monotonic()
+    assert idle.since(mark, "Interrupted") == []
+    assert "barge-in" not in live.text(log)
+    # The reply was still playing after the clicks, and went on to its end.
+    spans = sound_spans(rec.between(click_end, done))
+    assert spans and spans[0][0] < 0.1 and spans[-1][1] - spans[0][0] > 0.3, spans
+
+
+def _clicks(path: Path, speech_wav: Path) -> Path:
+    """0.2 s silence, a 100 ms noise burst, 0.5 s silence, 100 ms of loud speech, 0.2 s silence."""
+    speech, rate = soundfile.read(str(speech_wav), dtype="float32")
+    level = np.sqrt(np.convolve(speech ** 2, np.ones(1600) / 1600, mode="valid"))
+    blip = speech[int(np.argmax(level)): int(np.argmax(level)) + 1600]
+    noise = np.random.default_rng(7).normal(0, 0.3, 1600).astype(np.float32)
+    gap = lambda s: np.zeros(int(s * rate), np.float32)   # noqa: E731
+    soundfile.write(str(path), np.concatenate([gap(0.2), noise, gap(0.5), blip, gap(0.2)]), rate)
+    return path
+
+
+# ---------------------------------------------------------------- pause
+def test_nothing_is_heard_while_paused(live: LiveService, idle: BusThread, pulse: PulseRig,
+                                       spoken: Callable[[str], Path]) -> None:
+    mark, log = idle.mark(), live.mark()
+    idle.call("Pause")
+    idle.wait_state("paused", mark, 10)
+    with pulse.record_speaker() as rec:
+        pulse.play_into_mic(spoken(STEPS_Q))
+        resumed = time.monotonic()
+        idle.call("Resume")
+        heard, reply, _ = ask_aloud(pulse, idle, spoken(GREEN_Q))
+    # Only the question asked after Resume was heard, transcribed and answered.
+    assert idle.since(mark, "Transcript") == [[heard]] and "green" in heard.lower()
+    assert idle.states(mark)[:2] == ["paused", "listening"]
+    assert "utterance" not in live.text(log).split("state: listening")[0]
+    assert not sound_spans(rec.between(0.0, resumed)), "the paused question got a spoken reply"
+    assert holds(reply, GREEN_FACT), reply
+
+
+# ---------------------------------------------------------------- memory, errors
+def test_text_asks_share_the_bounded_history(live: LiveService, idle: BusThread) -> None:
+    mark = idle.mark()
+    reply, sources = idle.call("Ask", "s", [FIRST_LIT_Q])
+    assert holds(reply, FIRST_LIT_FACT) and "skerrimore_lighthouse.md" in sources
+    idle.wait_state("listening", mark, 60)          # remembered once it has been spoken
+    turns = live.history_turns()
+    assert turns[-1] == (FIRST_LIT_Q, reply)
+    assert len(turns) == 3                          # conversation.max_turns in the test config
+    assert any("steps" in q.lower() for q, _ in turns[:-1]), "no live turn next to the Ask"
+
+
+def test_a_failing_stage_is_reported_and_listening_goes_on(
+        live: LiveService, idle: BusThread, pulse: PulseRig, spoken: Callable[[str], Path]) -> None:
+    mark = idle.mark()
+    # 2000 digits are ~2000 tokens: the prompt no longer fits the LLM's context window.
+    with pytest.raises(DBusError) as err:
+        idle.call("Ask", "s", ["7" * 2000])
+    assert err.value.type == ERROR_PREFIX + "Stage", err.value
+    code, message = idle.wait("Error", after=mark, timeout=10)
+    assert code == "Stage" and "still listening" in message
+    assert live.proc.poll() is None
+    idle.wait_state("listening", mark, 30)
+    heard, reply, _ = ask_aloud(pulse, idle, spoken(STEPS_Q))
+    assert holds(reply, STEPS_FACT), (heard, reply)
+
+
+# ---------------------------------------------------------------- config reload
+def test_sighup_reloads_the_config(live: LiveService, idle: BusThread,
+                                   service_files: ServiceFiles) -> None:
+    with pytest.raises(DBusError):
+        idle.call("SetEmotion", "sd", ["pirate", 0.5])
+    styles = ("emotion:\n  styles:\n    neutral: Answer plainly.\n"
+              "    pirate: Answer like a cheerful pirate.\n")
+    try:
+        write_config(live.config, service_files, live.history, styles)
+        log = live.mark()
+        live.proc.send_signal(signal.SIGHUP)
+        live.wait_line("config reloaded", 30, log)
+        idle.call("SetEmotion", "sd", ["pirate", 0.5])
+        assert list(idle.get("Emotion")) == ["pirate", 0.5]
+    finally:
+        write_config(live.config, service_files, live.history)
+        log = live.mark()
+        live.proc.send_signal(signal.SIGHUP)
+        live.wait_line("config reloaded", 30, log)
+    # The style is gone again: the emotion falls back to the default.
+    assert list(idle.get("Emotion"))[0] == "neutral"
+    assert live.proc.poll() is None and idle.get("State") == "listening"
+
+
+# ---------------------------------------------------------------- devices
+def test_the_microphone_vanishes_and_comes_back(live: LiveService, idle: BusThread,
+                                                pulse_clean: PulseRig,
+                                                spoken: Callable[[str], Path]) -> None:
+    mark = idle.mark()
+    pulse_clean.remove_device("micfeed")
+    code, message = idle.wait("Error", after=mark, timeout=30)
+    assert code == "Device" and MIC in message, message
+    idle.wait_state("error", mark, 30)
+    assert idle.get("State") == "error"
+    mark = idle.mark()
+    pulse_clean.restore_device("micfeed")
+    idle.wait_state("listening", mark, 30)
+    heard, reply, _ = ask_aloud(pulse_clean, idle, spoken(GREEN_Q))
+    assert holds(reply, GREEN_FACT), (heard, reply)
+    assert live.proc.poll() is None
+
+
+# ---------------------------------------------------------------- process
+def test_a_second_instance_refuses_to_start(live: LiveService, pulse: PulseRig,
+                                            module_bus: PrivateBus, service_files: ServiceFiles,
+                                            tmp_path: Path) -> None:
+    second = launch(pulse, module_bus, service_files, tmp_path, ("--input", "none"))
+    try:
+        code = second.proc.wait(60)
+    finally:
+        second.kill()
+    assert code == EXIT_ALREADY_RUNNING, second.tail()
+    assert "sottovoced: another sottovoced already owns org.sottovoce.Assistant" in second.text()
+    assert "loading" not in second.text()     # refused before loading any model
+    assert live.proc.poll() is None
+
+
+def test_sigterm_stops_within_3_seconds(live: LiveService, idle: BusThread) -> None:
+    code, took = live.signal_and_wait(signal.SIGTERM)
+    assert code == 0, live.tail()
+    assert took < 3.0, took
+    assert "SIGTERM: stopping" in live.text()
+
