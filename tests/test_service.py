@@ -25,14 +25,10 @@ from daemon.stages.stt import WhisperTranscriber
 from tests.fixtures_dbus import PrivateBus, wait_until
 from tests.fixtures_pulse import PulseRig
 from tests.fixtures_service import (
-    LONG_Q, STEPS_FACT, STEPS_Q, BusThread, LiveService, ServiceFiles,
+    FIRST_LIT_FACT, FIRST_LIT_Q, GREEN_FACT, GREEN_Q, LONG_Q, BusThread, LiveService, ServiceFiles,
     holds, launch, sound_spans, start_live_service, write_config,
 )
 
-FIRST_LIT_Q = "When was Skerrimore Lighthouse first lit?"
-FIRST_LIT_FACT = ("1873", "eighteen seventy")
-GREEN_Q = "How often does the Skerrimore light flash green?"
-GREEN_FACT = ("7 seconds", "seven seconds")
 MIC, SPEAKER = "micfeed.monitor", "speaker"
 REPLY_TIMEOUT = 90.0
 
@@ -95,14 +91,14 @@ def test_answers_a_spoken_question_out_loud(live: LiveService, idle: BusThread, 
                                            transcriber: WhisperTranscriber) -> None:
     with pulse.record_speaker() as rec:
         start = time.monotonic()
-        heard, reply, sources = ask_aloud(pulse, idle, spoken(STEPS_Q))
-    assert "steps" in heard.lower(), heard
-    assert holds(reply, STEPS_FACT), reply
+        heard, reply, sources = ask_aloud(pulse, idle, spoken(GREEN_Q))
+    assert "green" in heard.lower(), heard
+    assert holds(reply, GREEN_FACT), reply
     assert sources == ["skerrimore_lighthouse.md"]
     assert idle.get("LastReply") == reply and idle.get("LastTranscript") == heard
     # What came out of the loudspeaker, transcribed, holds the fact too.
     said, _ = transcriber.transcribe(rec.between(start))
-    assert holds(said, STEPS_FACT), said
+    assert holds(said, GREEN_FACT), said
     # Live turns go into the conversation history, once the reply has been played.
     assert live.history_turns()[-1] == (heard, reply)
 
@@ -140,7 +136,7 @@ def test_barge_in_stops_playback_and_answers_the_new_question(
 
 def test_a_short_click_does_not_interrupt(live: LiveService, idle: BusThread, pulse: PulseRig,
                                           spoken: Callable[[str], Path], tmp_path: Path) -> None:
-    click = _clicks(tmp_path / "click.wav", spoken(STEPS_Q))
+    click = _clicks(tmp_path / "click.wav", spoken(GREEN_Q))
     mark, log = idle.mark(), live.mark()
     with pulse.record_speaker() as rec:
         pulse.play_into_mic(spoken(LONG_Q))
@@ -176,7 +172,7 @@ def test_nothing_is_heard_while_paused(live: LiveService, idle: BusThread, pulse
     idle.call("Pause")
     idle.wait_state("paused", mark, 10)
     with pulse.record_speaker() as rec:
-        pulse.play_into_mic(spoken(STEPS_Q))
+        pulse.play_into_mic(spoken(FIRST_LIT_Q))
         resumed = time.monotonic()
         idle.call("Resume")
         heard, reply, _ = ask_aloud(pulse, idle, spoken(GREEN_Q))
@@ -197,7 +193,7 @@ def test_text_asks_share_the_bounded_history(live: LiveService, idle: BusThread)
     turns = live.history_turns()
     assert turns[-1] == (FIRST_LIT_Q, reply)
     assert len(turns) == 3                          # conversation.max_turns in the test config
-    assert any("steps" in q.lower() for q, _ in turns[:-1]), "no live turn next to the Ask"
+    assert any("green" in q.lower() for q, _ in turns[:-1]), "no live turn next to the Ask"
 
 
 def test_a_failing_stage_is_reported_and_listening_goes_on(
@@ -211,8 +207,8 @@ def test_a_failing_stage_is_reported_and_listening_goes_on(
     assert code == "Stage" and "still listening" in message
     assert live.proc.poll() is None
     idle.wait_state("listening", mark, 30)
-    heard, reply, _ = ask_aloud(pulse, idle, spoken(STEPS_Q))
-    assert holds(reply, STEPS_FACT), (heard, reply)
+    heard, reply, _ = ask_aloud(pulse, idle, spoken(GREEN_Q))
+    assert holds(reply, GREEN_FACT), (heard, reply)
 
 
 # ---------------------------------------------------------------- config reload
