@@ -136,9 +136,9 @@ def run(docs: int) -> str:
             ("index build", f"{build:.1f} s = {chunks / build:.0f} chunks/s"),
             ("query latency p50 / p95 (incl. query embedding, hybrid)",
              f"{pct(latencies, 50):.1f} / {pct(latencies, 95):.1f} ms (target p50 <= 30 ms)"),
-            ("top-1 accuracy on generated questions", f"{hits}/{min(200, len(questions))}"),
-            ("file save -> searchable (watcher, debounce "
-             f"{cfg.debounce_ms} ms, incl. index write) median / max",
+            ("top-1 source and fact, 200 generated who-questions", f"{hits}/{min(200, len(questions))}"),
+            ("file save -> searchable (live watcher, debounce "
+             f"{cfg.debounce_ms} ms) median / max",
              f"{pct(saves, 50):.2f} / {max(saves):.2f} s (target <= 2 s)"),
             ("load persisted index (no re-embedding)", f"{load:.2f} s (target <= 3 s)"),
             ("index size on disk", f"{sizes / 1e6:.1f} MB"),

@@ -58,11 +58,23 @@ class Recording:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
     def times(self) -> np.ndarray:
-        """``time.monotonic()`` at which each sample was (approximately) played."""
+        """``time.monotonic()`` at which each sample was played, from the sample count.
+
+        Blocks arrive late by a varying amount (never early): the least-delayed block fixes
+        the clock, and samples follow it at exactly ``rate``.
+        """
         with self._lock:
             blocks = list(self.blocks)
-        out = [t - (b.size - np.arange(b.size)) / self.rate for t, b in blocks]
-        return np.concatenate(out) if out else np.zeros(0)
+        if not blocks:
+            return np.zeros(0)
+        ends = np.cumsum([b.size for _, b in blocks])
+        anchor = min(t - end / self.rate for (t, _), end in zip(blocks, ends))
+        return anchor + np.arange(int(ends[-1])) / self.rate
+
+    def covers(self, until: float) -> bool:
+        """True once samples played up to ``until`` (monotonic) have arrived."""
+        t = self.times()
+        return bool(t.size) and t[-1] >= until
 
     def between(self, start: float, end: float = float("inf")) -> np.ndarray:
         """Samples played between two ``time.monotonic()`` instants."""
@@ -116,6 +128,10 @@ class _MonitorReader:
         try:
             _wait_for(lambda: bool(rec.blocks), 5.0, f"no audio from {self.source}")
             yield rec
+            # A loaded machine delivers late: wait until the recording reaches "now".
+            end = time.monotonic() - 0.05
+            with contextlib.suppress(TimeoutError):
+                _wait_for(lambda: rec.covers(end), 5.0, "")
         finally:
             with self._lock:
                 self._taps.remove(rec)

@@ -39,6 +39,7 @@ GREEN_FACT = ("7 seconds", "seven seconds")
 FIRST_LIT_Q = "When was Skerrimore Lighthouse first lit?"
 FIRST_LIT_FACT = ("1873", "eighteen seventy")
 LONG_Q = "Tell me everything about Skerrimore lighthouse."
+SPEAK_WPM = 140
 
 
 def holds(text: str, fact: tuple[str, ...]) -> bool:
@@ -144,7 +145,7 @@ def write_config(path: Path, files: ServiceFiles, history: Path, extra: str = ""
     path.write_text(
         "audio:\n  reconnect_s: 0.5\n"
         f"rag:\n  knowledge_base: {files.kb}\n  index_dir: {files.index}\n"
-        "llm:\n  temperature: 0.0\n"
+        "llm:\n  temperature: 0.0\n  max_tokens: 48\n"
         # A short history budget: the 135M model copies earlier replies when given many.
         f"conversation:\n  max_turns: 3\n  max_tokens: 60\n  history_file: {history}\n" + extra)
 
@@ -291,13 +292,17 @@ def service_files(tmp_path_factory: pytest.TempPathFactory) -> ServiceFiles:
 
 @pytest.fixture(scope="session")
 def spoken(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """text -> a 16 kHz WAV of it spoken by espeak-ng (made once per text)."""
+    """text -> a 16 kHz WAV of it spoken by espeak-ng (made once per text).
+
+    At 140 words a minute Whisper tiny.en hears the sample questions right whatever the frame
+    alignment; at espeak's default 160 it now and then hears "flash screen" or "scary more".
+    """
     folder = tmp_path_factory.mktemp("spoken")
     made: dict[str, Path] = {}
 
     def make(text: str) -> Path:
         if text not in made:
-            made[text] = espeak_wav(text, folder / f"q{len(made)}.wav")
+            made[text] = espeak_wav(text, folder / f"q{len(made)}.wav", speed=SPEAK_WPM)
         return made[text]
 
     return make

@@ -35,22 +35,35 @@ def run(coro: Awaitable[T], timeout: float = 60.0) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
 
 
-async def until(cond: Callable[[], bool], timeout: float, what: str) -> float:
+async def until(cond: Callable[[], bool], timeout: float, what: str, poll: float = 0.005) -> float:
     """Wait for ``cond`` on the loop; returns the seconds it took."""
     start = time.monotonic()
     while not cond():
         if time.monotonic() - start > timeout:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(poll)
     return time.monotonic() - start
 
 
 def ncc(haystack: np.ndarray, needle: np.ndarray) -> tuple[float, int]:
-    """Best normalised correlation of ``needle`` inside ``haystack``, and where."""
-    c = np.correlate(haystack, needle, mode="valid")
-    i = int(np.argmax(np.abs(c)))
-    seg = haystack[i:i + needle.size]
-    return float(np.dot(seg, needle) / (np.linalg.norm(seg) * np.linalg.norm(needle) + 1e-12)), i
+    """Best normalised correlation of ``needle`` inside ``haystack``, and where (FFT)."""
+    n, m = haystack.size, needle.size
+    if n < m or m == 0:
+        return 0.0, 0
+    size = 1 << int(np.ceil(np.log2(n + m)))
+    corr = np.fft.irfft(np.fft.rfft(haystack, size) * np.conj(np.fft.rfft(needle, size)), size)[: n - m + 1]
+    energy = np.concatenate([[0.0], np.cumsum(np.square(haystack, dtype=np.float64))])
+    norms = np.sqrt(np.maximum(energy[m:] - energy[:-m], 1e-12)) * np.linalg.norm(needle)
+    scores = corr / norms
+    i = int(np.argmax(np.abs(scores)))
+    return float(scores[i]), i
+
+
+async def heard(got: "Collector", reference: np.ndarray, timeout: float = 5.0) -> float:
+    """Wait until the microphone frames hold ``reference`` (frames may lag on a busy box)."""
+    await until(lambda: ncc(got.audio(), reference)[0] > 0.99, timeout,
+                "the played audio in the microphone frames", poll=0.1)
+    return ncc(got.audio(), reference)[0]
 
 
 def rms(x: np.ndarray) -> float:
@@ -140,7 +153,7 @@ def test_microphone_hears_what_is_played_into_the_mic(
         await until(lambda: len(got.frames) >= 3, 3, "first frames")
         started = time.monotonic()
         await asyncio.to_thread(pulse_clean.play_into_mic, speech_wav)
-        await asyncio.sleep(0.2)
+        await heard(got, speech[SR])
         await mic.stop()
         return started
 
@@ -177,7 +190,7 @@ def test_microphone_reports_a_vanished_device_and_recovers(
         print(f"back {took * 1000:.0f} ms after the device returned: {got.recovered[0]}")
         got.frames.clear()
         await asyncio.to_thread(pulse_clean.play_into_mic, speech_wav)
-        await asyncio.sleep(0.2)
+        await heard(got, speech[SR])
         await mic.stop()
 
     run(scenario())
@@ -295,8 +308,8 @@ def test_speaker_reports_a_vanished_sink(pulse_clean: PulseRig) -> None:
 def test_webrtc_echo_canceller_removes_the_speaker_from_the_mic(
     pulse_clean: PulseRig, speech: dict[int, np.ndarray], tmp_path: Path,
 ) -> None:
-    far = load_audio(DATA / "jfk.flac", 22050)[:6 * 22050]       # what the assistant says
-    near = load_audio(DATA / "jfk.flac", SR)[8 * SR:10 * SR]     # the user talking over it
+    far = load_audio(DATA / "jfk.flac", 22050)[:5 * 22050]       # what the assistant says
+    near = load_audio(DATA / "jfk.flac", SR)[8 * SR:10 * SR]     # then the user
     near_wav = tmp_path / "near.wav"
     write_wav(near_wav, 0.5 * near, SR)
     pulse_clean.add_echo_loopback(volume=0.5)
@@ -312,10 +325,10 @@ def test_webrtc_echo_canceller_removes_the_speaker_from_the_mic(
         got.frames.clear()
         for i in range(0, far.size, 4410):
             spk.play(far[i:i + 4410], 22050, i)
-        if talk:
-            await asyncio.sleep(3.5)
-            await asyncio.to_thread(pulse_clean.play_into_mic, near_wav)
         await spk.wait_done()
+        if talk:       # the user speaks once the assistant is done: the canceller lets it through
+            await asyncio.to_thread(pulse_clean.play_into_mic, near_wav)
+            await until(lambda: ncc(got.audio(), near)[0] > 0.5, 5, "the user's speech", poll=0.1)
         await mic.stop()
         await spk.stop()
         return got.audio()
@@ -338,7 +351,7 @@ def test_webrtc_echo_canceller_removes_the_speaker_from_the_mic(
     echo_raw, echo_left = rms(raw[SR:3 * SR]), rms(cleaned[SR:3 * SR])
     user, _ = ncc(cleaned, near)
     print(f"\necho rms {echo_raw:.4f} -> {echo_left:.6f} with the canceller; "
-          f"user speech over it: correlation {user:.3f}")
+          f"the user's speech after it: correlation {user:.3f}")
     assert echo_raw > 0.02                       # the loopback really leaks the speaker
     assert echo_left < echo_raw / 10             # at least 20 dB of echo removed
     assert user > 0.5                            # the user's own voice still comes through

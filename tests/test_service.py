@@ -92,7 +92,7 @@ def test_answers_a_spoken_question_out_loud(live: LiveService, idle: BusThread, 
     with pulse.record_speaker() as rec:
         start = time.monotonic()
         heard, reply, sources = ask_aloud(pulse, idle, spoken(GREEN_Q))
-    assert "green" in heard.lower(), heard
+    assert "flash" in heard.lower(), heard
     assert holds(reply, GREEN_FACT), reply
     assert sources == ["skerrimore_lighthouse.md"]
     assert idle.get("LastReply") == reply and idle.get("LastTranscript") == heard
@@ -177,7 +177,7 @@ def test_nothing_is_heard_while_paused(live: LiveService, idle: BusThread, pulse
         idle.call("Resume")
         heard, reply, _ = ask_aloud(pulse, idle, spoken(GREEN_Q))
     # Only the question asked after Resume was heard, transcribed and answered.
-    assert idle.since(mark, "Transcript") == [[heard]] and "green" in heard.lower()
+    assert idle.since(mark, "Transcript") == [[heard]] and "flash" in heard.lower()
     assert idle.states(mark)[:2] == ["paused", "listening"]
     assert "utterance" not in live.text(log).split("state: listening")[0]
     assert not sound_spans(rec.between(0.0, resumed)), "the paused question got a spoken reply"
@@ -193,7 +193,7 @@ def test_text_asks_share_the_bounded_history(live: LiveService, idle: BusThread)
     turns = live.history_turns()
     assert turns[-1] == (FIRST_LIT_Q, reply)
     assert len(turns) == 3                          # conversation.max_turns in the test config
-    assert any("green" in q.lower() for q, _ in turns[:-1]), "no live turn next to the Ask"
+    assert any("flash" in q.lower() for q, _ in turns[:-1]), "no live turn next to the Ask"
 
 
 def test_a_failing_stage_is_reported_and_listening_goes_on(
