@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from daemon.config import Config
-from daemon.errors import KnowledgeBaseError, NoSpeechError
+from daemon.errors import KnowledgeBaseError, NoSpeechError, SottovoceError
 from daemon.history import ConversationHistory
 from daemon.messages import Emotion, Passage
 from daemon.stages.base import ChatModel, SpeechSynthesizer
@@ -118,10 +118,15 @@ def load_knowledge_base(cfg: Config, progress: Progress | None = None, strict: b
             kb.check_folder()
         kb.open(progress=(lambda done, total, name: progress(f"indexing {done}/{total} {name}"))
                 if progress else None)
-    except KnowledgeBaseError:
+    except KnowledgeBaseError as exc:
         if strict:
             raise
-        _LOGGER.warning("knowledge base unavailable; answering without it", exc_info=True)
+        _LOGGER.warning("knowledge base unavailable, answering without it for now: %s", exc)
+    except SottovoceError as exc:   # e.g. the embedding model is missing: no retrieval at all
+        if strict:
+            raise
+        _LOGGER.error("knowledge base disabled: %s", exc)
+        return None
     return kb
 
 
