@@ -31,13 +31,16 @@ from tests.fixtures_pulse import PulseRig
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 150.0
 
-# Questions the 135M model answers reliably from the sample knowledge base (temperature 0),
-# however Whisper spells "Skerrimore" from espeak-ng's voice. ("How many steps...?" is not:
-# the LLM's repeat penalty sometimes turns the "212" of the note into "213".)
-GREEN_Q = "How often does the Skerrimore light flash green?"
-GREEN_FACT = ("7 seconds", "seven seconds")
+# Questions the service answers reliably from the sample knowledge base at temperature 0,
+# checked end to end: espeak-ng speech, Whisper tiny.en with the knowledge base's hotwords
+# (it hears "K-rimore" as often as "Skerrimore"), retrieval, the 135M LLM. Not "How many
+# steps...?": the LLM's repeat penalty turns the note's "212" into "213" now and then.
+FLASH_Q = "How often does the Skerrimore light flash?"
+FLASH_FACT = ("7 seconds", "seven seconds")
 FIRST_LIT_Q = "When was Skerrimore Lighthouse first lit?"
 FIRST_LIT_FACT = ("1873", "eighteen seventy")
+TALL_Q = "How tall is Skerrimore lighthouse?"
+TALL_FACT = ("38", "thirty-eight", "thirty eight")
 LONG_Q = "Tell me everything about Skerrimore lighthouse."
 SPEAK_WPM = 140
 

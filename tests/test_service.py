@@ -25,7 +25,7 @@ from daemon.stages.stt import WhisperTranscriber
 from tests.fixtures_dbus import PrivateBus, wait_until
 from tests.fixtures_pulse import PulseRig
 from tests.fixtures_service import (
-    FIRST_LIT_FACT, FIRST_LIT_Q, GREEN_FACT, GREEN_Q, LONG_Q, BusThread, LiveService, ServiceFiles,
+    FIRST_LIT_FACT, FIRST_LIT_Q, FLASH_FACT, FLASH_Q, LONG_Q, BusThread, LiveService, ServiceFiles,
     holds, launch, sound_spans, start_live_service, write_config,
 )
 
@@ -91,14 +91,14 @@ def test_answers_a_spoken_question_out_loud(live: LiveService, idle: BusThread, 
                                            transcriber: WhisperTranscriber) -> None:
     with pulse.record_speaker() as rec:
         start = time.monotonic()
-        heard, reply, sources = ask_aloud(pulse, idle, spoken(GREEN_Q))
+        heard, reply, sources = ask_aloud(pulse, idle, spoken(FLASH_Q))
     assert "flash" in heard.lower(), heard
-    assert holds(reply, GREEN_FACT), reply
+    assert holds(reply, FLASH_FACT), reply
     assert sources == ["skerrimore_lighthouse.md"]
     assert idle.get("LastReply") == reply and idle.get("LastTranscript") == heard
     # What came out of the loudspeaker, transcribed, holds the fact too.
     said, _ = transcriber.transcribe(rec.between(start))
-    assert holds(said, GREEN_FACT), said
+    assert holds(said, FLASH_FACT), said
     # Live turns go into the conversation history, once the reply has been played.
     assert live.history_turns()[-1] == (heard, reply)
 
@@ -136,7 +136,7 @@ def test_barge_in_stops_playback_and_answers_the_new_question(
 
 def test_a_short_click_does_not_interrupt(live: LiveService, idle: BusThread, pulse: PulseRig,
                                           spoken: Callable[[str], Path], tmp_path: Path) -> None:
-    click = _clicks(tmp_path / "click.wav", spoken(GREEN_Q))
+    click = _clicks(tmp_path / "click.wav", spoken(FLASH_Q))
     mark, log = idle.mark(), live.mark()
     with pulse.record_speaker() as rec:
         pulse.play_into_mic(spoken(LONG_Q))
@@ -175,13 +175,13 @@ def test_nothing_is_heard_while_paused(live: LiveService, idle: BusThread, pulse
         pulse.play_into_mic(spoken(FIRST_LIT_Q))
         resumed = time.monotonic()
         idle.call("Resume")
-        heard, reply, _ = ask_aloud(pulse, idle, spoken(GREEN_Q))
+        heard, reply, _ = ask_aloud(pulse, idle, spoken(FLASH_Q))
     # Only the question asked after Resume was heard, transcribed and answered.
     assert idle.since(mark, "Transcript") == [[heard]] and "flash" in heard.lower()
     assert idle.states(mark)[:2] == ["paused", "listening"]
     assert "utterance" not in live.text(log).split("state: listening")[0]
     assert not sound_spans(rec.between(0.0, resumed)), "the paused question got a spoken reply"
-    assert holds(reply, GREEN_FACT), reply
+    assert holds(reply, FLASH_FACT), reply
 
 
 # ---------------------------------------------------------------- memory, errors
@@ -207,8 +207,8 @@ def test_a_failing_stage_is_reported_and_listening_goes_on(
     assert code == "Stage" and "still listening" in message
     assert live.proc.poll() is None
     idle.wait_state("listening", mark, 30)
-    heard, reply, _ = ask_aloud(pulse, idle, spoken(GREEN_Q))
-    assert holds(reply, GREEN_FACT), (heard, reply)
+    heard, reply, _ = ask_aloud(pulse, idle, spoken(FLASH_Q))
+    assert holds(reply, FLASH_FACT), (heard, reply)
 
 
 # ---------------------------------------------------------------- config reload
@@ -248,8 +248,8 @@ def test_the_microphone_vanishes_and_comes_back(live: LiveService, idle: BusThre
     mark = idle.mark()
     pulse_clean.restore_device("micfeed")
     idle.wait_state("listening", mark, 30)
-    heard, reply, _ = ask_aloud(pulse_clean, idle, spoken(GREEN_Q))
-    assert holds(reply, GREEN_FACT), (heard, reply)
+    heard, reply, _ = ask_aloud(pulse_clean, idle, spoken(FLASH_Q))
+    assert holds(reply, FLASH_FACT), (heard, reply)
     assert live.proc.poll() is None
 
 
