@@ -68,9 +68,11 @@ class Pipeline:
         return to_speakable(text)
 
     def hotwords(self, question_hint: str | None = None) -> str | None:
-        if self.kb is None or not self.cfg.stt.hotwords:
+        """Hotwords for a second recognition pass over a first transcript (``question_hint``);
+        None without one: a long unchosen list makes Whisper write names nobody said."""
+        if self.kb is None or not self.cfg.stt.hotwords or not question_hint:
             return None
-        return self.kb.hotwords_for(question_hint) or None
+        return self.kb.speech_hints(question_hint) or None
 
     def warm_up(self) -> None:
         """Run every loaded stage once so the first real question pays no lazy start-up:
@@ -92,7 +94,7 @@ class Pipeline:
 
     def transcribe(self, audio: np.ndarray) -> str:
         """Speech to text; raises NoSpeechError when nothing was said."""
-        text, _ = self.stt.transcribe(audio, hotwords=self.hotwords())
+        text, _ = self.stt.transcribe(audio, hints=self.hotwords)
         if not text.strip():
             raise NoSpeechError("no speech heard")
         return text.strip()

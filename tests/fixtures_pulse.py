@@ -167,6 +167,7 @@ class PulseRig:
                             "XDG_RUNTIME_DIR": str(self.runtime_dir), **self.env}
         self._server: subprocess.Popen[bytes] | None = None
         self._readers: dict[str, _MonitorReader] = {}
+        self._keepers: dict[str, subprocess.Popen[bytes]] = {}
         self._modules: dict[str, int] = {}
         self._extra_modules: list[int] = []
 
@@ -315,9 +316,16 @@ class PulseRig:
         self._readers[name] = reader
         if not reader.warm.wait(10):        # then the sink renders in small steps
             raise RuntimeError(f"no audio from {name}.monitor within 10 s")
+        # A sink with no input renders in 2 s slices: the first stream played into it then
+        # gets no callbacks for up to 2 s and races to refill afterwards. A low-latency
+        # stream of silence playing all the time keeps the sink in small steps.
+        self._keepers[name] = subprocess.Popen(
+            ["pacat", "--playback", "--latency-msec=10", f"--device={name}", "--raw",
+             "--format=s16le", f"--rate={RATE}", "--channels=1", "/dev/zero"],
+            env=self.subprocess_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
     def _place_readers(self) -> None:
-        """Put readers that PulseAudio moved back on their own monitors.
+        """Put readers (and keepers) that PulseAudio moved back on their own devices.
 
         Without module-stream-restore, a stream that merely asked for a device follows the
         default source when that changes if it sat on the old default. A stream moved by
@@ -329,11 +337,21 @@ class PulseRig:
             reader = by_pid.get(stream.get("properties", {}).get("application.process.id", ""))
             if reader is not None and sources.get(str(stream["source"])) != reader.source:
                 self.pactl("move-source-output", str(stream["index"]), reader.source)
+        sinks = {str(s["index"]): s["name"] for s in json.loads(self.pactl("-f", "json", "list", "sinks"))}
+        keepers = {str(p.pid): name for name, p in self._keepers.items()}
+        for stream in json.loads(self.pactl("-f", "json", "list", "sink-inputs")):
+            name = keepers.get(stream.get("properties", {}).get("application.process.id", ""))
+            if name is not None and sinks.get(str(stream["sink"])) != name:
+                self.pactl("move-sink-input", str(stream["index"]), name)
 
     def _stop_reader(self, name: str) -> None:
         reader = self._readers.pop(name, None)
         if reader is not None:
             reader.stop()
+        keeper = self._keepers.pop(name, None)
+        if keeper is not None:
+            keeper.terminate()
+            keeper.wait(5)
 
     def _loopback_input(self, module: int) -> str | None:
         for stream in json.loads(self.pactl("-f", "json", "list", "sink-inputs")):

@@ -437,3 +437,19 @@ def test_factories_pick_the_device_from_the_spec(tmp_path: Path) -> None:
     assert isinstance(make_microphone(cfg, lambda f, t: None), Microphone)
     assert isinstance(make_speaker(cfg, output_spec="reply.wav"), FileSpeaker)
     assert isinstance(make_speaker(cfg), Speaker)
+
+
+def test_speaker_pacer_refuses_a_racing_device() -> None:
+    from daemon.audio.speaker import _Pacer
+
+    pacer = _Pacer(44100)
+    t = 100.0
+    steady = []
+    for _ in range(200):                      # 2 s of 10 ms blocks at real-time pace
+        t += 0.01
+        steady.append(pacer.allow(t, 441))
+    racing = [pacer.allow(t + 0.0001 * i, 441) for i in range(100)]   # 100 blocks in 10 ms
+    assert all(steady)
+    assert sum(racing) <= 12                  # ~100 ms of burst, then silence
+    t += 0.2
+    assert pacer.allow(t, 441)                # back to real time: audio flows again

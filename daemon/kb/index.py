@@ -28,7 +28,7 @@ from daemon.kb.live import LiveChanges
 from daemon.kb.select import select_sentences
 from daemon.kb.state import IndexState
 from daemon.kb.store import FORMAT_VERSION, IndexMismatch, IndexStore
-from daemon.kb.vocab import load_common_words
+from daemon.kb.vocab import load_common_words, speech_terms
 from daemon.messages import Passage
 
 _LOGGER = logging.getLogger(__name__)
@@ -161,6 +161,17 @@ class KnowledgeBase(LiveChanges):
             sources = list(dict.fromkeys(p.source for p in passages if p.score >= self.cfg.relevance_threshold))
         with self._lock:
             return ", ".join(self._state.vocab.hotwords(related, sources, limit))
+
+    def speech_hints(self, heard: str, limit: int = 5) -> str:
+        """Hotwords for a second recognition pass over what was first heard as ``heard``: the
+        terms it seems to say (misheard names), then the subjects of the documents it retrieves."""
+        if not heard.strip() or not self._opened:
+            return ""
+        with self._lock:
+            related = self._state.keywords.fuzzy_matches(heard)
+            heard_terms = self._state.vocab.heard_alike(related, limit=3)
+        titles = [p.heading.split(" > ")[0] for p in self.retrieve(heard, top_k=10) if p.heading]
+        return ", ".join(speech_terms(heard_terms, list(dict.fromkeys(titles))[:3], limit))
 
     def vocabulary(self, limit: int | None = None) -> list[str]:
         """The distinctive terms, most distinctive first."""

@@ -1,17 +1,25 @@
-"""Sentence-level context selection: hand a small model only the sentences that answer.
+"""Sentence-level context selection: hand a small model only the clause that answers.
 
-A 135M-parameter model given three whole passages tends to answer from the wrong one; given
-the two or three sentences that match the question, it copies the fact. Sentences are scored
-by embedding similarity to the question (the sentence read with its heading, so "It was
-designed by..." still knows it is about the lighthouse) plus the share of the question's
-words it contains, and a little of the passage's own retrieval score.
+Measured on SmolLM2-135M (see docs/quality.md): given several sentences it often answers from
+the wrong one ("The light has been automatic for 19 years" for "how many steps"), and given
+a sentence that joins two facts with a semicolon it mixes them up. Given the single clause
+that holds the answer, it copies the fact. So passages are cut into clauses (sentences,
+split again at semicolons and at colons that end a long clause, but not after a short label
+such as "Capacity:"), and the clauses are ranked, best first.
+
+A clause is scored by embedding similarity to the question (the clause read with its
+heading, so "It was designed by..." still knows it is about the lighthouse), plus the share
+of the question's words found in the clause or its heading (so a word every clause of a
+section shares through its heading, like "light" under "The light", does not single one
+out), plus a little of the passage's own retrieval score.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -23,6 +31,36 @@ Embed = Callable[[list[str]], np.ndarray]
 
 LEXICAL_WEIGHT = 0.5
 PASSAGE_WEIGHT = 0.1
+TYPE_WEIGHT = 0.15           # a clause holding the kind of thing asked for (a number for "how many")
+LABEL_WORDS = 4              # "Head baker: ..." keeps its label; a longer clause before ":" is split off
+
+_NUMBER_WORDS = ("one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty "
+                 "hundred thousand million half dozen").split()
+_MONTHS = ("january february march april may june july august september october november december").split()
+_DAYS = "monday tuesday wednesday thursday friday saturday sunday weekday weekend".split()
+_COLOURS = ("red green blue yellow white black orange purple pink brown grey gray violet amber gold silver "
+            "cream").split()
+# What kind of answer a question asks for, and the words of a clause that can supply it.
+_NUMBERS = re.compile(r"\d|\b(?:" + "|".join(_NUMBER_WORDS) + r")\b", re.IGNORECASE)
+_ANSWER_TYPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
+    (re.compile(r"\b(?:what|which) (?:colou?r)\b"), re.compile(r"\b(?:" + "|".join(_COLOURS) + r")\b", re.I)),
+    (re.compile(r"\b(?:what|which) day\b|\bday of the week\b"),
+     re.compile(r"\b(?:" + "|".join(_DAYS) + r")s?\b", re.I)),
+    (re.compile(r"\bhow (?:much|many|long|often|tall|far|old|big|high|heavy|wide|deep|fast|soon|hot|warm|cold)\b|"
+                r"\b(?:what|which) (?:time|year|date|number|temperature|percentage)\b|\bwhen\b|\bsince when\b"),
+     re.compile(_NUMBERS.pattern + r"|\b(?:" + "|".join(_MONTHS + _DAYS) + r")\b|\bnoon\b|\bmidnight\b", re.I)),
+    (re.compile(r"\bwho\b|\bwhose\b"), re.compile(r"(?<=\w )[A-Z][a-z]+")),
+)
+
+_SEMICOLON = re.compile(r";\s+")
+_COLON = re.compile(r":\s+")
+
+
+@dataclass(frozen=True)
+class _Unit:
+    passage: int
+    text: str
+    context: str             # the clause as the scorers read it: heading first
 
 
 def select_sentences(
@@ -33,62 +71,93 @@ def select_sentences(
     embed: Embed | None = None,
     query_vector: np.ndarray | None = None,
 ) -> list[Passage]:
-    """The passages cut down to their best ``max_sentences`` sentences in all, best passage first.
+    """The best ``max_sentences`` clauses of the passages, best first, one :class:`Passage` each.
 
-    Each returned :class:`Passage` keeps its source, position, heading and score; its text holds
-    the chosen sentences in their original order. Passages with no chosen sentence are dropped.
-    ``embed`` maps texts to vectors (any scale; they are normalised here); without it the
-    choice is lexical only.
+    Each returned passage keeps its source, position, heading and score; its text is the
+    clause. ``embed`` maps texts to vectors (any scale; they are normalised here); without
+    it the choice is lexical only.
     """
-    units = _sentences(passages)
+    units = _units(passages)
     if not units or max_sentences <= 0:
         return []
-    scores = _lexical_scores(question, [s for _, _, s in units]) * LEXICAL_WEIGHT
+    scores = rank_units(question, passages, units, embed=embed, query_vector=query_vector)
+    best = np.argsort(-scores, kind="stable")[:max_sentences].tolist()
+    return [replace(passages[units[i].passage], text=units[i].text) for i in best]
+
+
+def rank_units(
+    question: str,
+    passages: Sequence[Passage],
+    units: list[_Unit],
+    *,
+    embed: Embed | None = None,
+    query_vector: np.ndarray | None = None,
+) -> np.ndarray:
+    """One score per clause: lexical share, embedding similarity and passage score combined."""
+    scores = _lexical_scores(question, [u.context for u in units]) * LEXICAL_WEIGHT
+    scores = scores + TYPE_WEIGHT * _answer_type_scores(question, [u.text for u in units])
     if embed is not None:
-        scores = scores + _dense_scores(question, passages, units, embed, query_vector)
-    scores = scores + PASSAGE_WEIGHT * np.array([passages[p].score for p, _, _ in units])
-    best = sorted(np.argsort(-scores, kind="stable")[:max_sentences].tolist())
-    chosen: dict[int, list[str]] = {}
-    for i in best:
-        passage_index, _, sentence = units[i]
-        chosen.setdefault(passage_index, []).append(sentence)
-    return [replace(passages[p], text=" ".join(chosen[p])) for p in sorted(chosen)]
+        scores = scores + _dense_scores(question, [u.context for u in units], embed, query_vector)
+    return scores + PASSAGE_WEIGHT * np.array([passages[u.passage].score for u in units])
 
 
-def _sentences(passages: Sequence[Passage]) -> list[tuple[int, int, str]]:
-    """(passage index, sentence index, sentence), without repeats from overlapping chunks."""
+def clauses(sentence: str) -> list[str]:
+    """A sentence cut at semicolons, and at a colon that follows more than a short label."""
+    out: list[str] = []
+    for part in _SEMICOLON.split(sentence):
+        pieces = _COLON.split(part, maxsplit=1)
+        if len(pieces) == 2 and len(pieces[0].split()) > LABEL_WORDS:
+            out.extend(pieces)
+        else:
+            out.append(part)
+    return [_as_sentence(p) for p in out if any(ch.isalnum() for ch in p)]
+
+
+def _as_sentence(text: str) -> str:
+    text = text.strip()
+    if text and text[0].islower():
+        text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?\"'”)" else text + "."
+
+
+def _units(passages: Sequence[Passage]) -> list[_Unit]:
+    """Every clause once (overlapping chunks repeat sentences), with its heading as context."""
     seen: set[str] = set()
     units = []
     for p, passage in enumerate(passages):
-        for s, sentence in enumerate(split_sentences(passage.text)):
-            key = " ".join(sentence.lower().split())
-            if key not in seen:
-                seen.add(key)
-                units.append((p, s, sentence))
+        heading = passage.heading.replace(" > ", ", ") if passage.heading else ""
+        for sentence in split_sentences(passage.text):
+            for clause in clauses(sentence):
+                key = " ".join(clause.lower().split())
+                if key not in seen:
+                    seen.add(key)
+                    units.append(_Unit(p, clause, f"{heading}: {clause}" if heading else clause))
     return units
 
 
-def _lexical_scores(question: str, sentences: list[str]) -> np.ndarray:
-    """Share of the question's words (weighted by rarity among these sentences) each contains."""
+def _lexical_scores(question: str, texts: list[str]) -> np.ndarray:
+    """Share of the question's words (weighted by rarity among these texts) each contains."""
     q_terms = set(index_terms(question))
     if not q_terms:
-        return np.zeros(len(sentences))
-    s_terms = [set(index_terms(s)) for s in sentences]
-    df = Counter(t for terms in s_terms for t in terms & q_terms)
-    n = len(sentences)
+        return np.zeros(len(texts))
+    t_terms = [set(index_terms(t)) for t in texts]
+    df = Counter(t for terms in t_terms for t in terms & q_terms)
+    n = len(texts)
     weight = {t: math.log(1.0 + n / (df[t] or 0.5)) for t in q_terms}
     total = sum(weight.values())
-    return np.array([sum(weight[t] for t in terms & q_terms) / total for terms in s_terms])
+    return np.array([sum(weight[t] for t in terms & q_terms) / total for terms in t_terms])
 
 
-def _dense_scores(
-    question: str,
-    passages: Sequence[Passage],
-    units: list[tuple[int, int, str]],
-    embed: Embed,
-    query_vector: np.ndarray | None,
-) -> np.ndarray:
-    texts = [f"{passages[p].heading}: {s}" if passages[p].heading else s for p, _, s in units]
+def _answer_type_scores(question: str, texts: list[str]) -> np.ndarray:
+    """1 for each clause that holds the kind of answer asked for ("how many" -> a number)."""
+    asked = question.lower()
+    for question_pattern, answer_pattern in _ANSWER_TYPES:
+        if question_pattern.search(asked):
+            return np.array([1.0 if answer_pattern.search(t) else 0.0 for t in texts])
+    return np.zeros(len(texts))
+
+
+def _dense_scores(question: str, texts: list[str], embed: Embed, query_vector: np.ndarray | None) -> np.ndarray:
     if query_vector is None:
         matrix = np.asarray(embed([question] + texts), dtype=np.float32)
         query_vector, matrix = matrix[0], matrix[1:]

@@ -4,6 +4,11 @@ Collected per document at index time. Speech recognition is biased toward these 
 (faster-whisper ``hotwords``), because they are what a small recogniser gets wrong and what
 people ask their documents about. "Rare" means: not a whole word of the embedding model's
 WordPiece vocabulary (about 20,000 common English words), so no word list is downloaded.
+
+Measured (docs/quality.md): a long list of terms makes Whisper tiny.en write names nobody
+said, so a second recognition pass gets only a few: the terms the first, unbiased transcript
+seems to say (sound-alike matches), then the subjects (title names) of the documents that
+transcript retrieves. Titles did most of the good: questions about a document name its subject.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from daemon.kb.textutil import STOPWORDS, split_sentences, stem
 
 # Weights by kind of term: what a recogniser is most likely to miss ranks first.
 CODE, NAME, RARE, CAPITALISED = 3.0, 2.5, 1.0, 0.5
 
+_TITLE_TAIL = re.compile(r"\s*(?::|\s[-\u2013\u2014|]\s).*$")      # "Zephyr K-420 Kettle: Quick Manual"
+_TITLE_WORDS = 5
 _TOKEN = re.compile(r"[^\W_]+(?:[-'’.][^\W_]+)*")
 _CODE = re.compile(r"^[A-Za-z]{1,4}-?\d{1,6}[A-Za-z]?$")
 
@@ -157,6 +164,15 @@ class Vocabulary:
         """Every single word of the terms, lower-cased and stemmed (for sound-alike matching)."""
         return set(self._form_refs)
 
+    def heard_alike(self, related: dict[str, float], limit: int, floor: float = 0.3) -> list[str]:
+        """Terms whose words a transcript seems to say (``related``: index form -> match weight)."""
+        scored: dict[str, float] = {}
+        for term, _ in self.ranked():
+            weight = max((related.get(stem(w), 0.0) for w in re.split(r"[\s\-]+", term.lower())), default=0.0)
+            if weight >= floor:
+                scored[term] = weight
+        return sorted(scored, key=lambda t: -scored[t])[:limit]
+
     def hotwords(self, related: dict[str, float], sources: list[str], limit: int) -> list[str]:
         """Terms for a question: heard-alike terms first, then its documents', then the rest."""
         chosen: list[str] = []
@@ -180,3 +196,23 @@ class Vocabulary:
         for term, _ in ranked:
             take(term)
         return chosen
+
+
+def subject_of(title: str) -> str:
+    """The name part of a document title: "Quillfeather Bakery - Staff Handbook" -> "Quillfeather Bakery"."""
+    subject = _TITLE_TAIL.sub("", title.strip()).strip()
+    words = subject.split()
+    return " ".join(words[:_TITLE_WORDS]) if len(words) > 1 or (words and words[0][:1].isupper()) else ""
+
+
+def speech_terms(heard: Sequence[str], titles: Sequence[str], limit: int) -> list[str]:
+    """Hotwords for a second recognition pass: sound-alike terms, then document subjects.
+
+    A term contained in another chosen one ("Skerrimore" in "Skerrimore Lighthouse") is left
+    out: every extra token is one more chance for the recogniser to write what was not said.
+    """
+    candidates = list(dict.fromkeys([t for t in heard if t] + [s for s in map(subject_of, titles) if s]))
+    lowered = [c.lower() for c in candidates]
+    kept = [c for c, low in zip(candidates, lowered)
+            if not any(low != other and re.search(rf"\b{re.escape(low)}\b", other) for other in lowered)]
+    return kept[:limit]

@@ -33,6 +33,8 @@ _LOGGER = logging.getLogger(__name__)
 MAX_TEXT = 2000
 # Unexpected failures in a row after which the service gives up (systemd restarts it afresh).
 MAX_FAILURES = 5
+# How much longer than the reply's own length playback may take before we stop waiting.
+PLAYOUT_SLACK_S = 5.0
 
 
 class AudioOutput(Protocol):
@@ -254,7 +256,7 @@ class AssistantController:
         self.scope.track(task)  # type: ignore[arg-type]
 
     def _sink(self, active: ActiveTurn) -> OutputSink:
-        return OutputSink(self.output, lambda: self.scope.is_current(active.turn),
+        return OutputSink(self.output, active, lambda: self.scope.is_current(active.turn),
                           lambda: self.audio_started(active.turn))
 
     def _start_turn(self, question: str, speech_end: float, stt_s: float) -> ActiveTurn:
@@ -289,12 +291,21 @@ class AssistantController:
             self.hub.publish(ReplyEvent(result.reply, tuple(result.sources)))
             self.hub.publish(PropertyChanged("LastReply"))
         active.reply_ready(result)
-        await self.output.wait_done()
+        await self._played_out(active)
         if self.scope.is_current(active.turn):
             if remember and self.pipe is not None:
                 self.pipe.history.add(active.question, result.reply)
             self._active = None
             self._set_state(self._idle_state())
+
+    async def _played_out(self, active: ActiveTurn) -> None:
+        """Until the speaker has played the reply; bounded, so a stuck device cannot hang us."""
+        limit = active.audio_s + PLAYOUT_SLACK_S
+        try:
+            await asyncio.wait_for(self.output.wait_done(), limit)
+        except asyncio.TimeoutError:
+            _LOGGER.warning("the speaker did not play %.1f s of reply out within %.1f s; going on",
+                            active.audio_s, limit)
 
     def _turn_failed(self, active: ActiveTurn, exc: Exception) -> None:
         if isinstance(exc, SottovoceError):

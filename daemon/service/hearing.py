@@ -137,9 +137,8 @@ class Hearing:
         self._spec = None
 
     async def _transcribe(self, audio: np.ndarray) -> tuple[str, float]:
-        hot = self.pipe.hotwords()
         start = time.monotonic()
-        text, _ = await run_blocking(lambda: self.pipe.stt.transcribe(audio, hotwords=hot))
+        text, _ = await run_blocking(lambda: self.pipe.stt.transcribe(audio, hints=self.pipe.hotwords))
         return text.strip(), time.monotonic() - start
 
     async def _utterance(self, event: Any) -> None:

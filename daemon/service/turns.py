@@ -21,6 +21,7 @@ class ActiveTurn:
     question: str
     chunks: list[TextChunk] = field(default_factory=list)
     task: "asyncio.Task[Any] | None" = None
+    audio_s: float = 0.0            # seconds of reply audio handed to the speaker
     # Resolved once the reply text is complete (Ask returns then, speech may go on).
     text_done: "asyncio.Future[TurnResult]" = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -61,8 +62,10 @@ def spoken_part(chunks: list[TextChunk], played: Mapping[Hashable, float], turn:
 class OutputSink:
     """Turn audio -> the speaker, tagged ``(turn, clause)``; stale turns are dropped here."""
 
-    def __init__(self, output: Any, is_current: Callable[[], bool], started: Callable[[], None]) -> None:
+    def __init__(self, output: Any, active: ActiveTurn, is_current: Callable[[], bool],
+                 started: Callable[[], None]) -> None:
         self._output = output
+        self._active = active
         self._is_current = is_current
         self._started = started
 
@@ -70,4 +73,5 @@ class OutputSink:
         if not self._is_current():
             return
         self._output.play(chunk.samples, chunk.sample_rate, (chunk.turn, chunk.chunk_index))
+        self._active.audio_s += len(chunk.samples) / chunk.sample_rate
         self._started()

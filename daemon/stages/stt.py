@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -37,6 +37,10 @@ _HALLUCINATION_MARKERS = re.compile(r"subtitles by|amara\.org|www\.|\.com\b", re
 # Evidence below which a stock phrase is treated as invented.
 _WEAK_NO_SPEECH = 0.2
 _WEAK_LOGPROB = -0.7
+# A biased second pass must cover about as much sound as the first (consonant skeletons).
+_SPAN_LOW, _SPAN_HIGH = 0.75, 1.3
+
+Hints = Callable[[str], str | None]
 
 
 class WhisperTranscriber:
@@ -65,17 +69,35 @@ class WhisperTranscriber:
         self._lock = threading.Lock()
         _LOGGER.info("STT model loaded from %s (%s, %s)", path, cfg.device, cfg.compute_type)
 
-    def transcribe(self, audio: np.ndarray, *, hotwords: str | None = None) -> tuple[str, float]:
-        """16 kHz float32 mono -> (text, worst no-speech probability). Empty text = no speech."""
+    def transcribe(
+        self, audio: np.ndarray, *, hotwords: str | None = None, hints: Hints | None = None
+    ) -> tuple[str, float]:
+        """16 kHz float32 mono -> (text, worst no-speech probability). Empty text = no speech.
+
+        ``hints`` makes it two-pass: ``hints(first transcript)`` returns hotwords for a second
+        decode of the same audio (the encoder's output is reused, so it costs the decoder only),
+        or nothing to keep the first. The second is kept unless it covers clearly more or less
+        sound than the first (a name written where nothing was said, or words dropped).
+        """
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if audio.size < _MIN_SAMPLES or float(np.max(np.abs(audio))) < _SILENT_PEAK:
             return "", 1.0
         if self._vad is not None and self._find_speech(audio) is None:
             _LOGGER.debug("STT skipped: the VAD heard no speech")
             return "", 1.0
+        enabled = self._cfg.hotwords
         with self._lock:
-            segments = self._decode(audio, hotwords if self._cfg.hotwords else None)
-        return self._keep(segments)
+            segments = self._decode(audio, hotwords if enabled else None)
+        first = self._keep(segments)
+        second_hotwords = hints(first[0]) if hints is not None and enabled and first[0] else None
+        if not second_hotwords:
+            return first
+        with self._lock:
+            second = self._keep(self._decode(audio, second_hotwords))
+        if not same_sound_span(first[0], second[0]):
+            _LOGGER.debug("biased transcript rejected: it does not cover the same speech")
+            return first
+        return second
 
     def _find_speech(self, audio: np.ndarray) -> tuple[float, float] | None:
         from daemon.stages.vad import find_speech
@@ -140,6 +162,27 @@ def _caching_model_class() -> type:
             return output
 
     return CachingWhisperModel
+
+
+def same_sound_span(first: str, second: str) -> bool:
+    """Whether ``second`` covers about as much speech as ``first`` (consonant skeleton lengths)."""
+    a, b = len(_skeleton(first)), len(_skeleton(second))
+    if a == 0 or b == 0:
+        return a == b
+    return _SPAN_LOW <= b / a <= _SPAN_HIGH
+
+
+def _skeleton(text: str) -> str:
+    """Consonants of each word, doubled letters once: roughly how many sounds were heard."""
+    out = []
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        # Digits are spoken as words: count a number as a few sounds, not one.
+        if word.isdigit():
+            out.append("n" * (2 * len(word)))
+            continue
+        letters = word[0] + re.sub(r"[aeiouyhw]", "", word[1:])
+        out.append(re.sub(r"(.)\1+", r"\1", letters))
+    return "".join(out)
 
 
 def _has_words(text: str) -> bool:

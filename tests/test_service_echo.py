@@ -1,0 +1,115 @@
+"""Echo: the assistant must not take its own voice, leaking back into the microphone, for the user.
+
+The virtual card gets a loopback from the speaker into the microphone at -10.5 dB (a laptop's
+loudspeaker heard by its own microphone), and PulseAudio's WebRTC ``module-echo-cancel``,
+set as the default source and sink: the service runs on the "default" devices, as a desktop
+user would after ``pactl load-module module-echo-cancel`` (README). With the canceller the
+reply plays to its end. The control shows the setup is not vacuous: with the service's
+microphone moved to the raw, uncancelled source, the same leak makes it interrupt itself
+(the stricter ``vad.speaking_threshold`` alone does not save it at this level).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from daemon.stages.stt import WhisperTranscriber
+from tests.fixtures_audio import espeak_wav
+from tests.fixtures_dbus import PrivateBus, wait_until
+from tests.fixtures_pulse import EchoCancel, PulseRig
+from tests.fixtures_service import (
+    LONG_Q, BusThread, LiveService, ServiceFiles, sound_spans, start_live_service,
+)
+
+LEAK_VOLUME = 0.3            # linear: -10.5 dB from the speaker into the microphone
+REPLY_TIMEOUT = 90.0
+WARM_UP_TEXT = ("The canceller learns the room from whatever the speaker plays. This is a "
+                "few seconds of speech played through the echo-cancelled sink while the "
+                "assistant is paused, as music or an earlier reply would be.")
+
+
+@pytest.fixture(scope="module")
+def echo_card(pulse: PulseRig) -> Iterator[tuple[PulseRig, EchoCancel]]:
+    pulse.reset()
+    canceller = pulse.load_echo_cancel(set_default=True)
+    pulse.add_echo_loopback(volume=LEAK_VOLUME)
+    yield pulse, canceller
+    pulse.reset()
+
+
+@pytest.fixture(scope="module")
+def echo_live(echo_card: tuple[PulseRig, EchoCancel], module_bus: PrivateBus,
+              service_files: ServiceFiles,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    rig, _ = echo_card
+    service = start_live_service(rig, module_bus, service_files, tmp_path_factory.mktemp("echo"))
+    yield service
+    service.kill()
+
+
+@pytest.fixture(scope="module")
+def bus(echo_live: LiveService, module_bus: PrivateBus) -> Iterator[BusThread]:
+    client = BusThread(module_bus.address)
+    yield client
+    client.close()
+
+
+def _warm_up(rig: PulseRig, canceller: EchoCancel, bus: BusThread, folder: Path) -> None:
+    """Let a fresh canceller adapt, the assistant paused (a fresh WebRTC canceller needs a few
+    seconds of far-end sound; before that, its residual can still sound like speech)."""
+    mark = bus.mark()
+    bus.call("Pause")
+    bus.wait_state("paused", mark, 10)
+    rig.play_into_mic(espeak_wav(WARM_UP_TEXT, folder / "warm.wav"), device=canceller.sink)
+    mark = bus.mark()
+    bus.call("Resume")
+    bus.wait_state("listening", mark, 10)
+
+
+def test_with_the_canceller_the_reply_plays_to_the_end(
+        echo_card: tuple[PulseRig, EchoCancel], echo_live: LiveService, bus: BusThread,
+        spoken: Callable[[str], Path], transcriber: WhisperTranscriber, tmp_path: Path) -> None:
+    rig, canceller = echo_card
+    _warm_up(rig, canceller, bus, tmp_path)
+    mark, log = bus.mark(), echo_live.mark()
+    with rig.record_speaker() as rec:
+        rig.play_into_mic(spoken(LONG_Q))
+        asked = time.monotonic()
+        reply, _ = bus.wait("Reply", after=mark, timeout=REPLY_TIMEOUT)
+        bus.wait_state("listening", mark, REPLY_TIMEOUT)
+    assert bus.since(mark, "Interrupted") == [], "the assistant interrupted itself"
+    assert "barge-in" not in echo_live.text(log)
+    assert bus.states(mark) == ["hearing", "thinking", "speaking", "listening"]
+    assert len(bus.since(mark, "Transcript")) == 1
+    # The whole reply came out of the speaker (and so leaked into the microphone).
+    spans = sound_spans(rec.between(asked))
+    assert spans and spans[-1][1] - spans[0][0] > 2.0, spans
+    said, _ = transcriber.transcribe(rec.between(asked))
+    words = {w.strip(".,!?").lower() for w in reply.split()}
+    heard = {w.strip(".,!?").lower() for w in said.split()}
+    assert len(words & heard) >= 0.5 * len(words), (reply, said)
+
+
+def test_control_without_the_canceller_the_echo_interrupts(
+        echo_card: tuple[PulseRig, EchoCancel], echo_live: LiveService, bus: BusThread,
+        spoken: Callable[[str], Path]) -> None:
+    rig, canceller = echo_card
+    mark, log = bus.mark(), echo_live.mark()
+    rig.pactl("set-default-source", f"{rig.mic}.monitor")    # the raw microphone
+    try:
+        rig.play_into_mic(spoken(LONG_Q))
+        bus.wait("Interrupted", after=mark, timeout=REPLY_TIMEOUT)
+        echo_live.wait_line("barge-in", 5, log)
+    finally:
+        stop = bus.mark()
+        bus.call("Pause")                   # the echo keeps "asking": stop listening first
+        bus.call("Interrupt")
+        bus.wait_state("paused", stop, 30)
+        rig.pactl("set-default-source", canceller.source)
+        bus.call("Resume")
+        wait_until(lambda: bus.get("State") == "listening", 30, "State listening")
+
