@@ -331,7 +331,8 @@ class PulseRig:
         default source when that changes if it sat on the old default. A stream moved by
         ``pactl move-source-output`` stays put from then on.
         """
-        sources = {str(s["index"]): s["name"] for s in json.loads(self.pactl("-f", "json", "list", "sources"))}
+        sources = {str(s["index"]): s["name"]
+                   for s in json.loads(self.pactl("-f", "json", "list", "sources"))}
         by_pid = {str(r.proc.pid): r for r in self._readers.values()}
         for stream in json.loads(self.pactl("-f", "json", "list", "source-outputs")):
             reader = by_pid.get(stream.get("properties", {}).get("application.process.id", ""))

@@ -73,8 +73,10 @@ def _pipewire_conf(mic: str | None, speaker: str | None, source: str, sink: str)
         "    args = {",
         "      library.name = aec/libspa-aec-webrtc",
         f"      capture.props = {{ node.name = \"{source}_capture\"{capture} }}",
-        f"      source.props = {{ node.name = \"{source}\" node.description = \"Sottovoce microphone (echo-cancelled)\" }}",
-        f"      sink.props = {{ node.name = \"{sink}\" node.description = \"Sottovoce speaker (echo reference)\" }}",
+        f"      source.props = {{ node.name = \"{source}\""
+        " node.description = \"Sottovoce microphone (echo-cancelled)\" }",
+        f"      sink.props = {{ node.name = \"{sink}\""
+        " node.description = \"Sottovoce speaker (echo reference)\" }",
         f"      playback.props = {{ node.name = \"{sink}_playback\"{playback} }}",
         "    }",
         "  }",

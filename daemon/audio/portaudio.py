@@ -129,7 +129,8 @@ def _resolve(query: str, direction: Direction) -> DeviceChoice:
     if q.lower() in ("", "default"):
         index = sd.default.device[0 if direction == "input" else 1]
         if index is None or index < 0:
-            raise NoDeviceError(f"no default audio {direction} device; set audio.{direction} to a device name")
+            raise NoDeviceError(
+                f"no default audio {direction} device; set audio.{direction} to a device name")
         return _choice(q or "default", direction, devices[index])
     if q.isdigit():
         if int(q) >= len(devices) or devices[int(q)][channels] <= 0:
@@ -192,7 +193,8 @@ def open_stream(choice: DeviceChoice, **kwargs: Any) -> Any:
         try:
             stream = cls(device=choice.index, **kwargs)
         except Exception as exc:  # noqa: BLE001 - PortAudioError, or ValueError for settings
-            raise NoDeviceError(f"cannot open audio {choice.direction} device {choice.label}: {exc}") from None
+            raise NoDeviceError(
+                f"cannot open audio {choice.direction} device {choice.label}: {exc}") from None
         finally:
             if choice.pulse_name:
                 _restore_env(var, saved)

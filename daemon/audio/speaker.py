@@ -1,9 +1,10 @@
 """The live speaker: tagged chunks queued, played from PortAudio's callback, stoppable at once.
 
 The output stream runs for as long as the speaker is started (writing silence when idle,
-~1% of a core), so a reply starts without opening a stream. Closing it between replies was
-tried: on PulseAudio a freshly opened low-latency stream underruns for its first few hundred
-ms now and then, clipping the start of the reply.
+~1% of a core), so a reply starts without opening a stream. A fresh stream on a PulseAudio
+sink that had no other input may get no callbacks for up to 2 s and then race to refill its
+buffer, discarding what it is given; :class:`_Pacer` holds the queue back until the stream
+runs at real time, and keeping the stream open means this happens once, at start-up.
 
 ``stop_now()`` (barge-in) drops the queue at once; what the device already holds (~25 ms
 through PulseAudio at ``latency="low"``) still plays out. Aborting the stream would drop
@@ -115,9 +116,9 @@ class Speaker(LiveDevice, QueuedOutput):
 class _Pacer:
     """Hands audio to the device no faster than real time.
 
-    A freshly opened low-latency stream on ALSA's pulse plugin sometimes races for its
-    first few hundred ms: PortAudio calls back as fast as it can and the audio is thrown
-    away (measured: 6 of 12 fresh streams lost 30-100% of a 1 s chunk). A token bucket
+    A freshly opened stream on ALSA's pulse plugin sometimes races for up to a second:
+    PortAudio calls back 12-14 times faster than real time and the audio is thrown away
+    (measured: 6 of 12 fresh streams lost 30-100% of a 1 s chunk). A token bucket
     filled at the stream's rate and charged for every block, audio or silence, catches
     that; while it is empty the callback writes silence and leaves the queue alone.
     """
