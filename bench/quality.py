@@ -109,7 +109,8 @@ def _sox(*args: str) -> None:
 
 
 def spoken(q_index: int, text: str, folder: Path) -> tuple[Path, str, bool]:
-    """The question as a 16 kHz WAV: voice by turn, every third with pink noise at 15 dB SNR."""
+    """The question as a 16 kHz WAV: voice by turn, every third with pink noise at 15 dB SNR
+    (``sox -R``: the same noise on every run, so runs compare)."""
     voice = VOICES[q_index % len(VOICES)]
     noisy = q_index % NOISE_EVERY == NOISE_EVERY - 1
     raw, clean = folder / f"q{q_index}.raw.wav", folder / f"q{q_index}.wav"
@@ -121,7 +122,7 @@ def spoken(q_index: int, text: str, folder: Path) -> tuple[Path, str, bool]:
 
     speech, rate = sf.read(str(clean), dtype="float32")
     noise_file = folder / f"n{q_index}.wav"
-    _sox("-n", "-r", "16000", "-c", "1", "-b", "16", str(noise_file), "synth", f"{len(speech) / rate:.3f}",
+    _sox("-R", "-n", "-r", "16000", "-c", "1", "-b", "16", str(noise_file), "synth", f"{len(speech) / rate:.3f}",
          "pinknoise", "vol", "0.5")
     noise, _ = sf.read(str(noise_file), dtype="float32")
     noise = np.resize(noise, len(speech))          # sox rounds the length to whole samples

@@ -28,7 +28,8 @@ from daemon.kb.live import LiveChanges
 from daemon.kb.select import select_sentences
 from daemon.kb.state import IndexState
 from daemon.kb.store import FORMAT_VERSION, IndexMismatch, IndexStore
-from daemon.kb.vocab import load_common_words, speech_terms
+from daemon.kb.textutil import raw_words, stem
+from daemon.kb.vocab import load_common_words, names_outside, speech_terms
 from daemon.messages import Passage
 
 _LOGGER = logging.getLogger(__name__)
@@ -180,14 +181,28 @@ class KnowledgeBase(LiveChanges):
         return terms[:limit] if limit else terms
 
     def select_context(self, question: str, passages: list[Passage], max_sentences: int) -> list[Passage]:
-        """The few sentences of the relevant passages that best answer ``question``."""
+        """The few sentences of the relevant passages that best answer ``question``; none when
+        the question names something the knowledge base never mentions ("Mount Everest"), which
+        similar wording ("how tall is the tower") must not turn into a claimed source."""
         keep = [p for i, p in enumerate(passages) if i == 0 or p.score >= self.cfg.relevance_threshold]
-        if not keep:
+        if not keep or self._names_elsewhere(question):
             return []
         query = " ".join(question.split())
         cached = self._query_cache
         vector = cached[1] if cached and cached[0] == query else None
         return select_sentences(question, keep, max_sentences, embed=self._embed_few, query_vector=vector)
+
+    def _names_elsewhere(self, question: str) -> bool:
+        """The question names something, and nothing it says is a knowledge-base name."""
+        with self._lock:
+            known = self._state.vocab.known_words()
+            foreign = names_outside(question, known)
+            if not foreign:
+                return False
+            if any(len(w) >= 4 and (w in known or stem(w) in known) for w in raw_words(question)):
+                return False
+            heard = self._state.keywords.fuzzy_matches(question)
+        return not any(weight >= 0.3 for weight in heard.values())
 
     def status(self) -> dict[str, Any]:
         """documents, chunks, last_indexed (unix time), failed {file: reason}, folder, index_dir."""

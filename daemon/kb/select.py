@@ -52,6 +52,13 @@ _ANSWER_TYPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
     (re.compile(r"\bwho\b|\bwhose\b"), re.compile(r"(?<=\w )[A-Z][a-z]+")),
 )
 
+# Text in a document that talks to the assistant is an attempt to steer it, not a fact: such
+# clauses are never handed to the model (the prompt also frames notes as quotes).
+_STEERING = re.compile(
+    r"\b(?:ignore|disregard|forget|override)\b.{0,40}\b(?:instructions?|prompts?|rules?|previous|above|"
+    r"everything)\b|\b(?:you are now|from now on|pretend (?:to be|you are)|system prompt|jailbreak)\b|"
+    r"\b(?:say|reply|respond|answer)\b.{0,30}\b(?:only|instead)\b|\b(?:assistant|AI|language model)\b.{0,20}\b(?:must|should)\b",
+    re.IGNORECASE)
 _SEMICOLON = re.compile(r";\s+")
 _COLON = re.compile(r":\s+")
 
@@ -127,6 +134,8 @@ def _units(passages: Sequence[Passage]) -> list[_Unit]:
     for p, passage in enumerate(passages):
         heading = passage.heading.replace(" > ", ", ") if passage.heading else ""
         for sentence in split_sentences(passage.text):
+            if _STEERING.search(sentence):
+                continue
             for clause in clauses(sentence):
                 key = " ".join(clause.lower().split())
                 if key not in seen:

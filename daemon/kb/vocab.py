@@ -164,6 +164,17 @@ class Vocabulary:
         """Every single word of the terms, lower-cased and stemmed (for sound-alike matching)."""
         return set(self._form_refs)
 
+    def known_words(self) -> set[str]:
+        """Every word of every term, lower-cased, as written and stemmed ("k-420", "skerrimore")."""
+        out: set[str] = set()
+        for term in self._docs_terms():
+            for word in re.split(r"\s+", term.lower()):
+                out.update((word, stem(word), word.replace("-", "")))
+        return out
+
+    def _docs_terms(self) -> set[str]:
+        return {term for terms in self._docs.values() for term in terms}
+
     def heard_alike(self, related: dict[str, float], limit: int, floor: float = 0.3) -> list[str]:
         """Terms whose words a transcript seems to say (``related``: index form -> match weight)."""
         scored: dict[str, float] = {}
@@ -216,3 +227,23 @@ def speech_terms(heard: Sequence[str], titles: Sequence[str], limit: int) -> lis
     kept = [c for c, low in zip(candidates, lowered)
             if not any(low != other and re.search(rf"\b{re.escape(low)}\b", other) for other in lowered)]
     return kept[:limit]
+
+
+_NAME_WORD = re.compile(r"[A-Z][\w'’-]*")
+
+
+def names_outside(text: str, known: set[str]) -> list[str]:
+    """Names the text mentions (capitalised runs not at a sentence start) of which no word is
+    one of the knowledge base's ``known`` words: "How tall is Mount Everest?" -> ["Mount Everest"]."""
+    names: list[str] = []
+    run: list[str] = []
+    words = re.findall(r"[\w'’-]+|[.!?]", text)
+    for i, word in enumerate(words + ["."]):
+        starts = i == 0 or words[i - 1] in ".!?"
+        if _NAME_WORD.fullmatch(word) and not starts and word != "I" and not word.startswith("I'"):
+            run.append(word)
+            continue
+        if run and not any(w.lower() in known or stem(w.lower()) in known for w in run):
+            names.append(" ".join(run))
+        run = []
+    return [n for n in names if n.lower() not in STOPWORDS]

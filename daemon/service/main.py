@@ -45,6 +45,10 @@ def _stop_early(signum: int, _frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     signal.signal(signal.SIGTERM, _stop_early)
+    # OpenMP (llama.cpp, CTranslate2, torch) spins idle threads by default. On a small CPU
+    # shared with the audio threads that starves everyone: measured on 2 busy cores, the LLM's
+    # first token came after ~3 s spinning and ~0.4 s passive. Read when the libraries load.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
