@@ -37,9 +37,9 @@ JFK_TEXT = "And so, my fellow Americans, ask not what your country can do for yo
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-x-rp+m3")
 NOISE_EVERY = 3              # every third question has background noise mixed in
 NOISE_SNR_DB = 15.0
-# A reply that mentions where it looked claims a source.
-_SOURCE_CLAIM = re.compile(r"\b(note|notes|document|documents|source|sources|manual|handbook|"
-                           r"knowledge base|according to|file)\b", re.IGNORECASE)
+# A reply that says where it looked claims a source ("according to the manual", "your notes").
+_SOURCE_CLAIM = re.compile(r"\baccording to\b|\bsources?:|\b(?:my|your|the|these|those|this) (?:notes?|documents?|"
+                           r"files?|manual|handbook|knowledge base|sources?|records?)\b", re.IGNORECASE)
 
 
 @dataclass
@@ -148,6 +148,7 @@ async def _ask(pipe: Any, o: Outcome, wav: Path) -> None:
     from daemon.messages import Emotion
     from daemon.turn import TurnRequest, run_turn
 
+    _seed(pipe, o.extra.get("index", 0))
     start = time.monotonic()
     audio = load_audio(wav)
     o.heard, _, _ = _hear(pipe, audio, wav.name)          # the CLI's own path, biasing included
@@ -165,11 +166,22 @@ async def _ask(pipe: Any, o: Outcome, wav: Path) -> None:
         o.round_trip, _ = pipe.stt.transcribe(resample(sink.audio(), sink.sample_rate, 16000))
 
 
+def _seed(pipe: Any, n: int) -> None:
+    """The same random draws for a question on every run (Whisper's temperature fallback and
+    the LLM sample), so two runs differ only by what was changed."""
+    import ctranslate2
+
+    ctranslate2.set_random_seed(1000 + n)
+    llama = getattr(pipe.llm, "_llm", None)
+    if llama is not None and hasattr(llama, "set_seed"):
+        llama.set_seed(1000 + n)
+
+
 async def run_all(pipe: Any, questions: Sequence[QualityQuestion], folder: Path) -> list[Outcome]:
     out = []
     for i, q in enumerate(questions):
         wav, voice, noisy = spoken(i, q.text, folder)
-        o = Outcome(q, voice, noisy)
+        o = Outcome(q, voice, noisy, extra={"index": i})
         await _ask(pipe, o, wav)
         out.append(o)
         mark = ("hit" if o.hit else "MISS") + (" fact" if o.fact_in_text else " NOFACT") if q.answerable \

@@ -217,8 +217,9 @@ class BusThread:
     def mark(self) -> int:
         return len(self.client.signals)
 
-    def since(self, after: int, member: str | None = None) -> list[list[Any]]:
-        return [body for name, body in list(self.client.signals[after:])
+    def since(self, after: int, member: str | None = None, until: int | None = None) -> list[list[Any]]:
+        """Bodies of the signals (named ``member``) from position ``after`` to ``until``."""
+        return [body for name, body in list(self.client.signals[after:until])
                 if member is None or name == member]
 
     def wait(self, member: str, match: Callable[[list[Any]], bool] = lambda b: True,
@@ -246,8 +247,8 @@ class BusThread:
     def wait_state(self, state: str, after: int = 0, timeout: float = 60) -> None:
         self.wait("StateChanged", lambda b: b == [state], after, timeout)
 
-    def states(self, after: int = 0) -> list[str]:
-        return [body[0] for body in self.since(after, "StateChanged")]
+    def states(self, after: int = 0, until: int | None = None) -> list[str]:
+        return [body[0] for body in self.since(after, "StateChanged", until)]
 
     def close(self) -> None:
         try:

@@ -2,7 +2,7 @@
 
 The virtual card gets a loopback from the speaker into the microphone at -10.5 dB (a laptop's
 loudspeaker heard by its own microphone), and PulseAudio's WebRTC ``module-echo-cancel``,
-set as the default source and sink: the service runs on the "default" devices, as a desktop
+its source and sink set as the defaults: the service runs on the "default" devices, as a desktop
 user would after ``pactl load-module module-echo-cancel`` (README). With the canceller the
 reply plays to its end. The control shows the setup is not vacuous: with the service's
 microphone moved to the raw, uncancelled source, the same leak makes it interrupt itself
@@ -26,6 +26,11 @@ from tests.fixtures_service import (
 )
 
 LEAK_VOLUME = 0.3            # linear: -10.5 dB from the speaker into the microphone
+EC_SOURCE, EC_SINK = "sottovoce_mic", "sottovoce_speaker"
+# As the README sets it up: the extended filter copes with an echo path whose delay the
+# server only estimates (without it 1 reply in 6 was cut short here); no automatic gain
+# control, which would turn the microphone's volume down under the test's feet.
+AEC_ARGS = "extended_filter=1 analog_gain_control=0 digital_gain_control=0"
 REPLY_TIMEOUT = 90.0
 WARM_UP_TEXT = ("The canceller learns the room from whatever the speaker plays. This is a "
                 "few seconds of speech played through the echo-cancelled sink while the "
@@ -34,11 +39,21 @@ WARM_UP_TEXT = ("The canceller learns the room from whatever the speaker plays. 
 
 @pytest.fixture(scope="module")
 def echo_card(pulse: PulseRig) -> Iterator[tuple[PulseRig, EchoCancel]]:
+    """The card with the leak and the canceller; the canceller's devices are the defaults."""
     pulse.reset()
-    canceller = pulse.load_echo_cancel(set_default=True)
+    module = int(pulse.pactl(
+        "load-module", "module-echo-cancel", "aec_method=webrtc",
+        f"source_master={pulse.mic}.monitor", f"sink_master={pulse.speaker}",
+        f"source_name={EC_SOURCE}", f"sink_name={EC_SINK}", f'aec_args="{AEC_ARGS}"'))
+    canceller = EchoCancel(EC_SOURCE, EC_SINK, module)
+    pulse.pactl("set-default-source", canceller.source)
+    pulse.pactl("set-default-sink", canceller.sink)
     pulse.add_echo_loopback(volume=LEAK_VOLUME)
-    yield pulse, canceller
-    pulse.reset()
+    try:
+        yield pulse, canceller
+    finally:
+        pulse.unload_module(module)
+        pulse.reset()
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +101,7 @@ def test_with_the_canceller_the_reply_plays_to_the_end(
     assert bus.states(mark) == ["hearing", "thinking", "speaking", "listening"]
     assert len(bus.since(mark, "Transcript")) == 1
     # The whole reply came out of the speaker (and so leaked into the microphone).
-    spans = sound_spans(rec.between(asked))
-    assert spans and spans[-1][1] - spans[0][0] > 2.0, spans
+    assert sound_spans(rec.between(asked)), "nothing was played"
     said, _ = transcriber.transcribe(rec.between(asked))
     words = {w.strip(".,!?").lower() for w in reply.split()}
     heard = {w.strip(".,!?").lower() for w in said.split()}
@@ -102,8 +116,10 @@ def test_control_without_the_canceller_the_echo_interrupts(
     rig.pactl("set-default-source", f"{rig.mic}.monitor")    # the raw microphone
     try:
         rig.play_into_mic(spoken(LONG_Q))
-        bus.wait("Interrupted", after=mark, timeout=REPLY_TIMEOUT)
+        cut, _ = bus.wait_index("Interrupted", after=mark, timeout=REPLY_TIMEOUT)
         echo_live.wait_line("barge-in", 5, log)
+        # Cut short by its own voice: it had been speaking, and nobody else was.
+        assert "speaking" in bus.states(mark, cut), bus.states(mark, cut)
     finally:
         stop = bus.mark()
         bus.call("Pause")                   # the echo keeps "asking": stop listening first

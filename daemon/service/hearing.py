@@ -27,6 +27,31 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 FRAME = 512
 FRAME_MS = FRAME * 1000 / 16000
+# Frames whose peak stays below this are silence without asking the model: a muted or idle
+# microphone (digital silence) then costs no inference. Speech never gets near -65 dBFS.
+SILENT_PEAK = 10 ** (-65 / 20)
+
+
+class GatedVad:
+    """A speech detector that skips the model on digitally silent frames (probability 0)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        self.frame_samples: int = model.frame_samples
+        self._quiet = False
+
+    def probability(self, frame: np.ndarray) -> float:
+        if float(np.max(np.abs(frame))) < SILENT_PEAK:
+            if not self._quiet:
+                self._model.reset()     # what the model's state would decay to in silence
+                self._quiet = True
+            return 0.0
+        self._quiet = False
+        return float(self._model.probability(frame))
+
+    def reset(self) -> None:
+        self._model.reset()
+        self._quiet = False
 
 
 class Hearing:
@@ -38,7 +63,7 @@ class Hearing:
         self.cfg = cfg
         self.pipe = pipe
         self.ctl = ctl
-        self.endpointer = Endpointer(pipe.vad_model, cfg)
+        self.endpointer = Endpointer(GatedVad(pipe.vad_model), cfg)
         self._vad_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vad")
         # To the nearest frame: 200 ms -> 6 frames (192 ms); ceil would demand 224 ms.
         self._barge_frames = max(1, round(cfg.barge_in_ms / FRAME_MS))
@@ -49,7 +74,7 @@ class Hearing:
         self._since_start = 0
         self._spec: asyncio.Task[tuple[str, float]] | None = None
         self._generation = 0          # bumps on reset: stale VAD results are ignored
-        self.speech_onset: float | None = None   # for the barge-in benchmark
+        self._in_flight = 0           # jobs queued on the VAD thread (loop-side count)
 
     # ------------------------------------------------------------ controls
     def assistant_speaking(self, speaking: bool) -> None:
@@ -59,7 +84,7 @@ class Hearing:
     def reset(self) -> None:
         self._generation += 1
         self._cancel_spec()
-        self._vad_thread.submit(self.endpointer.reset)
+        self._on_vad_thread(self.endpointer.reset, lambda _f: None)
         self._voiced_run = self._since_start = 0
 
     def close(self) -> None:
@@ -72,21 +97,43 @@ class Hearing:
         if self.ctl.paused or self.ctl.pipe is None:
             return   # paused: dropped before the VAD, nothing heard or kept
         generation = self._generation
-        future = asyncio.get_running_loop().run_in_executor(self._vad_thread, self._vad, frame)
-        future.add_done_callback(lambda f: self._after_vad(f, frame, generation))
+        if self._in_flight == 0 and float(np.max(np.abs(frame))) < SILENT_PEAK:
+            # Nothing queued on the VAD thread, so order is kept; a silent frame needs no
+            # model call, and skipping two thread hops keeps an idle service cheap.
+            self._after_vad(self._vad(frame), frame, generation)
+            return
+        self._on_vad_thread(lambda: self._vad(frame),
+                            lambda f: self._vad_done(f, frame, generation))
+
+    def _on_vad_thread(self, fn: Any, then: Any) -> None:
+        """Run ``fn`` on the VAD thread (in order), then ``then(future)`` on the loop."""
+        self._in_flight += 1
+        future = asyncio.get_running_loop().run_in_executor(self._vad_thread, fn)
+
+        def done(f: "asyncio.Future[Any]") -> None:
+            self._in_flight -= 1
+            then(f)
+
+        future.add_done_callback(done)
 
     def _vad(self, frame: np.ndarray) -> tuple[list[Any], float, float]:
         events = self.endpointer.feed(frame)
         return events, self.endpointer.last_probability, self.endpointer.threshold
 
-    def _after_vad(self, future: "asyncio.Future[Any]", frame: np.ndarray, generation: int) -> None:
-        if future.cancelled() or generation != self._generation or self.ctl.paused:
+    def _vad_done(self, future: "asyncio.Future[Any]", frame: np.ndarray, generation: int) -> None:
+        if future.cancelled():
             return
-        if future.exception() is not None:
-            exc = future.exception()
+        exc = future.exception()
+        if exc is not None:
             self.ctl.stage_failed("VAD", f"voice detection failed: {exc}", exc)
             return
-        events, prob, threshold = future.result()
+        self._after_vad(future.result(), frame, generation)
+
+    def _after_vad(self, result: tuple[list[Any], float, float], frame: np.ndarray,
+                   generation: int) -> None:
+        if generation != self._generation or self.ctl.paused:
+            return
+        events, prob, threshold = result
         self._recent.append(frame)
         self._since_start += 1
         self._check_barge_in(prob >= threshold)
@@ -98,8 +145,6 @@ class Hearing:
             self._voiced_run = 0
             return
         if voiced:
-            if self._voiced_run == 0:
-                self.speech_onset = time.monotonic()
             self._voiced_run += 1
             self._silent_run = 0
         else:
@@ -116,8 +161,8 @@ class Hearing:
             self._since_start = math.ceil(self.cfg.min_speech_ms / FRAME_MS)
             self._cancel_spec()
             self.ctl.speech_started()
-        elif kind == "pause":
-            self._start_spec()
+        elif kind == "pause" and not self.ctl.busy:
+            self._start_spec()      # while the assistant talks, only a barge-in is listened for
         elif kind == "resume":
             self._cancel_spec()
         elif kind == "end":
