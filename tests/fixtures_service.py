@@ -51,6 +51,16 @@ def holds(text: str, fact: tuple[str, ...]) -> bool:
     return any(f.lower() in low for f in fact)
 
 
+def similar(heard: str, said: str) -> float:
+    """How alike two texts sound, 0-1, comparing letters only ("scare more" ~ "Skerrimore")."""
+    import difflib
+
+    def letters(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+
+    return difflib.SequenceMatcher(None, letters(heard), letters(said)).ratio()
+
+
 # ---------------------------------------------------------------------- the process
 @dataclass
 class LiveService:
