@@ -256,8 +256,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(table(("question", "heard", "reply", "missed"), rows))
     if details:
         print("\nAll answers:\n")
-        print(table(("question", "heard", "reply", "sources"),
-                    [(o.q.text, o.heard, " ".join(o.reply.split()), ", ".join(o.sources)) for o in outcomes]))
+        print(table(("question", "heard", "reply", "sources", "reply heard back"),
+                    [(o.q.text, o.heard, " ".join(o.reply.split()), ", ".join(o.sources), o.round_trip)
+                     for o in outcomes]))
 
 
 if __name__ == "__main__":

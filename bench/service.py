@@ -15,6 +15,7 @@ microphone hears, ``speaker.monitor`` what it played; both stamped by the same r
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -29,7 +30,7 @@ from tests.fixtures_audio import espeak_wav
 from tests.fixtures_dbus import start_private_bus
 from tests.fixtures_pulse import PulseRig, Recording, pulse_available
 from tests.fixtures_service import (
-    FIRST_LIT_Q, FLASH_Q, LONG_Q, SPEAK_WPM, TALL_Q, BusThread, LiveService, ServiceFiles,
+    FIRST_LIT_Q, FLASH_Q, SPEAK_WPM, TALL_Q, BusThread, LiveService, ServiceFiles,
     start_live_service,
 )
 
@@ -93,12 +94,19 @@ def _silence_after(rec: Recording, start: float, gap_s: float = 0.3) -> float | 
     return float(loud[gaps[0]] if gaps.size else loud[-1])
 
 
+_CLAUSE = re.compile(r"first clause ([\d.]+) s after the LLM started, its audio ([\d.]+) s later")
+
+
 def _timings(service: LiveService, mark: int, out: dict[str, list[float]]) -> None:
+    """The service's own per-turn timings, from its log."""
     for line in service.text(mark).splitlines():
         if "timings:" in line:
             for part in line.split("timings:", 1)[1].split(","):
                 key, value = part.split()
                 out.setdefault(key, []).append(float(value))
+        elif found := _CLAUSE.search(line):
+            out.setdefault("llm_first_clause_s", []).append(float(found.group(1)))
+            out.setdefault("tts_first_chunk_s", []).append(float(found.group(2)))
 
 
 def _ask(rig: PulseRig, bus: BusThread, service: LiveService, wav: Path, res: Results) -> None:
@@ -223,7 +231,8 @@ def main() -> None:
              "p50 <= 1000"),
         _row("barge-in: user speech onset -> playback silent (ms)", res.barge, "p95 <= 250"),
     ]
-    for key in ("stt_s", "retrieve_s", "llm_first_token_s", "first_audio_s"):
+    for key in ("stt_s", "retrieve_s", "llm_first_token_s", "llm_first_clause_s",
+                "tts_first_chunk_s", "first_audio_s"):
         rows.append(_row(f"  inside the service: {key[:-2]} (ms)", res.timings.get(key, []), ""))
     print(f"`sottovoced` on the virtual sound card, real time; {machine()}\n")
     print(table(("measure", "p50", "p95", "target", "n"), rows))

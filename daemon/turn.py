@@ -47,6 +47,7 @@ class _Progress:
     req: TurnRequest
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
+    first_clause: float | None = None
     first_audio: float | None = None
     chunks: list[TextChunk] = field(default_factory=list)
     reply: list[str] = field(default_factory=list)
@@ -75,6 +76,9 @@ async def run_turn(p: "Pipeline", req: TurnRequest, sink: AudioSink) -> TurnResu
         "first_audio_s": round((prog.first_audio or end) - req.speech_end, 4),
         "total_s": round(end - req.speech_end, 4),
     }
+    if prog.first_clause is not None and prog.first_audio is not None:
+        _LOGGER.info("turn %d: first clause %.3f s after the LLM started, its audio %.3f s later",
+                     req.turn, prog.first_clause - t0 - retrieve_s, prog.first_audio - prog.first_clause)
     return TurnResult(
         transcript=req.question,
         reply="".join(prog.reply).strip(),
@@ -125,6 +129,8 @@ def _queue_clause(p: "Pipeline", clause: str, prog: _Progress,
     if prog.req.on_chunk:
         prog.req.on_chunk(chunk)
     if speakable.strip():
+        if prog.first_clause is None:
+            prog.first_clause = time.monotonic()
         queue.put_nowait(chunk)
 
 

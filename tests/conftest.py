@@ -17,4 +17,5 @@ pytest_plugins = [
     "tests.fixtures_gpu",
     "tests.fixtures_pulse",
     "tests.fixtures_service",
+    "tests.fixtures_quality",
 ]

@@ -27,6 +27,7 @@ from rank_bm25 import BM25Okapi
 from daemon.kb.textutil import STOPWORDS, index_terms, phonetic_key, raw_words, stem
 
 KEYWORD_WEIGHT = 0.4         # how much a perfect keyword match closes the gap to 1
+COMMON_WORD_WEIGHT = 0.5    # a matching plain word counts half as much as a matching name
 FUZZY_FLOOR = 0.6            # similarity below which a sound-alike match is ignored
 FUZZY_FULL = 0.95            # similarity that counts as the word itself
 SELECTIVE_SHARE = 0.05       # terms in more chunks than this share do not add candidates...
@@ -133,6 +134,10 @@ class KeywordIndex:
     def __len__(self) -> int:
         return len(self._tf)
 
+    def has_term(self, term: str) -> bool:
+        """Whether any chunk holds ``term`` (an index form: lower-cased, stemmed)."""
+        return term in self._postings
+
     # ------------------------------------------------------------------ search
     def scores(self, query: str, also: Iterable[int] = (), limit: int = 200) -> dict[int, float]:
         """chunk id -> keyword score in [0, 1], for the chunks that hold a selective query term
@@ -209,8 +214,15 @@ class KeywordIndex:
                 concepts.append(_Concept(dict(group[2]), ideal))
         for term in dict.fromkeys(index_terms(query)):
             if term not in covered_terms:
-                concepts.append(_Concept({term: 1.0}, idf(term)))
+                concepts.append(_Concept({term: self._term_weight(term)}, idf(term)))
         return concepts
+
+    def _term_weight(self, term: str) -> float:
+        """Full weight for the knowledge base's own names and codes; less for a plain English
+        word, which a question about something else shares by chance ("how *tall* is Everest")."""
+        if term in self._fuzzy_keys or not term.isalpha():
+            return 1.0
+        return COMMON_WORD_WEIGHT
 
     def _fuzzy(self, words: list[str]) -> list[tuple[str, float, tuple[int, int]]]:
         """Sound-alike matches for runs of 1-3 words that are not themselves indexed terms."""

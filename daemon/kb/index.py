@@ -184,7 +184,10 @@ class KnowledgeBase(LiveChanges):
         """The few sentences of the relevant passages that best answer ``question``; none when
         the question names something the knowledge base never mentions ("Mount Everest"), which
         similar wording ("how tall is the tower") must not turn into a claimed source."""
-        keep = [p for i, p in enumerate(passages) if i == 0 or p.score >= self.cfg.relevance_threshold]
+        # The best passage's document is relevant as a whole: its other passages may hold the
+        # answer even when they score lower ("212 steps" under "History" for a garbled question).
+        best = passages[0].source if passages else ""
+        keep = [p for p in passages if p.source == best or p.score >= self.cfg.relevance_threshold]
         if not keep or self._names_elsewhere(question):
             return []
         query = " ".join(question.split())
@@ -193,15 +196,17 @@ class KnowledgeBase(LiveChanges):
         return select_sentences(question, keep, max_sentences, embed=self._embed_few, query_vector=vector)
 
     def _names_elsewhere(self, question: str) -> bool:
-        """The question names something, and nothing it says is a knowledge-base name."""
+        """The question names something (a capitalised run) that no document mentions, and
+        says nothing that is, or sounds like, one of the knowledge base's own names."""
         with self._lock:
-            known = self._state.vocab.known_words()
-            foreign = names_outside(question, known)
-            if not foreign:
+            keywords = self._state.keywords
+            indexed = {w for w in raw_words(question) if keywords.has_term(stem(w))}
+            if not names_outside(question, indexed):
                 return False
-            if any(len(w) >= 4 and (w in known or stem(w) in known) for w in raw_words(question)):
+            names = self._state.vocab.known_words()
+            if any(len(w) >= 4 and (w in names or stem(w) in names) for w in raw_words(question)):
                 return False
-            heard = self._state.keywords.fuzzy_matches(question)
+            heard = keywords.fuzzy_matches(question)
         return not any(weight >= 0.3 for weight in heard.values())
 
     def status(self) -> dict[str, Any]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Hashable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Hashable, Mapping
 
-import numpy as np
 
 from daemon import __version__
 from daemon.config import Config
@@ -25,36 +24,17 @@ from daemon.messages import (
 from daemon.pipeline import Pipeline
 from daemon.service.events import EventHub
 from daemon.service.hearing import Hearing
-from daemon.service.turns import ActiveTurn, OutputSink, spoken_part
+from daemon.service.turns import (
+    ActiveTurn, AudioOutput, NotReadyError, OutputSink, StageError, check_text, spoken_part,
+)
 from daemon.threads import run_blocking
 from daemon.turn import TurnRequest, run_turn, speak_text
 
 _LOGGER = logging.getLogger(__name__)
-MAX_TEXT = 2000
 # Unexpected failures in a row after which the service gives up (systemd restarts it afresh).
 MAX_FAILURES = 5
 # How much longer than the reply's own length playback may take before we stop waiting.
 PLAYOUT_SLACK_S = 5.0
-
-
-class AudioOutput(Protocol):
-    """What the controller needs from a speaker (device or file)."""
-
-    def play(self, samples: np.ndarray, sample_rate: int, tag: Hashable = None) -> None: ...
-    def stop_now(self) -> Mapping[Hashable, float]:
-        """Stop at once, drop queued audio; fraction (0-1) played of each (turn, clause) tag."""
-        ...
-    async def wait_done(self) -> None: ...
-
-
-class NotReadyError(SottovoceError):
-    code = "NotReady"
-
-
-class StageError(SottovoceError):
-    """A stage failed on one question; the service goes on listening."""
-
-    code = "Stage"
 
 
 class AssistantController:
@@ -377,14 +357,14 @@ class AssistantController:
 
     async def ask(self, text: str) -> TurnResult:
         """Answer typed text out loud; returns once the reply text is complete."""
-        text = _check_text(text)
+        text = check_text(text)
         self._require_ready()
         active = self._start_turn(text, time.monotonic(), 0.0)
         return await asyncio.shield(active.text_done)
 
     async def say(self, text: str) -> None:
         """Speak ``text`` as given; returns once it is synthesized (speech may go on)."""
-        text = _check_text(text)
+        text = check_text(text)
         self._require_ready()
         pipe = self.pipe
         assert pipe is not None
@@ -416,15 +396,6 @@ class AssistantController:
     def _require_ready(self) -> None:
         if self.pipe is None:
             raise NotReadyError("the assistant is still starting; try again in a few seconds")
-
-
-def _check_text(text: str) -> str:
-    text = (text or "").strip()
-    if not text:
-        raise BadArgumentError("the text is empty")
-    if len(text) > MAX_TEXT:
-        raise BadArgumentError(f"the text is too long ({len(text)} characters; at most {MAX_TEXT})")
-    return text
 
 
 __all__ = ["AssistantController", "AudioOutput", "NotReadyError", "StageError", "spoken_part"]

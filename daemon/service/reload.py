@@ -33,6 +33,8 @@ def changed_stages(old: Config, new: Config) -> list[str]:
 
 
 async def reload_config(ctl: "AssistantController") -> None:
+    """Read the config again; rebuild only the stages whose section changed. On a bad file
+    or a stage that fails to load, report it and keep everything as it was."""
     from daemon.pipeline import build_pipeline
     from daemon.service.hearing import Hearing
 
@@ -43,9 +45,15 @@ async def reload_config(ctl: "AssistantController") -> None:
         raise
     pipe = ctl.pipe
     stages = changed_stages(ctl.cfg, new)
+    if new.audio != ctl.cfg.audio:
+        _LOGGER.warning("reload: audio device settings take effect when the service restarts")
     if pipe is not None and stages:
         _LOGGER.info("reload: rebuilding %s", ", ".join(stages))
-        fresh = await run_blocking(lambda: build_pipeline(new, stages=stages))
+        try:
+            fresh = await run_blocking(lambda: build_pipeline(new, stages=stages))
+        except SottovoceError as exc:
+            ctl.report_error(exc.code, f"reload failed, keeping the running models: {exc}")
+            raise
         if "kb" in stages and pipe.kb is not None:
             pipe.kb.stop()
         for name, attr in (("vad", "vad_model"), ("stt", "stt"), ("llm", "llm"), ("tts", "tts"), ("kb", "kb")):
@@ -67,6 +75,7 @@ async def reload_config(ctl: "AssistantController") -> None:
         if ctl.hearing is not None:
             ctl.hearing.close()
         ctl.hearing = Hearing(new.vad, pipe, ctl)
+        ctl.hearing.assistant_speaking(ctl.state in ("thinking", "speaking"))
     if ctl.emotion.name not in new.emotion.styles:
         await ctl.set_emotion(new.emotion.default, new.emotion.intensity)
     _LOGGER.info("config reloaded from %s", ", ".join(new.sources))

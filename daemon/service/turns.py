@@ -8,9 +8,44 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any, Callable, Hashable, Mapping, Protocol
 
+import numpy as np
+
+from daemon.errors import BadArgumentError, SottovoceError
 from daemon.messages import AudioChunk, TextChunk, TurnResult
+
+MAX_TEXT = 2000
+
+
+class AudioOutput(Protocol):
+    """What the controller needs from a speaker (device or file)."""
+
+    def play(self, samples: np.ndarray, sample_rate: int, tag: Hashable = None) -> None: ...
+    def stop_now(self) -> Mapping[Hashable, float]:
+        """Stop at once, drop queued audio; fraction (0-1) played of each (turn, clause) tag."""
+        ...
+    async def wait_done(self) -> None: ...
+
+
+class NotReadyError(SottovoceError):
+    code = "NotReady"
+
+
+class StageError(SottovoceError):
+    """A stage failed on one question; the service goes on listening."""
+
+    code = "Stage"
+
+
+def check_text(text: str) -> str:
+    """Typed text for Ask/Say, stripped; BadArgumentError when empty or too long."""
+    text = (text or "").strip()
+    if not text:
+        raise BadArgumentError("the text is empty")
+    if len(text) > MAX_TEXT:
+        raise BadArgumentError(f"the text is too long ({len(text)} characters; at most {MAX_TEXT})")
+    return text
 
 
 @dataclass

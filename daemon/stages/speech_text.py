@@ -162,6 +162,10 @@ _EMOTICON = re.compile(r"(?<!\w)[:;=]-?[()DPp|/\\](?!\w)")
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _MONTHS = ("January February March April May June July August September October November "
            "December").split()
+_MONTH_NAMES = "|".join(_MONTHS)
+# "14 March 1873" is read "fourteen March"; listeners expect "the fourteenth of March".
+_DAY_MONTH = re.compile(rf"\b(?P<day>[0-3]?\d)(?:st|nd|rd|th)?\s(?P<month>{_MONTH_NAMES})\b(?:,?\s(?P<year>\d{{4}})\b)?")
+_MONTH_DAY = re.compile(rf"\b(?P<month>{_MONTH_NAMES})\s(?P<day>[0-3]?\d)(?:st|nd|rd|th)?\b(?!:)(?:,?\s(?P<year>\d{{4}})\b)?")
 _PHONE = re.compile(
     r"(?<![\w.-])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,5}\)[\s.-]?)?\d{2,5}(?:[\s.-]\d{2,5}){1,4}(?![\w.-]*\d)"
 )
@@ -229,6 +233,14 @@ def _iso_date(m: re.Match[str]) -> str:
     if not (1 <= mo <= 12 and 1 <= d <= 31):
         return m.group(0)
     return f"{_MONTHS[mo - 1]} {ordinal(d)}, {year(y)}"
+
+
+def _day_month(m: re.Match[str], day_first: bool) -> str:
+    day = int(m.group("day"))
+    if not 1 <= day <= 31 or (not day_first and m.group("month") == "May" and not m.group("year")):
+        return m.group(0)             # "May 5 people come?" is not a date
+    words = f"the {ordinal(day)} of {m.group('month')}" if day_first else f"{m.group('month')} {ordinal(day)}"
+    return words + (f", {year(int(m.group('year')))}" if m.group("year") else "")
 
 
 def _phone(m: re.Match[str]) -> str:
@@ -300,6 +312,8 @@ def _fraction(m: re.Match[str]) -> str:
 
 def _numbers(text: str) -> str:
     text = _ISO_DATE.sub(_iso_date, text)
+    text = _DAY_MONTH.sub(lambda m: _day_month(m, True), text)
+    text = _MONTH_DAY.sub(lambda m: _day_month(m, False), text)
     text = _CURRENCY.sub(_currency, text)
     text = _TIME_RANGE.sub(" to ", text)
     text = _TIME.sub(_time, text)

@@ -1,0 +1,57 @@
+"""Knowledge-base-aware speech recognition: a two-pass decode biased by the few terms the
+first transcript seems to be about, on real Whisper tiny.en and real (espeak) speech."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from daemon.audio.fileio import load_audio
+from daemon.stages.stt import same_sound_span
+from tests.fixtures_audio import speech_16k
+from tests.fixtures_core import DATA
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9' ]+", " ", text.lower())).strip()
+
+
+def test_a_misheard_name_is_recognized_on_the_second_pass(transcriber: Any, quality_kb: Any) -> None:
+    question = speech_16k("How many steps does Skerrimore lighthouse have?", voice="en-gb")
+    plain, _ = transcriber.transcribe(question)
+    assert "skerrimore" not in _plain(plain), "precondition: unbiased tiny.en mishears the name"
+    hints_seen: list[str] = []
+
+    def hints(first: str) -> str:
+        hints_seen.append(quality_kb.speech_hints(first))
+        return hints_seen[-1]
+
+    biased, _ = transcriber.transcribe(question, hints=hints)
+    assert "skerrimore" in _plain(biased) and "steps" in _plain(biased), (plain, biased, hints_seen)
+    # Few terms, not the whole vocabulary: each extra one is a chance to write what was not said.
+    assert 1 <= len(hints_seen[0].split(", ")) <= 5, hints_seen
+
+
+def test_general_speech_is_unchanged_by_the_bias(transcriber: Any, quality_kb: Any) -> None:
+    jfk = load_audio(DATA / "jfk.flac")
+    plain, _ = transcriber.transcribe(jfk)
+    biased, _ = transcriber.transcribe(jfk, hints=quality_kb.speech_hints)
+    assert _plain(biased) == _plain(plain)
+    assert "ask not what your country can do for you" in _plain(biased)
+
+
+def test_hints_follow_what_was_heard(quality_kb: Any) -> None:
+    lighthouse = quality_kb.speech_hints("How many steps does it carry more light house have?").split(", ")
+    assert "Skerrimore Lighthouse" in lighthouse and len(lighthouse) <= 5, lighthouse
+    bakery = quality_kb.speech_hints("When is the sourdough starter go true then?").split(", ")
+    assert "Gertrude" in bakery and "Quillfeather Bakery" in bakery, bakery
+    assert quality_kb.speech_hints("   ") == ""
+
+
+def test_a_biased_pass_that_adds_or_drops_speech_is_rejected() -> None:
+    first = "And so my fellow Americans ask not what your country can do for you"
+    assert same_sound_span(first, first.replace("Americans", "Americans,"))
+    assert not same_sound_span(first, first + " Skerrimore Lighthouse, Zephyr K-420 Kettle")
+    assert not same_sound_span("How many steps does it carry more light house have", "How many")
+    assert same_sound_span("How many steps does it carry more light house have",
+                           "How many steps does Skerrimore Lighthouse have")
