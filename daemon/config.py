@@ -82,7 +82,7 @@ class LlmConfig:
     n_ctx: int = field(default=2048, metadata=_rng(256, 131072))
     threads: int = field(default=2, metadata=_rng(1, 256))
     max_tokens: int = field(default=96, metadata=_rng(8, 4096))
-    temperature: float = field(default=0.6, metadata=_rng(0.0, 2.0))
+    temperature: float = field(default=0.2, metadata=_rng(0.0, 2.0))
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = field(default=30.0, metadata=_rng(0.5, 600))
@@ -117,7 +117,7 @@ class RagConfig:
     hybrid: bool = True
     max_file_mb: float = field(default=20.0, metadata=_rng(0.001, 10000))
     debounce_ms: int = field(default=250, metadata=_rng(0, 60000))
-    max_context_sentences: int = field(default=4, metadata=_rng(1, 100))
+    max_context_sentences: int = field(default=1, metadata=_rng(1, 100))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from tests.fixtures_service import (
 
 LEAK_VOLUME = 0.3            # linear: -10.5 dB from the speaker into the microphone
 EC_SOURCE, EC_SINK = "sottovoce_mic", "sottovoce_speaker"
-# As the README sets it up: the extended filter copes with an echo path whose delay the
+# The recommended setup (README): the extended filter copes with an echo path whose delay the
 # server only estimates (without it 1 reply in 6 was cut short here); no automatic gain
 # control, which would turn the microphone's volume down under the test's feet.
 AEC_ARGS = "extended_filter=1 analog_gain_control=0 digital_gain_control=0"

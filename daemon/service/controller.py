@@ -169,6 +169,11 @@ class AssistantController:
         _LOGGER.error("%s: %s", code, message)
         self.hub.publish(ErrorEvent(code, message))
 
+    def startup_failed(self, code: str, message: str) -> None:
+        """The models could not be loaded: say why and stay in 'error' (D-Bus still answers)."""
+        self.report_error(code, message)
+        self._set_state("error")
+
     def stage_failed(self, code: str, message: str, exc: BaseException | None = None) -> None:
         """A stage failed on one utterance: report it, keep listening; give up after a run."""
         self.report_error(code, message)

@@ -64,7 +64,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     setup_logging(cfg.service.log_level)
     try:
         code = asyncio.run(Service(cfg, args).run())
-        _LOGGER.debug("event loop closed")
     except SottovoceError as exc:
         print(f"sottovoced: {exc}", file=sys.stderr)
         code = exc.exit_code
@@ -118,10 +117,11 @@ class Service:
             if self.args.reset:
                 self._reset_history()
             pipe = await self._until_stopped(self._load(ctl, notifier))
-            if pipe is not None and not self.stop.is_set():
-                mic = await self._listen(ctl, pipe)
-            notifier.ready()
-            notifier.status(f"ready: {ctl.state}")
+            if not self.stop.is_set():
+                if pipe is not None:
+                    mic = await self._listen(ctl, pipe)
+                notifier.ready()
+                notifier.status(f"ready: {ctl.state}")
             await self.stop.wait()
         finally:
             notifier.stopping()
@@ -180,8 +180,7 @@ class Service:
             return await run_blocking(lambda: build_pipeline(self.cfg, progress=progress))
         except SottovoceError as exc:
             # The service keeps serving D-Bus so the user can see why; no listening.
-            ctl.report_error(exc.code, str(exc))
-            ctl._set_state("error")
+            ctl.startup_failed(exc.code, str(exc))
             return None
 
     def _install_signals(self, ctl: Any) -> None:

@@ -3,7 +3,7 @@
 Measured on SmolLM2-135M (docs/quality.md, bench/quality.py): whole passages make it answer
 from imagination; a few-shot pattern ("Note: ... Question: ..." -> an answer that repeats the
 note word for word) over the single clause that answers the question makes it copy the fact
-(29/32 facts at temperature 0-0.2, against 24/32 when the shots asked for a rephrased answer).
+(89-91% of clean questions at temperature 0-0.2, against 74-84% when the shots rephrased).
 The shots come from a made-up domain and share no words with likely answers ("full", "empty"),
 because the model parrots a shot when the note is unclear. Notes are always presented as data
 to quote, never as instructions, so a document that says "ignore your instructions" is a note.
@@ -64,11 +64,12 @@ class PromptBuilder:
         style = emotion_instruction(emotion, dict(self.cfg.emotion.styles))
         rules = _GROUNDED_RULES if notes else _CHAT_RULES
         system = " ".join(p for p in (self.cfg.persona.description.strip(), rules, style) if p)
-        turns: list[ChatMessage] = []
+        # History first, then the shots: a small model copies the pattern just before the
+        # question, and a rambling earlier reply there derails grounded answers.
+        turns: list[ChatMessage] = list(history)
         if notes:
             for user, assistant in _GROUNDED_SHOTS:
                 turns += [ChatMessage("user", user), ChatMessage("assistant", assistant)]
-        turns += list(history)
         turns.append(ChatMessage("user", self._question(question, notes)))
         return self._with_system(system, turns)
 
