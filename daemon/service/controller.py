@@ -70,6 +70,8 @@ class AssistantController:
         self.hearing = Hearing(self.cfg.vad, pipe, self)
         if pipe.kb is not None:
             pipe.kb.start_watching(self._index_updated_threadsafe(asyncio.get_running_loop()))
+        if len(pipe.history):           # remembered from before: warm up with it in the prompt
+            self.spawn(self._prime(pipe, self._emotion), "llm-prime")
         self._set_state(self._idle_state())
 
     def _index_updated_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[int, int], None]:
@@ -278,8 +280,8 @@ class AssistantController:
         active.reply_ready(result)
         await self._played_out(active)
         if self.scope.is_current(active.turn):
-            if remember and self.pipe is not None:
-                self.pipe.history.add(active.question, result.reply)
+            if remember:
+                self._remember(active.question, result.reply)
             self._active = None
             self._set_state(self._idle_state())
 
@@ -305,6 +307,21 @@ class AssistantController:
             self._active = None
             self._set_state(self._idle_state())
 
+    def _remember(self, question: str, reply: str) -> None:
+        """Into the history; then warm the LLM's cache for the next question, off the loop."""
+        pipe = self.pipe
+        if pipe is None:
+            return
+        pipe.history.add(question, reply)
+        self.spawn(self._prime(pipe, self._emotion), "llm-prime")
+
+    @staticmethod
+    async def _prime(pipe: Pipeline, emotion: Emotion) -> None:
+        try:
+            await run_blocking(pipe.prime, emotion)
+        except Exception:  # noqa: BLE001 - only a warm-up; the next turn reports real failures
+            _LOGGER.warning("could not prepare the LLM for the next question", exc_info=True)
+
     def first_sound(self, t: float) -> None:
         """The speaker emitted the first sample of a reply (for latency measurement)."""
         self.last_first_sound = t
@@ -323,8 +340,8 @@ class AssistantController:
         if active is None:
             return ""
         spoken = spoken_part(active.chunks, self._last_played, active.turn)
-        if self.pipe is not None and active.question:
-            self.pipe.history.add(active.question, spoken)
+        if active.question:
+            self._remember(active.question, spoken)
         active.interrupted(spoken)
         self.hub.publish(InterruptedEvent(spoken))
         return spoken

@@ -12,6 +12,7 @@ import collections
 import concurrent.futures
 import logging
 import math
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,7 @@ class Hearing:
             maxlen=math.ceil(30_000 / FRAME_MS))
         self._since_start = 0
         self._spec: asyncio.Task[tuple[str, float]] | None = None
+        self._spec_dropped = threading.Event()
         self._generation = 0          # bumps on reset: stale VAD results are ignored
         self._in_flight = 0           # jobs queued on the VAD thread (loop-side count)
 
@@ -174,16 +176,25 @@ class Hearing:
         frames = list(self._recent)[-(self._since_start + math.ceil(self.cfg.preroll_ms / FRAME_MS)):]
         if frames:
             audio = np.concatenate(frames)
-            self._spec = asyncio.create_task(self._transcribe(audio), name="stt-speculative")
+            dropped = threading.Event()
+            self._spec = asyncio.create_task(self._transcribe(audio, dropped), name="stt-speculative")
+            self._spec_dropped = dropped
 
     def _cancel_spec(self) -> None:
         if self._spec is not None and not self._spec.done():
             self._spec.cancel()
+            self._spec_dropped.set()     # the thread goes on, but skips its second pass
         self._spec = None
 
-    async def _transcribe(self, audio: np.ndarray) -> tuple[str, float]:
+    async def _transcribe(self, audio: np.ndarray,
+                          dropped: threading.Event | None = None) -> tuple[str, float]:
+        pipe = self.pipe
+
+        def hints(first: str) -> str | None:
+            return None if dropped is not None and dropped.is_set() else pipe.hotwords(first)
+
         start = time.monotonic()
-        text, _ = await run_blocking(lambda: self.pipe.stt.transcribe(audio, hints=self.pipe.hotwords))
+        text, _ = await run_blocking(lambda: pipe.stt.transcribe(audio, hints=hints))
         return text.strip(), time.monotonic() - start
 
     async def _utterance(self, event: Any) -> None:
