@@ -90,6 +90,7 @@ class Hearing:
         self._voiced_run = self._since_start = 0
 
     def close(self) -> None:
+        self._generation += 1           # frames still on the VAD thread are ignored
         self._cancel_spec()
         self._vad_thread.shutdown(wait=False, cancel_futures=True)
 
