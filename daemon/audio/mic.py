@@ -69,11 +69,7 @@ class Microphone(LiveDevice):
             callback=lambda data, n, t, status: self._callback(generation, data, t, status),
             finished_callback=lambda: self._finished(generation),
         )
-        try:
-            stream.start()
-        except Exception:
-            portaudio.close_stream(stream)
-            raise
+        portaudio.start_stream(stream)
         self.stream_rate = rate
         return stream
 

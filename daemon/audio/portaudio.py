@@ -219,3 +219,13 @@ def _restore_env(var: str, saved: str | None) -> None:
         os.environ.pop(var, None)
     else:
         os.environ[var] = saved
+
+
+def start_stream(stream: Any) -> Any:
+    """Start an opened stream; on failure close it before the error propagates."""
+    try:
+        stream.start()
+    except Exception:
+        close_stream(stream)
+        raise
+    return stream

@@ -77,11 +77,7 @@ class Speaker(LiveDevice, QueuedOutput):
             callback=lambda out, n, t, status: self._callback(generation, out, t, status),
             finished_callback=lambda: self._finished(generation),
         )
-        try:
-            stream.start()
-        except Exception:
-            portaudio.close_stream(stream)
-            raise
+        portaudio.start_stream(stream)
         self.stream_rate = rate
         return stream
 
