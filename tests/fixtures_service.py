@@ -250,8 +250,10 @@ class BusThread:
                     return i, body
             seen = len(signals)
             if time.monotonic() > deadline:
-                got = [(n, b) for n, b in signals[after:]][-8:]
-                raise AssertionError(f"no {member} signal within {timeout:.0f} s; got {got}")
+                same = [b for n, b in signals[after:] if n == member]
+                last = [(n, b) for n, b in signals[after:]][-8:]
+                raise AssertionError(f"no matching {member} signal within {timeout:.0f} s; "
+                                     f"{member} signals seen: {same}; last signals: {last}")
             time.sleep(0.01)
 
     def wait_state(self, state: str, after: int = 0, timeout: float = 60) -> None:

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from daemon.audio.fileio import load_audio
-from daemon.stages.stt import same_sound_span
+from daemon.stages.stt import plausible_correction, same_sound_span
 from tests.fixtures_audio import speech_16k
 from tests.fixtures_core import DATA
 
@@ -55,3 +55,15 @@ def test_a_biased_pass_that_adds_or_drops_speech_is_rejected() -> None:
     assert not same_sound_span("How many steps does it carry more light house have", "How many")
     assert same_sound_span("How many steps does it carry more light house have",
                            "How many steps does Skerrimore Lighthouse have")
+
+
+def test_a_biased_pass_that_writes_a_different_sentence_is_rejected() -> None:
+    # Seen live: a biased pass over a barged-in question looped on the hotwords.
+    first = "When was Skerrimore lighthouse first lit"
+    assert not plausible_correction(first, "When Zephyr Kettle, Zephyr Kettle, Zephyr Kettle")
+    assert not plausible_correction("When was it?", "When Zephyr Kettle, Zephyr Kettle")
+    assert not plausible_correction("the kettle the kettle", "the kettle the kettle the kettle")
+    # Names corrected in an otherwise equal sentence are kept.
+    assert plausible_correction("How many steps does it carry more light house have",
+                                "How many steps does Skerrimore Lighthouse have")
+    assert plausible_correction("How do I descale the never kettle", "How do I descale the Zephyr kettle")

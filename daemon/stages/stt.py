@@ -7,6 +7,7 @@ Whisper itself thinks are not speech, or stock phrases on weak evidence, are dro
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import threading
@@ -37,8 +38,10 @@ _HALLUCINATION_MARKERS = re.compile(r"subtitles by|amara\.org|www\.|\.com\b", re
 # Evidence below which a stock phrase is treated as invented.
 _WEAK_NO_SPEECH = 0.2
 _WEAK_LOGPROB = -0.7
-# A biased second pass must cover about as much sound as the first (consonant skeletons).
+# A biased second pass must cover about as much sound as the first (consonant skeletons)
+# and sound mostly alike: it corrects a name, it does not write a different sentence.
 _SPAN_LOW, _SPAN_HIGH = 0.75, 1.3
+_MIN_LIKENESS = 0.6
 
 Hints = Callable[[str], str | None]
 
@@ -94,8 +97,8 @@ class WhisperTranscriber:
             return first
         with self._lock:
             second = self._keep(self._decode(audio, second_hotwords))
-        if not same_sound_span(first[0], second[0]):
-            _LOGGER.debug("biased transcript rejected: it does not cover the same speech")
+        if not plausible_correction(first[0], second[0]):
+            _LOGGER.debug("biased transcript rejected: %r is not a correction of %r", second[0], first[0])
             return first
         return second
 
@@ -162,6 +165,26 @@ def _caching_model_class() -> type:
             return output
 
     return CachingWhisperModel
+
+
+def plausible_correction(first: str, second: str) -> bool:
+    """Whether a hotword-biased ``second`` transcript may replace ``first``: it covers about
+    as much speech, sounds mostly alike, and has not fallen into repeating a phrase."""
+    import difflib
+
+    if not same_sound_span(first, second):
+        return False
+    a, b = _skeleton(first), _skeleton(second)
+    if difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() < _MIN_LIKENESS:
+        return False
+    return _repeats(second) <= _repeats(first)
+
+
+def _repeats(text: str) -> int:
+    """How many times the most repeated two-word phrase occurs beyond once."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    pairs = collections.Counter(zip(words, words[1:]))
+    return max(pairs.values(), default=1) - 1
 
 
 def same_sound_span(first: str, second: str) -> bool:
