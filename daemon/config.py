@@ -72,6 +72,7 @@ class SttConfig:
     language: str = "en"
     no_speech_threshold: float = field(default=0.6, metadata=_rng(0.0, 1.0))
     hotwords: bool = True
+    encoder_window_s: float = field(default=15.0, metadata=_rng(0.0, 30.0))
 
 
 @dataclass(frozen=True)

@@ -76,3 +76,22 @@ def test_hotwords_reach_the_decoder(transcriber) -> None:
     biased, _ = transcriber.transcribe(question, hotwords="Skerrimore lighthouse")
     assert "skerrimore" not in _plain(plain), "precondition: unbiased tiny.en mishears the name"
     assert "skerrimore" in _plain(biased), biased
+
+
+def test_a_shorter_encoder_window_hears_the_same(transcriber, default_config) -> None:
+    """The encoder sees 15 s, not Whisper's padded 30 s; what is heard does not change."""
+    from dataclasses import replace
+
+    from daemon.stages.stt import WhisperTranscriber
+
+    full = WhisperTranscriber(replace(default_config.stt, encoder_window_s=0))
+    jfk = load_audio(DATA / "jfk.flac")
+    short_text, _ = transcriber.transcribe(jfk)
+    full_text, _ = full.transcribe(jfk)
+    assert _plain(short_text) == _plain(full_text) and JFK_PHRASE in _plain(short_text)
+    assert transcriber._model._last[0].shape[-1] == 1500       # 15 s of 10 ms frames
+    assert full._model._last[0].shape[-1] == 3000
+    # Speech longer than the window is encoded whole.
+    long = np.concatenate([jfk, np.zeros(16000 * 8, np.float32)])
+    transcriber.transcribe(long)
+    assert transcriber._model._last[0].shape[-1] == min(3000, long.size // 160 + 100)
