@@ -57,6 +57,7 @@ class VadConfig:
     min_speech_ms: int = field(default=250, metadata=_rng(0, 5000))
     preroll_ms: int = field(default=400, metadata=_rng(300, 2000))
     barge_in_ms: int = field(default=200, metadata=_rng(32, 5000))
+    barge_in_hold_ms: int = field(default=64, metadata=_rng(0, 5000))
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ class LlmConfig:
     threads: int = field(default=2, metadata=_rng(1, 256))
     max_tokens: int = field(default=96, metadata=_rng(8, 4096))
     temperature: float = field(default=0.2, metadata=_rng(0.0, 2.0))
+    repeat_penalty: float = field(default=1.15, metadata=_rng(1.0, 2.0))
+    grounded_repeat_penalty: float = field(default=1.0, metadata=_rng(1.0, 2.0))
+    copy_bias: float = field(default=2.0, metadata=_rng(0.0, 20.0))
+    copy_follow_bias: float = field(default=4.0, metadata=_rng(0.0, 20.0))
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = field(default=30.0, metadata=_rng(0.5, 600))

@@ -40,7 +40,13 @@ class CountingEmbedder:
 
     @property
     def count(self) -> int:
+        """Every text embedded: chunks, and the sentences that context selection scores."""
         return len(self.texts)
+
+    def chunks(self, kb: Any) -> list[str]:
+        """The texts embedded as chunks of ``kb``'s current index (not its sentences)."""
+        current = {c.embed_text for c in kb._state.chunks.values()}
+        return [t for t in self.texts if t in current]
 
 
 class HashEmbedder:

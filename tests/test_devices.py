@@ -287,6 +287,42 @@ def test_stop_now_silences_playback_and_reports_what_was_heard(pulse_clean: Puls
     run(scenario())
 
 
+def test_hold_silences_playback_and_release_goes_on_without_loss(pulse_clean: PulseRig) -> None:
+    """Speech that may be a barge-in silences the reply at once; when it was not one, the
+    reply goes on from where it stopped, nothing skipped."""
+    got = Collector()
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * 22050) / 22050)).astype(np.float32)
+
+    async def scenario() -> None:
+        spk = Speaker(AudioConfig(output="speaker"), got.on_first_audio)
+        await spk.start()
+        with pulse_clean.record_speaker() as rec:
+            spk.play(tone[:22050], 22050, 0)
+            spk.play(tone[22050:], 22050, 1)
+            await until(lambda: bool(got.first_audio), 2, "first audio")
+            await asyncio.sleep(max(0.0, got.first_audio[0] + 0.5 - time.monotonic()))
+            held = time.monotonic()
+            spk.hold(True)
+            await asyncio.sleep(0.6)
+            released = time.monotonic()
+            spk.hold(False)
+            await asyncio.wait_for(spk.wait_done(), 3)
+            report = spk.played_tags()
+            await asyncio.sleep(0.2)
+        await spk.stop()
+        times = rec.times()[: rec.audio.size]
+        loud = times[np.abs(rec.audio[: times.size]) > 0.05]
+        print(f"\nhold: last loud sample {(loud[loud < released].max() - held) * 1000:.0f} ms after hold()")
+        assert np.abs(rec.between(held + 0.1, released)).max() < 1e-3          # silent while held
+        assert rms(rec.between(released + 0.1, released + 0.5)) > 0.2          # then on again
+        assert report == {0: 1.0, 1: 1.0}
+        audio = rec.audio[: rec.audio.size // 160 * 160].reshape(-1, 160)    # 10 ms windows
+        sounding = float(np.sum(np.sqrt(np.mean(audio ** 2, axis=1)) > 0.1)) / 100
+        assert abs(sounding - 2.0) < 0.06, sounding                            # all of it, once
+
+    run(scenario())
+
+
 def test_speaker_reports_a_vanished_sink(pulse_clean: PulseRig) -> None:
     got = Collector()
 

@@ -43,6 +43,7 @@ def test_create_modify_move_delete(make_kb: Any, kb_folder: Path) -> None:
     waiter.wait_for(lambda: "22 otters" in kb.retrieve(QUESTION)[0].text)
     assert kb.status()["chunks"] == 9                      # the old chunk was replaced, not added
 
+    kb.flush()        # the save after an update also computes the new sentences' vectors
     before = embedder.count
     (kb_folder / "wildlife").mkdir()
     os.replace(kb_folder / "otters.md", kb_folder / "wildlife" / "otters.md")
@@ -131,6 +132,7 @@ def test_a_folder_moved_out_and_back_in(make_kb: Any, kb_folder: Path, tmp_path:
     (kb_folder / "wildlife").mkdir()
     (kb_folder / "wildlife" / "otters.md").write_text(OTTERS.format(n=11), encoding="utf-8")
     waiter.wait_for(lambda: top_source(kb, QUESTION) == "wildlife/otters.md")
+    kb.flush()        # the save after an update also computes the new sentences' vectors
     before = embedder.count
 
     os.rename(kb_folder / "wildlife", tmp_path / "wildlife")          # out of the watched tree

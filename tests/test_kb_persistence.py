@@ -30,7 +30,7 @@ def _gen_dir(kb: Any) -> Path:
 def test_restart_loads_without_re_embedding(make_kb: Any, kb_folder: Path, minilm: Any) -> None:
     first = make_kb(kb_folder)
     first.open()
-    assert first._embedder.count == first.status()["chunks"] == 8
+    assert len(first._embedder.chunks(first)) == first.status()["chunks"] == 8
 
     second = make_kb(kb_folder, embedder=CountingEmbedder(minilm))
     second.open()
@@ -38,6 +38,9 @@ def test_restart_loads_without_re_embedding(make_kb: Any, kb_folder: Path, minil
     assert second.status()["documents"] == 3 and second.status()["last_indexed"] > 0
     assert top_source(second, QUESTION) == "zephyr_kettle_manual.txt"
     assert "Skerrimore" in second.hotwords_for(None, 30)
+    # The sentences context selection scores were embedded at indexing time and kept too.
+    notes = second.select_context(QUESTION, second.retrieve(QUESTION), 1)
+    assert notes and "E7" in notes[0].text and second._embedder.count == 0
 
     # One file changed while the service was down: only its new text is embedded.
     md = kb_folder / "skerrimore_lighthouse.md"
@@ -45,7 +48,7 @@ def test_restart_loads_without_re_embedding(make_kb: Any, kb_folder: Path, minil
     (kb_folder / "quillfeather_bakery_handbook.pdf").unlink()
     third = make_kb(kb_folder, embedder=CountingEmbedder(minilm))
     third.open()
-    assert third._embedder.count == 1 and "213 steps" in third._embedder.texts[0]
+    assert third._embedder.chunks(third) == third._embedder.texts[:1] and "213 steps" in third._embedder.texts[0]
     assert third.status()["documents"] == 2
 
 
@@ -79,7 +82,7 @@ def test_damaged_or_outdated_index_is_rebuilt_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="daemon.kb"):
         second.open()
     assert any("rebuilding" in r.getMessage() for r in caplog.records)
-    assert second._embedder.count == 8                     # everything embedded again
+    assert len(second._embedder.chunks(second)) == 8       # everything embedded again
     assert top_source(second, QUESTION) == "zephyr_kettle_manual.txt"
     third = make_kb(kb_folder, embedder=CountingEmbedder(minilm))
     third.open()                                           # and the rebuilt index is good on disk
@@ -136,6 +139,24 @@ def test_kill_during_index_write_leaves_a_loadable_index(tmp_path: Path, kb_rag_
         assert not [r for r in caplog.records if "unusable" in r.getMessage()], caplog.text
         status = kb.status()
         assert status["documents"] == 300 and not status["failed"]
-        assert embedder.count <= 2, embedder.texts        # at most the file being rewritten
+        assert len(embedder.chunks(kb)) <= 2, embedder.texts  # at most the file being rewritten
         assert kb.retrieve("crate 700 of apples")[0].source == "doc_100.txt"
         assert not list(index_root.glob("*/tmp-gen-*"))   # leftovers cleaned by the next save
+
+
+def test_an_unreadable_sentence_cache_is_recomputed(make_kb: Any, kb_folder: Path, minilm: Any,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    first = make_kb(kb_folder)
+    first.open()
+    expected = first.select_context(QUESTION, first.retrieve(QUESTION), 1)
+    (first.index_dir / "clauses.npz").write_bytes(b"PK\x03\x04 not a zip")
+    second = make_kb(kb_folder, embedder=CountingEmbedder(minilm))
+    with caplog.at_level(logging.WARNING, logger="daemon.kb"):
+        second.open()
+    assert any("clauses.npz" in r.getMessage() for r in caplog.records)
+    assert second._embedder.count > 0 and not second._embedder.chunks(second)   # sentences only
+    assert second.select_context(QUESTION, second.retrieve(QUESTION), 1) == expected
+    third = make_kb(kb_folder, embedder=CountingEmbedder(minilm))
+    third.open()
+    third.select_context(QUESTION, third.retrieve(QUESTION), 1)
+    assert third._embedder.count == 0                      # rewritten whole

@@ -45,6 +45,7 @@ class PlayQueue:
         self._resampler: StreamResampler | None = None
         self._idle = True           # nothing handed out since the queue last ran dry
         self._last_due = 0.0        # when the last handed-out sample reaches the DAC
+        self._held = False          # silent for now, queue kept (speech that may be a barge-in)
 
     def push(self, samples: np.ndarray, sample_rate: int, tag: Hashable) -> int:
         """Queue a chunk; returns its length at the output rate."""
@@ -69,7 +70,7 @@ class PlayQueue:
         filled = 0
         started: float | None = None
         with self._lock:
-            while filled < n and self._queue:
+            while filled < n and self._queue and not self._held:
                 item = self._queue[0]
                 take = min(n - filled, item.data.size - item.pos)
                 out[filled:filled + take] = item.data[item.pos:item.pos + take]
@@ -96,7 +97,13 @@ class PlayQueue:
             self._queue.clear()
             self._resampler = None
             self._idle = True
+            self._held = False
             self._last_due = 0.0        # what the device still holds is not waited for
+
+    def hold(self, on: bool) -> None:
+        """Hand out silence, keeping the queue, until called with False."""
+        with self._lock:
+            self._held = on
 
     @property
     def pending(self) -> bool:
@@ -166,6 +173,11 @@ class QueuedOutput:
         remaining = self._queue.busy_until() - time.monotonic()
         if remaining > 0 and self.connected:
             await asyncio.sleep(remaining)
+
+    def hold(self, on: bool) -> None:
+        """Fall silent at once without losing what is queued (the user may be starting to
+        talk over the reply), or go on from where it stopped."""
+        self._queue.hold(on)
 
     def stop_now(self) -> dict[Hashable, float]:
         """Barge-in: drop everything queued at once; share (0-1) of each tag that was heard.

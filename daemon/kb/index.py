@@ -20,12 +20,13 @@ import numpy as np
 from daemon.config import RagConfig
 from daemon.errors import KnowledgeBaseError
 from daemon.kb.chunking import Chunker
-from daemon.kb.embedder import load_embedder, model_dir, single_thread
+from daemon.kb.embedder import EMBED_BATCH, load_embedder, model_dir, single_thread
 from daemon.kb.files import _reason, scan_folder
 from daemon.kb.hybrid import KEYWORD_WEIGHT, fuse
 from daemon.kb.indexer import FileIndexer, Prepared
 from daemon.kb.live import LiveChanges
-from daemon.kb.select import select_sentences
+from daemon.kb.clause_vectors import ClauseVectors
+from daemon.kb.select import clause_contexts, select_sentences
 from daemon.kb.state import IndexState
 from daemon.kb.store import FORMAT_VERSION, IndexMismatch, IndexStore
 from daemon.kb.textutil import raw_words, stem
@@ -64,6 +65,7 @@ class KnowledgeBase(LiveChanges):
         self._problems: dict[str, str] = {}
         self._folder_reason = ""
         self._query_cache: tuple[str, np.ndarray] | None = None
+        self._clauses = ClauseVectors(self.index_dir, self._model_id)
         self._watcher: Any = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -86,6 +88,8 @@ class KnowledgeBase(LiveChanges):
                 self._load_persisted()
                 self._opened = True
             self._sync_folder(progress)
+            if self._refresh_clauses():     # an index saved before sentence vectors were kept
+                self._clauses.save()
 
     def warm_up(self) -> None:
         """Load the embedding model now (about 10 s on 2 cores) rather than at the first question."""
@@ -193,7 +197,8 @@ class KnowledgeBase(LiveChanges):
         query = " ".join(question.split())
         cached = self._query_cache
         vector = cached[1] if cached and cached[0] == query else None
-        return select_sentences(question, keep, max_sentences, embed=self._embed_few, query_vector=vector)
+        return select_sentences(question, keep, max_sentences, query_vector=vector,
+                                embed=lambda texts: self._clauses.lookup(texts, self._embed_few))
 
     def _names_elsewhere(self, question: str) -> bool:
         """The question names something (a capitalised run) that no document mentions, and
@@ -244,6 +249,7 @@ class KnowledgeBase(LiveChanges):
         state = IndexState.restore(snap, self.cfg.device)
         with self._lock:
             self._state = state
+        self._clauses.load()
         self._last_indexed = self._last_saved = snap.saved_at
         _LOGGER.info("knowledge base: loaded %d chunks from %s", len(state.chunks), self.index_dir)
 
@@ -367,6 +373,24 @@ class KnowledgeBase(LiveChanges):
             self._last_saved = time.time()
         except OSError as exc:   # a full disk must not take the service down; the index stays in memory
             _LOGGER.error("knowledge base: cannot save the index to %s: %s", self.index_dir, exc)
+            return
+        self._refresh_clauses()
+        self._clauses.save()
+
+    def _refresh_clauses(self) -> bool:
+        """Compute the vectors of new clauses now, so questions only look them up."""
+        with self._lock:
+            chunks = [(c.digest, c.text, c.heading) for c in self._state.chunks.values()]
+        if not self._clauses.needs_refresh(digest for digest, _, _ in chunks):
+            return False
+        by_chunk = {digest: [context for _, context in clause_contexts(text, heading)]
+                    for digest, text, heading in chunks}
+        # In small batches: a question waiting for the embedder waits for one batch at most.
+        added = self._clauses.refresh(by_chunk, lambda texts: np.concatenate(
+            [self._embed_texts(texts[i:i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)]))
+        if added:
+            _LOGGER.info("knowledge base: %d sentence vectors computed", added)
+        return True
 
     # ------------------------------------------------------------------ embedding
     def _get_embedder(self) -> Any:

@@ -132,16 +132,25 @@ def _units(passages: Sequence[Passage]) -> list[_Unit]:
     seen: set[str] = set()
     units = []
     for p, passage in enumerate(passages):
-        heading = passage.heading.replace(" > ", ", ") if passage.heading else ""
-        for sentence in split_sentences(passage.text):
-            if _STEERING.search(sentence):
-                continue
-            for clause in clauses(sentence):
-                key = " ".join(clause.lower().split())
-                if key not in seen:
-                    seen.add(key)
-                    units.append(_Unit(p, clause, f"{heading}: {clause}" if heading else clause))
+        for clause, context in clause_contexts(passage.text, passage.heading):
+            key = " ".join(clause.lower().split())
+            if key not in seen:
+                seen.add(key)
+                units.append(_Unit(p, clause, context))
     return units
+
+
+def clause_contexts(text: str, heading: str) -> list[tuple[str, str]]:
+    """The clauses of a chunk that may be handed to the model, each with the text its vector
+    is computed from (the clause after its heading)."""
+    heading = heading.replace(" > ", ", ") if heading else ""
+    out = []
+    for sentence in split_sentences(text):
+        if _STEERING.search(sentence):
+            continue
+        for clause in clauses(sentence):
+            out.append((clause, f"{heading}: {clause}" if heading else clause))
+    return out
 
 
 def _lexical_scores(question: str, texts: list[str]) -> np.ndarray:

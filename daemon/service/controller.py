@@ -35,6 +35,8 @@ _LOGGER = logging.getLogger(__name__)
 MAX_FAILURES = 5
 # How much longer than the reply's own length playback may take before we stop waiting.
 PLAYOUT_SLACK_S = 5.0
+# Longest a reply stays silenced by speech that is neither over nor a barge-in yet.
+HOLD_LIMIT_S = 1.0
 
 
 class AssistantController:
@@ -60,6 +62,7 @@ class AssistantController:
         self._last_played: Mapping[Hashable, float] = {}
         self._failures = 0
         self._background: set[asyncio.Task[Any]] = set()
+        self._hold_timer: asyncio.TimerHandle | None = None
         self.last_timings: dict[str, float] = {}
         self.last_first_sound = 0.0
 
@@ -208,6 +211,19 @@ class AssistantController:
     def speech_dropped(self) -> None:
         if self._state == "hearing":
             self._set_state(self._idle_state())
+
+    def hold_output(self, on: bool) -> None:
+        """User speech over the reply, not yet long enough to be a barge-in: silence the
+        speaker now (on), or let the reply go on (off) when it stopped short."""
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        if on and not self.busy:
+            return
+        _LOGGER.debug("playback %s", "held" if on else "resumed")
+        self.output.hold(on)
+        if on:   # the microphone may go quiet for good (unplugged, paused): never hold for ever
+            self._hold_timer = asyncio.get_running_loop().call_later(HOLD_LIMIT_S, self.hold_output, False)
 
     def barge_in(self) -> None:
         if self.busy:

@@ -31,6 +31,8 @@ FRAME_MS = FRAME * 1000 / 16000
 # Frames whose peak stays below this are silence without asking the model: a muted or idle
 # microphone (digital silence) then costs no inference. Speech never gets near -65 dBFS.
 SILENT_PEAK = 10 ** (-65 / 20)
+# Silence after a short burst that lets a held reply go on (a gap inside a word is shorter).
+RELEASE_AFTER_MS = 96
 
 
 class GatedVad:
@@ -68,8 +70,11 @@ class Hearing:
         self._vad_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vad")
         # To the nearest frame: 200 ms -> 6 frames (192 ms); ceil would demand 224 ms.
         self._barge_frames = max(1, round(cfg.barge_in_ms / FRAME_MS))
+        # Speech this long silences the reply at once, before it is known to be a barge-in.
+        self._hold_frames = round(cfg.barge_in_hold_ms / FRAME_MS) if cfg.barge_in_hold_ms else 0
         self._voiced_run = 0
         self._silent_run = 0
+        self._holding = False
         self._recent: collections.deque[np.ndarray] = collections.deque(
             maxlen=math.ceil(30_000 / FRAME_MS))
         self._since_start = 0
@@ -82,6 +87,7 @@ class Hearing:
     def assistant_speaking(self, speaking: bool) -> None:
         self.endpointer.set_assistant_speaking(speaking)
         self._voiced_run = 0
+        self._release()
 
     def reset(self) -> None:
         self._generation += 1
@@ -144,19 +150,33 @@ class Hearing:
             self._handle(event)
 
     def _check_barge_in(self, voiced: bool) -> None:
+        """Count voiced frames while the assistant talks: a short run silences the reply
+        (held), a run of ``barge_in_ms`` interrupts it, a gap before that lets it go on."""
         if not self.ctl.busy:
             self._voiced_run = 0
+            self._release()
             return
         if voiced:
             self._voiced_run += 1
             self._silent_run = 0
         else:
             self._silent_run += 1
+            if self._silent_run * FRAME_MS >= RELEASE_AFTER_MS:
+                self._release()            # a cough or a click: the reply goes on
             if self._silent_run * FRAME_MS >= 160:   # a gap: the burst is over
                 self._voiced_run = 0
         if self._voiced_run >= self._barge_frames:
             self._voiced_run = 0
+            self._holding = False          # the interruption drops the held audio
             self.ctl.barge_in()
+        elif self._hold_frames and self._voiced_run >= self._hold_frames and not self._holding:
+            self._holding = True
+            self.ctl.hold_output(True)
+
+    def _release(self) -> None:
+        if self._holding:
+            self._holding = False
+            self.ctl.hold_output(False)
 
     def _handle(self, event: Any) -> None:
         kind = event.kind

@@ -25,6 +25,9 @@ class AudioOutput(Protocol):
     def stop_now(self) -> Mapping[Hashable, float]:
         """Stop at once, drop queued audio; fraction (0-1) played of each (turn, clause) tag."""
         ...
+    def hold(self, on: bool) -> None:
+        """Fall silent, keeping the queue (on=True), or go on playing it (False)."""
+        ...
     async def wait_done(self) -> None: ...
 
 
