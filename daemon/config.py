@@ -58,6 +58,8 @@ class VadConfig:
     preroll_ms: int = field(default=400, metadata=_rng(300, 2000))
     barge_in_ms: int = field(default=200, metadata=_rng(32, 5000))
     barge_in_hold_ms: int = field(default=64, metadata=_rng(0, 5000))
+    pause_ms: int = field(default=96, metadata=_rng(32, 5000))
+    speculative_reply: bool = True
 
 
 @dataclass(frozen=True)

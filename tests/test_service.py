@@ -104,6 +104,49 @@ def test_answers_a_spoken_question_out_loud(live: LiveService, idle: BusThread, 
     assert live.history_turns()[-1] == (heard, reply)
 
 
+def test_a_pause_inside_a_question_is_not_its_end(live: LiveService, idle: BusThread, pulse: PulseRig,
+                                                  spoken: Callable[[str], Path], tmp_path: Path,
+                                                  service_files: ServiceFiles) -> None:
+    """A reply begun at a pause (speculatively, held back) is dropped unheard when the user
+    goes on talking; the whole question is answered once. The end of speech is set to 1.5 s
+    here, so that the 1 s pause leaves time to start a reply on a busy machine."""
+    head, rate = soundfile.read(str(spoken("How often does the Skerrimore light")), dtype="float32")
+    tail, _ = soundfile.read(str(spoken("flash?")), dtype="float32")
+    gap = np.zeros(int(1.0 * rate), np.float32)
+    wav = tmp_path / "paused_question.wav"
+    soundfile.write(str(wav), np.concatenate([gap[:4000], _trimmed(head), gap, _trimmed(tail), gap[:4000]]), rate)
+    try:
+        _reload(live, service_files, "vad:\n  end_silence_ms: 1500\n")
+        mark, log = idle.mark(), live.mark()
+        with pulse.record_speaker() as rec:
+            pulse.play_into_mic(wav)
+            asked_until = time.monotonic()
+            reply, _ = idle.wait("Reply", after=mark, timeout=REPLY_TIMEOUT)
+            idle.wait_state("listening", mark, REPLY_TIMEOUT)
+    finally:
+        _reload(live, service_files)
+    transcripts = idle.since(mark, "Transcript")
+    assert len(transcripts) == 1, transcripts
+    heard = transcripts[0][0].lower()
+    assert "often" in heard and "flash" in heard, heard
+    assert holds(reply, FLASH_FACT), reply
+    live.wait_line("early reply dropped", 1, log)       # the pause did start a reply
+    assert not sound_spans(rec.between(0.0, asked_until - 0.05)), "the dropped reply was heard"
+
+
+def _reload(live: LiveService, files: ServiceFiles, extra: str = "") -> None:
+    write_config(live.config, files, live.history, extra)
+    log = live.mark()
+    live.proc.send_signal(signal.SIGHUP)
+    live.wait_line("config reloaded", 30, log)
+
+
+def _trimmed(speech: np.ndarray) -> np.ndarray:
+    """Without espeak's own leading and trailing silence."""
+    loud = np.flatnonzero(np.abs(speech) > 0.01)
+    return speech[loud[0]: loud[-1] + 1]
+
+
 def test_barge_in_stops_playback_and_answers_the_new_question(
         live: LiveService, idle: BusThread, pulse: PulseRig,
         spoken: Callable[[str], Path]) -> None:

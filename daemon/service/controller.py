@@ -59,6 +59,7 @@ class AssistantController:
         self._last_reply = ""
         self._device_errors: dict[str, str] = {}
         self._active: ActiveTurn | None = None
+        self._prepared: ActiveTurn | None = None     # a reply begun before the question ended
         self._last_played: Mapping[Hashable, float] = {}
         self._failures = 0
         self._background: set[asyncio.Task[Any]] = set()
@@ -215,17 +216,21 @@ class AssistantController:
     def hold_output(self, on: bool) -> None:
         """User speech over the reply, not yet long enough to be a barge-in: silence the
         speaker now (on), or let the reply go on (off) when it stopped short."""
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
+        self._cancel_hold_timer()
         if on and not self.busy:
             return
-        _LOGGER.debug("playback %s", "held" if on else "resumed")
+        _LOGGER.info("playback %s", "held: speech over the reply" if on else "resumed: too short to interrupt")
         self.output.hold(on)
         if on:   # the microphone may go quiet for good (unplugged, paused): never hold for ever
             self._hold_timer = asyncio.get_running_loop().call_later(HOLD_LIMIT_S, self.hold_output, False)
 
+    def _cancel_hold_timer(self) -> None:
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+
     def barge_in(self) -> None:
+        self._cancel_hold_timer()
         if self.busy:
             _LOGGER.info("barge-in")
             self._interrupt_turn()
@@ -241,16 +246,53 @@ class AssistantController:
     # -------------------------------------------------------------- turns
     def _begin(self, question: str) -> ActiveTurn:
         assert self.pipe is not None
+        self.drop_prepared()
         if self.busy:
             self._interrupt_turn()
         active = ActiveTurn(self.scope.begin_turn(), question)
+        self._go_live(active)
+        return active
+
+    def _go_live(self, active: ActiveTurn) -> None:
         self._active = active
-        if question:
-            self._last_transcript = question
-            self.hub.publish(TranscriptEvent(question))
+        if active.question:
+            self._last_transcript = active.question
+            self.hub.publish(TranscriptEvent(active.question))
             self.hub.publish(PropertyChanged("LastTranscript"))
         self._set_state("thinking")
-        return active
+
+    # ------------------------------------------------- replies begun early
+    def prepare_turn(self, question: str, speech_end: float, stt_s: float) -> None:
+        """Start answering what was heard before a pause, unheard and unannounced: the
+        speaker holds its audio until :meth:`commit_prepared` (the pause was the end of the
+        question) or :meth:`drop_prepared` (the user went on talking)."""
+        if self.busy or self._paused or self.pipe is None:
+            return
+        self.drop_prepared()
+        self._cancel_hold_timer()
+        active = ActiveTurn(self.scope.begin_turn(), question)
+        active.confirmed = asyncio.get_running_loop().create_future()
+        self._prepared = active
+        self.output.hold(True)
+        self._run_turn(active, speech_end, stt_s)
+
+    def commit_prepared(self) -> bool:
+        """The question did end at the pause: announce the reply begun then and let it play."""
+        active, self._prepared = self._prepared, None
+        if active is None or active.confirmed is None or not self.scope.is_current(active.turn):
+            return False
+        self._go_live(active)
+        self.output.hold(False)
+        if active.audio_s > 0:
+            self._set_state("speaking")
+        active.confirmed.set_result(None)
+        return True
+
+    def drop_prepared(self) -> None:
+        active, self._prepared = self._prepared, None
+        if active is not None and self.scope.is_current(active.turn):
+            _LOGGER.info("early reply dropped: the question went on")
+            self.scope.interrupt()          # cancels it and drops its held audio, unheard
 
     def _launch(self, active: ActiveTurn, work: Callable[[], Awaitable[TurnResult]],
                 remember: bool, name: str) -> None:
@@ -264,13 +306,17 @@ class AssistantController:
 
     def _start_turn(self, question: str, speech_end: float, stt_s: float) -> ActiveTurn:
         active = self._begin(question)
+        self._run_turn(active, speech_end, stt_s)
+        return active
+
+    def _run_turn(self, active: ActiveTurn, speech_end: float, stt_s: float) -> None:
+        question = active.question
         req = TurnRequest(question=question, turn=active.turn,
                           should_stop=self.scope.stopper(active.turn), emotion=self._emotion,
                           speech_end=speech_end, stt_s=stt_s, on_chunk=active.chunks.append)
         pipe = self.pipe
         assert pipe is not None
         self._launch(active, lambda: run_turn(pipe, req, self._sink(active)), True, "turn")
-        return active
 
     async def _reply(self, active: ActiveTurn, work: Callable[[], Awaitable[TurnResult]],
                      remember: bool) -> None:
@@ -280,8 +326,12 @@ class AssistantController:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one failed reply must not stop the service
+            if active.confirmed is not None:
+                await active.confirmed      # a reply begun early fails when it is asked for
             self._turn_failed(active, exc)
             return
+        if active.confirmed is not None:
+            await active.confirmed          # cancelled with the turn if it is dropped
         self._failures = 0
         if not self.scope.is_current(active.turn):
             return

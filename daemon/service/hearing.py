@@ -185,27 +185,37 @@ class Hearing:
             self._cancel_spec()
             self.ctl.speech_started()
         elif kind == "pause" and not self.ctl.busy:
-            self._start_spec()      # while the assistant talks, only a barge-in is listened for
+            self._start_spec(event.ended_at)   # while the assistant talks, only a barge-in counts
         elif kind == "resume":
             self._cancel_spec()
         elif kind == "end":
             self.ctl.spawn(self._utterance(event), "utterance")
 
     # ------------------------------------------------------ transcription
-    def _start_spec(self) -> None:
+    def _start_spec(self, ended_at: float) -> None:
         self._cancel_spec()
         frames = list(self._recent)[-(self._since_start + math.ceil(self.cfg.preroll_ms / FRAME_MS)):]
         if frames:
             audio = np.concatenate(frames)
             dropped = threading.Event()
-            self._spec = asyncio.create_task(self._transcribe(audio, dropped), name="stt-speculative")
+            self._spec = asyncio.create_task(self._speculate(audio, dropped, ended_at), name="stt-speculative")
             self._spec_dropped = dropped
+
+    async def _speculate(self, audio: np.ndarray, dropped: threading.Event,
+                         ended_at: float) -> tuple[str, float]:
+        """Transcribe what was said before the pause; with ``speculative_reply``, also start
+        answering it, held back until the end of the utterance is confirmed."""
+        text, stt_s = await self._transcribe(audio, dropped)
+        if text and self.cfg.speculative_reply and not dropped.is_set():
+            self.ctl.prepare_turn(text, ended_at, stt_s)
+        return text, stt_s
 
     def _cancel_spec(self) -> None:
         if self._spec is not None and not self._spec.done():
             self._spec.cancel()
             self._spec_dropped.set()     # the thread goes on, but skips its second pass
         self._spec = None
+        self.ctl.drop_prepared()         # a reply started on it is dropped unheard
 
     async def _transcribe(self, audio: np.ndarray,
                           dropped: threading.Event | None = None) -> tuple[str, float]:
@@ -240,4 +250,5 @@ class Hearing:
         _LOGGER.info("utterance: %d ms of speech, %s transcript in %.3f s, %.3f s after it ended",
                      event.speech_ms, "speculative" if spec is not None else "final", stt_s,
                      time.monotonic() - event.ended_at)
-        self.ctl.heard(text, event.ended_at, stt_s)
+        if not self.ctl.commit_prepared():      # the reply started at the pause goes on, heard now
+            self.ctl.heard(text, event.ended_at, stt_s)

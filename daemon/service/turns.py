@@ -63,6 +63,9 @@ class ActiveTurn:
     # Resolved once the reply text is complete (Ask returns then, speech may go on).
     text_done: "asyncio.Future[TurnResult]" = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
+    # A reply started before the end of the question was confirmed: nothing of it is heard
+    # or announced until this resolves (see AssistantController.prepare_turn).
+    confirmed: "asyncio.Future[None] | None" = None
 
     @property
     def running(self) -> bool:

@@ -148,7 +148,8 @@ class VadEvent:
     """What the endpointer noticed. ``at`` is the clock time of the frame that caused it.
 
     ``end`` events carry the utterance (16 kHz float32, pre-roll included), how much of it
-    was voiced, and ``ended_at``: the clock time when its last voiced frame was read.
+    was voiced, and ``ended_at``: the clock time when its last voiced frame was read
+    (``pause`` events carry ``ended_at`` too).
     """
 
     kind: EventKind
@@ -185,7 +186,7 @@ class Endpointer:
         self._min_speech_frames = self._frames_for(cfg.min_speech_ms) if cfg.min_speech_ms else 1
         self._end_frames = self._frames_for(cfg.end_silence_ms)
         self._pause_frames = self._frames_for(
-            pause_ms if pause_ms is not None else min(160, cfg.end_silence_ms // 2)
+            pause_ms if pause_ms is not None else cfg.pause_ms
         )
         self._pause_frames = min(self._pause_frames, self._end_frames)
         self._tail_frames = min(self._end_frames, self._frames_for(250))   # silence kept after speech
@@ -285,7 +286,7 @@ class Endpointer:
             return [self._close(now)]
         if self._silence == self._pause_frames:
             self._paused = True
-            return [VadEvent("pause", now)]
+            return [VadEvent("pause", now, ended_at=self._last_voiced_at)]
         return []
 
     def _close(self, now: float) -> VadEvent:
