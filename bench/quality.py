@@ -141,18 +141,13 @@ def _config(tmp: Path) -> Any:
     return cfg.replace("conversation", history_file="")
 
 
-async def _ask(pipe: Any, o: Outcome, wav: Path) -> None:
-    from daemon.audio.fileio import load_audio, resample
+async def _ask(pipe: Any, o: Outcome) -> None:
+    from daemon.audio.fileio import resample
     from daemon.audio.sinks import BufferSink
-    from daemon.cli.local import _hear
     from daemon.messages import Emotion
     from daemon.turn import TurnRequest, run_turn
 
-    _seed(pipe, o.extra.get("index", 0))
     start = time.monotonic()
-    audio = load_audio(wav)
-    o.heard, _, _ = _hear(pipe, audio, wav.name)          # the CLI's own path, biasing included
-    o.heard_plain, _ = pipe.stt.transcribe(audio, hotwords=None)
     passages = pipe.kb.retrieve(o.heard)[:3]
     passages = passages if pipe.kb.is_relevant(passages) else []
     o.hit = o.q.answerable and any(has_fact(p.text, o.q.facts) for p in passages)
@@ -161,7 +156,7 @@ async def _ask(pipe: Any, o: Outcome, wav: Path) -> None:
     req = TurnRequest(question=o.heard, turn=1, should_stop=lambda: False, emotion=emotion)
     result = await run_turn(pipe, req, sink)
     o.reply, o.sources = result.reply, tuple(result.sources)
-    o.seconds = time.monotonic() - start
+    o.seconds += time.monotonic() - start
     if sink.chunks:
         o.round_trip, _ = pipe.stt.transcribe(resample(sink.audio(), sink.sample_rate, 16000))
 
@@ -177,16 +172,35 @@ def _seed(pipe: Any, n: int) -> None:
         llama.set_seed(1000 + n)
 
 
+def _listen(pipe: Any, o: Outcome, wav: Path) -> None:
+    from daemon.audio.fileio import load_audio
+    from daemon.cli.local import _hear
+
+    _seed(pipe, o.extra.get("index", 0))
+    start = time.monotonic()
+    audio = load_audio(wav)
+    o.heard, _, _ = _hear(pipe, audio, wav.name)          # the CLI's own path, biasing included
+    o.seconds = time.monotonic() - start
+    o.heard_plain, _ = pipe.stt.transcribe(audio, hotwords=None)
+
+
 async def run_all(pipe: Any, questions: Sequence[QualityQuestion], folder: Path) -> list[Outcome]:
+    # Every question is heard before any reply is transcribed back: CTranslate2 seeds its
+    # sampler once per worker thread, so Whisper's fallback draws run on from one call to the
+    # next, and hearing replies in between made what the questions were heard as depend on
+    # the replies (an LLM change moved the STT numbers).
     out = []
     for i, q in enumerate(questions):
         wav, voice, noisy = spoken(i, q.text, folder)
         o = Outcome(q, voice, noisy, extra={"index": i})
-        await _ask(pipe, o, wav)
+        _listen(pipe, o, wav)
         out.append(o)
+    for i, (q, o) in enumerate(zip(questions, out)):
+        _seed(pipe, i)
+        await _ask(pipe, o)
         mark = ("hit" if o.hit else "MISS") + (" fact" if o.fact_in_text else " NOFACT") if q.answerable \
             else ("CLAIM" if o.false_claim else "chat")
-        print(f"  q{i:02d} {voice:14s}{'noisy' if noisy else '     '} {mark:12s} heard={o.heard!r} "
+        print(f"  q{i:02d} {o.voice:14s}{'noisy' if o.noisy else '     '} {mark:12s} heard={o.heard!r} "
               f"reply={o.reply[:90]!r}", file=sys.stderr, flush=True)
     return out
 

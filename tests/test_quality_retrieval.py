@@ -76,3 +76,31 @@ def test_names_subjects_and_speech_terms() -> None:
     assert subject_of("Quillfeather Bakery - Staff Handbook") == "Quillfeather Bakery"
     terms = speech_terms(["Skerrimore", "Skerrimore Lighthouse"], ["Skerrimore Lighthouse", "Zephyr K-420 Kettle: Quick Manual"], 5)
     assert terms == ["Skerrimore Lighthouse", "Zephyr K-420 Kettle"]
+
+
+def test_a_misspelt_word_and_a_month_do_not_mislead_the_choice() -> None:
+    lighthouse = [Passage("Tours run from April to October. It was designed by the engineer Morag Tullach.",
+                          "l.md", 0.5, heading="Skerrimore Lighthouse")]
+    # "Who" asks for a person: "April" is a month, not a name.
+    assert "Tullach" in select_sentences("Who designed it?", lighthouse, 1)[0].text
+    kettle = [Passage("Descale every 6 weeks.", "k.txt", 0.5, heading="Descaling"),
+              Passage("A full kettle boils in about 4 minutes.", "k.txt", 0.5, heading="Power")]
+    # "discailing" is no word of the passages, but it is spelled like their "descaling".
+    assert select_sentences("How often is the discailing of the kettle due?", kettle, 1)[0].text \
+        == "Descale every 6 weeks."
+
+
+def test_a_misheard_verb_still_gets_the_person(quality_kb: Any) -> None:
+    heard = "Who delighted Skerrimore Lighthouse"      # tiny.en on "Who designed Skerrimore Lighthouse?"
+    notes = quality_kb.select_context(heard, quality_kb.retrieve(heard), 1)
+    assert notes and "Tullach" in notes[0].text, notes
+
+
+def test_an_unknown_word_that_sounds_like_no_kb_name_gets_no_notes(quality_kb: Any) -> None:
+    # tiny.en heard "How tall is Mount Everest?" as this: no capital left to tell it is a name.
+    misheard = "How tall is my turver?"
+    assert quality_kb.select_context(misheard, quality_kb.retrieve(misheard), 1) == []
+    # An unknown word that sounds a little like a KB name ("Nefyr" ~ "Zephyr") still gets notes.
+    kettle = "How many walks in the Nefyr Kettle?"
+    notes = quality_kb.select_context(kettle, quality_kb.retrieve(kettle), 1)
+    assert notes and "2200" in notes[0].text, notes

@@ -23,6 +23,12 @@ from daemon.config import AudioConfig
 _LOGGER = logging.getLogger(__name__)
 
 FRAME_SAMPLES = 512            # 32 ms at 16 kHz: one Silero VAD window
+# A frame whose peak stays below this is digital silence (a muted or idle source): speech
+# never gets near -65 dBFS.
+SILENT_PEAK = 10 ** (-65 / 20)
+# While the owner is idle, digitally silent frames reach the loop in batches this long:
+# fewer wake-ups for an idle service; the first frame with any sound goes at once.
+QUIET_BATCH_S = 0.25
 FrameCallback = Callable[[np.ndarray, float], None]
 
 
@@ -55,12 +61,17 @@ class Microphone(LiveDevice):
         self._clock = _SampleClock(self.sample_rate)
         self.stream_rate = 0           # the rate the open stream runs at (0 when closed)
         self.frames_delivered = 0
+        # Asked from PortAudio's thread: may silent frames wait for a batch (see QUIET_BATCH_S)?
+        self.idle_check: Callable[[], bool] | None = None
+        self._quiet: list[tuple[np.ndarray, float]] = []
+        self._quiet_since = 0.0
 
     def _open(self, choice: DeviceChoice) -> Any:
         """Open and start the input stream (worker thread)."""
         rate = self._device_rate or portaudio.pick_rate(choice, self.sample_rate, 1)
         self._convert = _Reframer(rate, self.sample_rate, self.frame_samples)
         self._clock = _SampleClock(rate)
+        self._quiet = []
         generation = self._generation
         stream = portaudio.open_stream(
             choice, samplerate=rate, channels=1, dtype="float32",
@@ -83,8 +94,22 @@ class Microphone(LiveDevice):
         if not 0.0 <= lag < 1.0 or tinfo.inputBufferAdcTime == 0.0:
             lag = self._stream.latency if self._stream is not None else 0.0
         frames = self._convert.push(data[:, 0], self._clock.date(now - lag, len(data)))
-        if frames:
-            self.post(self._deliver, generation, frames)
+        if not frames:
+            return
+        if self._quiet_frames(frames) and self.idle_check is not None and self.idle_check():
+            if not self._quiet:
+                self._quiet_since = now
+            self._quiet.extend(frames)
+            if now - self._quiet_since < QUIET_BATCH_S:
+                return
+            frames = []
+        if self._quiet:
+            frames, self._quiet = self._quiet + frames, []
+        self.post(self._deliver, generation, frames)
+
+    @staticmethod
+    def _quiet_frames(frames: list[tuple[np.ndarray, float]]) -> bool:
+        return all(float(np.max(np.abs(frame))) < SILENT_PEAK for frame, _ in frames)
 
     def _deliver(self, generation: int, frames: list[tuple[np.ndarray, float]]) -> None:
         if generation != self._generation or not self._running:

@@ -26,7 +26,7 @@ from rank_bm25 import BM25Okapi
 
 from daemon.kb.textutil import STOPWORDS, index_terms, phonetic_key, raw_words, stem
 
-KEYWORD_WEIGHT = 0.4         # how much a perfect keyword match closes the gap to 1
+KEYWORD_WEIGHT = 0.5         # how much a perfect keyword match closes the gap to 1 (0.4 -> 0.5: docs/quality.md)
 COMMON_WORD_WEIGHT = 0.5    # a matching plain word counts half as much as a matching name
 FUZZY_FLOOR = 0.6            # similarity below which a sound-alike match is ignored
 FUZZY_FULL = 0.95            # similarity that counts as the word itself

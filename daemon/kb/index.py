@@ -30,7 +30,7 @@ from daemon.kb.select import clause_contexts, select_sentences
 from daemon.kb.state import IndexState
 from daemon.kb.store import FORMAT_VERSION, IndexMismatch, IndexStore
 from daemon.kb.textutil import raw_words, stem
-from daemon.kb.vocab import load_common_words, names_outside, speech_terms
+from daemon.kb.vocab import load_common_words, names_outside, speech_terms, unknown_words
 from daemon.messages import Passage
 
 _LOGGER = logging.getLogger(__name__)
@@ -203,16 +203,21 @@ class KnowledgeBase(LiveChanges):
     def _names_elsewhere(self, question: str) -> bool:
         """The question names something (a capitalised run) that no document mentions, and
         says nothing that is, or sounds like, one of the knowledge base's own names."""
+        common = self._file_indexer().common_words
         with self._lock:
             keywords = self._state.keywords
             indexed = {w for w in raw_words(question) if keywords.has_term(stem(w))}
-            if not names_outside(question, indexed):
+            named = bool(names_outside(question, indexed))
+            # A word no document and no dictionary holds ("How tall is my turver?", Whisper's
+            # "Mount Everest") is a name too, unless it sounds at all like one of the KB's.
+            if not named and not unknown_words(question, indexed, common):
                 return False
             names = self._state.vocab.known_words()
             if any(len(w) >= 4 and (w in names or stem(w) in names) for w in raw_words(question)):
                 return False
             heard = keywords.fuzzy_matches(question)
-        return not any(weight >= 0.3 for weight in heard.values())
+        floor = 0.3 if named else 1e-9
+        return not any(weight >= floor for weight in heard.values())
 
     def status(self) -> dict[str, Any]:
         """documents, chunks, last_indexed (unix time), failed {file: reason}, folder, index_dir."""

@@ -20,6 +20,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, replace
+from difflib import SequenceMatcher
 from typing import Callable, Sequence
 
 import numpy as np
@@ -29,9 +30,11 @@ from daemon.messages import Passage
 
 Embed = Callable[[list[str]], np.ndarray]
 
-LEXICAL_WEIGHT = 0.5
+LEXICAL_WEIGHT = 0.7          # 0.5 -> 0.7: garbled questions keep their few right words (docs/quality.md)
 PASSAGE_WEIGHT = 0.1
-TYPE_WEIGHT = 0.15           # a clause holding the kind of thing asked for (a number for "how many")
+TYPE_WEIGHT = 0.21           # a clause holding the kind of answer asked for (a number for "how many"); kept at 0.3 x LEXICAL_WEIGHT
+ALIKE_FLOOR = 0.7            # spelling similarity from which a misheard word counts as the word...
+ALIKE_MIN_LETTERS = 5        # ...when both are this long (short words are alike by chance)
 LABEL_WORDS = 4              # "Head baker: ..." keeps its label; a longer clause before ":" is split off
 
 _NUMBER_WORDS = ("one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty "
@@ -49,8 +52,13 @@ _ANSWER_TYPES: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = (
     (re.compile(r"\bhow (?:much|many|long|often|tall|far|old|big|high|heavy|wide|deep|fast|soon|hot|warm|cold)\b|"
                 r"\b(?:what|which) (?:time|year|date|number|temperature|percentage)\b|\bwhen\b|\bsince when\b"),
      re.compile(_NUMBERS.pattern + r"|\b(?:" + "|".join(_MONTHS + _DAYS) + r")\b|\bnoon\b|\bmidnight\b", re.I)),
-    (re.compile(r"\bwho\b|\bwhose\b"), re.compile(r"(?<=\w )[A-Z][a-z]+")),
+    # A person's name: a capitalised word inside the clause that is not a month or a day.
+    (re.compile(r"\bwho\b|\bwhose\b"),
+     re.compile(r"(?<=\w )(?!(?:" + "|".join(m.title() for m in _MONTHS + _DAYS) + r")s?\b)[A-Z][a-z]+")),
 )
+
+_HOW_LONG = re.compile(r"\bhow long\b")
+_FREQUENCY = re.compile(r"\bevery\s+\S+(?:\s+\S+)?", re.IGNORECASE)
 
 # Text in a document that talks to the assistant is an attempt to steer it, not a fact: such
 # clauses are never handed to the model (the prompt also frames notes as quotes).
@@ -154,21 +162,47 @@ def clause_contexts(text: str, heading: str) -> list[tuple[str, str]]:
 
 
 def _lexical_scores(question: str, texts: list[str]) -> np.ndarray:
-    """Share of the question's words (weighted by rarity among these texts) each contains."""
+    """Share of the question's words (weighted by rarity among these texts) each contains; a
+    question word none of them holds counts, scaled by similarity, where a spelling-alike word
+    stands ("discailing" for "descaling": what the recogniser made of a rarer word)."""
     q_terms = set(index_terms(question))
     if not q_terms:
         return np.zeros(len(texts))
     t_terms = [set(index_terms(t)) for t in texts]
+    alike = _spelled_alike(q_terms, set().union(*t_terms))
     df = Counter(t for terms in t_terms for t in terms & q_terms)
     n = len(texts)
     weight = {t: math.log(1.0 + n / (df[t] or 0.5)) for t in q_terms}
     total = sum(weight.values())
-    return np.array([sum(weight[t] for t in terms & q_terms) / total for terms in t_terms])
+    scores = []
+    for terms in t_terms:
+        found = sum(weight[t] for t in terms & q_terms)
+        found += sum(weight[q] * max((sim for term, sim in alike.get(q, ()) if term in terms), default=0.0)
+                     for q in q_terms - terms)
+        scores.append(found / total)
+    return np.array(scores)
+
+
+def _spelled_alike(q_terms: set[str], text_terms: set[str]) -> dict[str, list[tuple[str, float]]]:
+    """For each longer question word found in no text: text words spelled much like it."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    for q in q_terms - text_terms:
+        if len(q) < ALIKE_MIN_LETTERS or not q.isalpha():
+            continue
+        for term in text_terms:
+            if len(term) >= ALIKE_MIN_LETTERS and abs(len(term) - len(q)) <= 3:
+                ratio = SequenceMatcher(None, q, term).ratio()
+                if ratio >= ALIKE_FLOOR:
+                    out.setdefault(q, []).append((term, ratio))
+    return out
 
 
 def _answer_type_scores(question: str, texts: list[str]) -> np.ndarray:
     """1 for each clause that holds the kind of answer asked for ("how many" -> a number)."""
     asked = question.lower()
+    if _HOW_LONG.search(asked):
+        # "How long" asks for a duration: the number in "every 6 weeks" says how often.
+        texts = [_FREQUENCY.sub(" ", t) for t in texts]
     for question_pattern, answer_pattern in _ANSWER_TYPES:
         if question_pattern.search(asked):
             return np.array([1.0 if answer_pattern.search(t) else 0.0 for t in texts])

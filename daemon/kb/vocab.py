@@ -247,3 +247,21 @@ def names_outside(text: str, known: set[str]) -> list[str]:
             names.append(" ".join(run))
         run = []
     return [n for n in names if n.lower() not in STOPWORDS]
+
+
+def unknown_words(text: str, known: set[str], common: frozenset[str]) -> list[str]:
+    """Words of the text that are neither ``known`` (found in the knowledge base) nor common
+    English (``common``: the embedding model's whole words), lower case or not: a recogniser
+    writes a name it does not know as such a word ("Mount Everest" -> "my turver").
+    Empty when there is no word list to judge by."""
+    if not common:
+        return []
+    out = []
+    for word in re.findall(r"[\w'’-]+", text):
+        low = word.lower().replace("’", "'").split("'")[0]
+        # A hyphenated run ("never-sermish") is how the recogniser spells what it half heard.
+        if len(low) < 4 or not low.isalpha() or low in STOPWORDS or low in known:
+            continue
+        if _is_rare(low, common):
+            out.append(low)
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from daemon.audio.devices import AudioInput, AudioOutput, make_microphone, make_speaker
+from daemon.audio.mic import Microphone
 from daemon.config import Config
 
 if TYPE_CHECKING:
@@ -24,10 +25,17 @@ def open_input(cfg: Config, spec: str | None, ctl: "AssistantController") -> Aud
         if hearing is not None:
             hearing.on_frame(frame, t)
 
-    return make_microphone(cfg.audio, on_frame,
-                           on_error=lambda msg: ctl.device_error("microphone", msg),
-                           on_recovered=lambda msg: ctl.device_recovered("microphone", msg),
-                           input_spec=spec)
+    def idle() -> bool:
+        hearing = ctl.hearing
+        return hearing is not None and hearing.idle
+
+    mic = make_microphone(cfg.audio, on_frame,
+                          on_error=lambda msg: ctl.device_error("microphone", msg),
+                          on_recovered=lambda msg: ctl.device_recovered("microphone", msg),
+                          input_spec=spec)
+    if isinstance(mic, Microphone):
+        mic.idle_check = idle
+    return mic
 
 
 __all__ = ["open_input", "open_output"]

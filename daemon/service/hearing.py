@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from daemon.audio.mic import SILENT_PEAK
 from daemon.config import VadConfig
 from daemon.threads import run_blocking
 
@@ -28,9 +29,8 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 FRAME = 512
 FRAME_MS = FRAME * 1000 / 16000
-# Frames whose peak stays below this are silence without asking the model: a muted or idle
-# microphone (digital silence) then costs no inference. Speech never gets near -65 dBFS.
-SILENT_PEAK = 10 ** (-65 / 20)
+# Frames whose peak stays below SILENT_PEAK are silence without asking the model: a muted or
+# idle microphone (digital silence) then costs no inference.
 # Silence after a short burst that lets a held reply go on (a gap inside a word is shorter).
 RELEASE_AFTER_MS = 96
 
@@ -82,6 +82,14 @@ class Hearing:
         self._spec_dropped = threading.Event()
         self._generation = 0          # bumps on reset: stale VAD results are ignored
         self._in_flight = 0           # jobs queued on the VAD thread (loop-side count)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing is being heard, answered or transcribed: frames of digital silence may
+        arrive late (the microphone batches them)."""
+        if self.ctl.paused:
+            return True
+        return not (self.ctl.busy or self.endpointer.in_speech or self._in_flight or self._spec is not None)
 
     # ------------------------------------------------------------ controls
     def assistant_speaking(self, speaking: bool) -> None:

@@ -11,6 +11,8 @@ from daemon.errors import ModelError
 from daemon.messages import ChatMessage
 from daemon.models import resolve_model
 from daemon.stages.base import ShouldStop, never_stop
+from daemon.stages.copy_bias import NoteCopyBias
+from daemon.stages.prompt import grounding_note
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,8 +33,20 @@ class LlamaCppChatModel:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(f"LLM model {path} failed to load: {exc}") from None
         self.name = path.name
+        self._cfg = cfg
         self._lock = threading.Lock()   # one generation at a time
         _LOGGER.info("LLM loaded: %s", path)
+
+    def _copy_bias(self, note: str) -> list[NoteCopyBias] | None:
+        """A fresh copy-bias processor for a grounded reply; None for chat or when it is off.
+        (The repeat penalty counts the prompt's last 64 tokens, the note among them, so it
+        works against copying: grounded replies use ``grounded_repeat_penalty``.)"""
+        cfg = self._cfg
+        if not note or (cfg.copy_bias <= 0 and cfg.copy_follow_bias <= 0):
+            return None
+        tokens = self._llm.tokenize((" " + note).encode("utf-8"), add_bos=False)
+        return [NoteCopyBias(tokens, bias=cfg.copy_bias, follow_bias=cfg.copy_follow_bias,
+                             end_token=self._llm.token_eos())]
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
@@ -46,10 +60,12 @@ class LlamaCppChatModel:
         should_stop: ShouldStop = never_stop,
     ) -> Iterator[str]:
         payload = [{"role": m.role, "content": m.content} for m in messages]
+        note = grounding_note(messages)
         with self._lock:
             chunks = self._llm.create_chat_completion(
-                payload, max_tokens=max_tokens, temperature=temperature, top_p=0.9,
-                repeat_penalty=1.15, stream=True,
+                payload, max_tokens=max_tokens, temperature=temperature, top_p=0.9, stream=True,
+                repeat_penalty=self._cfg.grounded_repeat_penalty if note else self._cfg.repeat_penalty,
+                logits_processor=self._copy_bias(note),
             )
             try:
                 for chunk in chunks:

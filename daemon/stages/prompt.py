@@ -38,6 +38,17 @@ _GROUNDED_SHOTS: tuple[tuple[str, str], ...] = (
      "Code R2 means the door is open."),
 )
 _INTENSITY_WORDS = ((0.34, "a little"), (0.67, ""), (1.01, "very"))
+_NOTE, _ASKED = "Note: ", "\nQuestion: "
+
+
+def grounding_note(messages: Sequence[ChatMessage]) -> str:
+    """The note a grounded prompt (:meth:`PromptBuilder.build` with notes) asks about, read
+    back from its last user turn; "" for the chat path. The LLM backends use it to favour
+    copying the note (daemon/stages/copy_bias.py)."""
+    last = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    if not last.startswith(_NOTE) or _ASKED not in last:
+        return ""
+    return last[len(_NOTE):last.rindex(_ASKED)]
 
 
 def emotion_instruction(emotion: Emotion, styles: dict[str, str] | None) -> str:
@@ -78,7 +89,7 @@ class PromptBuilder:
         if not notes:
             return question
         text = " ".join(" ".join(n.text.split()) for n in notes)
-        return f"Note: {text}\nQuestion: {question}"
+        return f"{_NOTE}{text}{_ASKED}{question}"
 
     def _with_system(self, system: str, turns: list[ChatMessage]) -> list[ChatMessage]:
         if self.cfg.llm.system_role:
