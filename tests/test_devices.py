@@ -169,6 +169,36 @@ def test_microphone_hears_what_is_played_into_the_mic(
     assert -0.1 < onset < 1.0
 
 
+def test_an_idle_microphone_batches_digital_silence_but_not_sound(
+    pulse_clean: PulseRig, speech: dict[int, np.ndarray], speech_wav: Path,
+) -> None:
+    """While its owner is idle, silent frames reach the loop a few times a second (an idle
+    service wakes less); the first frame with sound goes at once, and no frame is lost."""
+    arrivals: list[tuple[float, float, float]] = []      # (arrived, captured, peak)
+
+    def on_frame(frame: np.ndarray, t: float) -> None:
+        arrivals.append((time.monotonic(), t, float(np.max(np.abs(frame)))))
+
+    async def scenario() -> None:
+        mic = Microphone(AudioConfig(input="micfeed.monitor"), on_frame)
+        mic.idle_check = lambda: True
+        await mic.start()
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(pulse_clean.play_into_mic, speech_wav)
+        await asyncio.sleep(0.3)
+        await mic.stop()
+
+    run(scenario())
+    arrived, captured, peak = (np.array(col) for col in zip(*arrivals))
+    np.testing.assert_allclose(np.diff(captured), 512 / SR, atol=0.004)      # none lost
+    quiet = captured < captured[0] + 1.2
+    wakeups = np.unique(np.round(arrived[quiet], 3)).size
+    print(f"\n{quiet.sum()} silent frames in {wakeups} deliveries")
+    assert quiet.sum() >= 30 and wakeups <= 8
+    first = int(np.argmax(peak > 0.01))
+    assert arrived[first] - captured[first] < 0.15, arrived[first] - captured[first]
+
+
 def test_microphone_reports_a_vanished_device_and_recovers(
     pulse_clean: PulseRig, speech: dict[int, np.ndarray], speech_wav: Path,
 ) -> None:
