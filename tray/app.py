@@ -47,7 +47,8 @@ def config_template() -> str:
             # Relative to the default file's folder there, not to the user's folder here.
             kb = (DEFAULT_CONFIG.parent / "../knowledge_base").resolve()
             line = line.replace("../knowledge_base", str(kb))
-        lines.append(line if not line.strip() or line.lstrip().startswith("#") else "# " + line)
+        # Settings and indented notes are commented out; whole-line comments stay as they are.
+        lines.append(line if not line.strip() or line.startswith("#") else "# " + line)
     return "".join(lines)
 
 

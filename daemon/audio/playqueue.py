@@ -106,6 +106,10 @@ class PlayQueue:
             self._held = on
 
     @property
+    def held(self) -> bool:
+        return self._held
+
+    @property
     def pending(self) -> bool:
         """True while chunks wait to be handed to the device."""
         with self._lock:
@@ -178,6 +182,11 @@ class QueuedOutput:
         """Fall silent at once without losing what is queued (the user may be starting to
         talk over the reply), or go on from where it stopped."""
         self._queue.hold(on)
+
+    def describe(self) -> str:
+        """One line on the queue's state, for diagnostics."""
+        return (f"connected {self.connected}, queued {self._queue.pending}, held {self._queue.held}, "
+                f"busy for {max(0.0, self._queue.busy_until() - time.monotonic()):.2f} s")
 
     def stop_now(self) -> dict[Hashable, float]:
         """Barge-in: drop everything queued at once; share (0-1) of each tag that was heard.

@@ -255,6 +255,7 @@ class AssistantController:
 
     def _go_live(self, active: ActiveTurn) -> None:
         self._active = active
+        self.output.hold(False)         # a reply that is announced is heard
         if active.question:
             self._last_transcript = active.question
             self.hub.publish(TranscriptEvent(active.question))
@@ -280,9 +281,11 @@ class AssistantController:
         """The question did end at the pause: announce the reply begun then and let it play."""
         active, self._prepared = self._prepared, None
         if active is None or active.confirmed is None or not self.scope.is_current(active.turn):
+            if active is not None:
+                _LOGGER.warning("early reply %d was overtaken; answering afresh", active.turn)
+                self.output.hold(False)
             return False
         self._go_live(active)
-        self.output.hold(False)
         if active.audio_s > 0:
             self._set_state("speaking")
         active.confirmed.set_result(None)
@@ -290,9 +293,12 @@ class AssistantController:
 
     def drop_prepared(self) -> None:
         active, self._prepared = self._prepared, None
-        if active is not None and self.scope.is_current(active.turn):
+        if active is None:
+            return
+        if self.scope.is_current(active.turn):
             _LOGGER.info("early reply dropped: the question went on")
             self.scope.interrupt()          # cancels it and drops its held audio, unheard
+        self.output.hold(False)
 
     def _launch(self, active: ActiveTurn, work: Callable[[], Awaitable[TurnResult]],
                 remember: bool, name: str) -> None:
@@ -357,8 +363,9 @@ class AssistantController:
         try:
             await asyncio.wait_for(self.output.wait_done(), limit)
         except asyncio.TimeoutError:
-            _LOGGER.warning("the speaker did not play %.1f s of reply out within %.1f s; going on",
-                            active.audio_s, limit)
+            describe = getattr(self.output, "describe", lambda: "")
+            _LOGGER.warning("the speaker did not play %.1f s of reply out within %.1f s; going on (%s)",
+                            active.audio_s, limit, describe())
 
     def _turn_failed(self, active: ActiveTurn, exc: Exception) -> None:
         if isinstance(exc, SottovoceError):
