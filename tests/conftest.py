@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -19,3 +21,14 @@ pytest_plugins = [
     "tests.fixtures_service",
     "tests.fixtures_quality",
 ]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A failed test that used a live `sottovoced` shows the end of its log in the report."""
+    outcome = yield
+    report = outcome.get_result()
+    args = getattr(item, "funcargs", {})
+    service = args.get("live") or args.get("echo_live")
+    if report.when == "call" and report.failed and hasattr(service, "text"):
+        report.sections.append(("sottovoced log (end)", service.text()[-6000:]))
