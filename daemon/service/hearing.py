@@ -33,6 +33,9 @@ FRAME_MS = FRAME * 1000 / 16000
 # idle microphone (digital silence) then costs no inference.
 # Silence after a short burst that lets a held reply go on (a gap inside a word is shorter).
 RELEASE_AFTER_MS = 96
+# A frame after the speculative pause louder than this share of the speech's loudest frame
+# (-26 dB) means the speculation may have missed a word.
+TAIL_SOUND = 0.05
 
 
 class GatedVad:
@@ -80,6 +83,8 @@ class Hearing:
         self._since_start = 0
         self._spec: asyncio.Task[tuple[str, float]] | None = None
         self._spec_dropped = threading.Event()
+        self._spec_level = 0.0        # loudest frame (RMS) of the audio the speculation heard
+        self._tail_level = 0.0        # loudest frame since: sound the VAD did not call speech
         self._generation = 0          # bumps on reset: stale VAD results are ignored
         self._in_flight = 0           # jobs queued on the VAD thread (loop-side count)
 
@@ -153,6 +158,8 @@ class Hearing:
         events, prob, threshold = result
         self._recent.append(frame)
         self._since_start += 1
+        if self._spec is not None:
+            self._tail_level = max(self._tail_level, _rms(frame))
         self._check_barge_in(prob >= threshold)
         for event in events:
             self._handle(event)
@@ -208,6 +215,8 @@ class Hearing:
             dropped = threading.Event()
             self._spec = asyncio.create_task(self._speculate(audio, dropped, ended_at), name="stt-speculative")
             self._spec_dropped = dropped
+            self._spec_level = max(_rms(f) for f in frames)
+            self._tail_level = 0.0
 
     async def _speculate(self, audio: np.ndarray, dropped: threading.Event,
                          ended_at: float) -> tuple[str, float]:
@@ -240,6 +249,11 @@ class Hearing:
         if self.ctl.busy:
             self._cancel_spec()   # speech too short to barge in while the assistant talks
             return
+        if self._spec is not None and self._tail_level > TAIL_SOUND * self._spec_level:
+            # Sound after the pause the VAD did not count as speech (a soft "flash" after
+            # "light"): what was transcribed at the pause may miss it; hear it all again.
+            _LOGGER.debug("sound after the pause: transcribing the whole utterance")
+            self._cancel_spec()
         spec, self._spec = self._spec, None
         try:
             if spec is not None:
@@ -260,3 +274,7 @@ class Hearing:
                      time.monotonic() - event.ended_at)
         if not self.ctl.commit_prepared():      # the reply started at the pause goes on, heard now
             self.ctl.heard(text, event.ended_at, stt_s)
+
+
+def _rms(frame: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(frame, dtype=np.float64))))
