@@ -223,13 +223,20 @@ class PulseRig:
         """Current source or sink names (``kind`` is "sources" or "sinks")."""
         return [line.split("\t")[1] for line in self.pactl("list", "short", kind).splitlines()]
 
-    def reset(self) -> None:
-        """Back to the initial card: extra modules unloaded, both sinks present, defaults set."""
+    def reset(self, fresh: bool = False) -> None:
+        """Back to the initial card: extra modules unloaded, both sinks present, defaults set.
+
+        ``fresh`` also replaces both sinks with new ones. A module that wrapped them (the
+        WebRTC echo canceller) leaves them changed after it is unloaded: sound played into
+        ``micfeed`` afterwards loses its first few hundred milliseconds at the monitor.
+        """
         for module in reversed(self._extra_modules):
             with contextlib.suppress(RuntimeError):
                 self.pactl("unload-module", str(module))
         self._extra_modules.clear()
         for name in SINKS:
+            if fresh and name in self._modules:
+                self.remove_device(name)
             if name not in self._modules:
                 self.restore_device(name)
         self.set_defaults(self.speaker, f"{self.mic}.monitor")

@@ -414,6 +414,7 @@ def test_webrtc_echo_canceller_removes_the_speaker_from_the_mic(
         for line in module.splitlines():
             if "module-echo-cancel" in line:
                 pulse_clean.unload_module(int(line.split("\t")[0]))
+        pulse_clean.reset(fresh=True)   # the canceller leaves the sinks changed
     echo_raw, echo_left = rms(raw[SR:3 * SR]), rms(cleaned[SR:3 * SR])
     user, _ = ncc(cleaned, near)
     print(f"\necho rms {echo_raw:.4f} -> {echo_left:.6f} with the canceller; "
@@ -519,3 +520,20 @@ def test_speaker_pacer_refuses_a_racing_device() -> None:
     assert sum(racing) <= 12                  # ~100 ms of burst, then silence
     t += 0.2
     assert pacer.allow(t, 441)                # back to real time: audio flows again
+
+
+def test_microphone_overruns_are_reported_at_most_every_few_seconds(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import sounddevice
+
+    from daemon.audio.mic import _OverrunLog
+
+    overflow = sounddevice.CallbackFlags(0x2)       # paInputOverflow
+    assert overflow.input_overflow
+    log = _OverrunLog(every_s=10.0)
+    with caplog.at_level("WARNING", logger="daemon.audio.mic"):
+        for t in (100.0, 101.0, 105.0, 111.0):
+            log.note(t, overflow)
+        log.note(112.0, sounddevice.CallbackFlags(0x4))   # an output flag: not a loss
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and "1 time(s)" in warned[0] and "3 time(s)" in warned[1], warned

@@ -10,6 +10,7 @@ observable event: a D-Bus signal, a log line, or recorded sound.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ REPLY_TIMEOUT = 90.0
 @pytest.fixture(scope="module")
 def live(pulse: PulseRig, module_bus: PrivateBus, service_files: ServiceFiles,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
-    pulse.reset()
+    pulse.reset(fresh=True)     # new sinks: an earlier echo canceller leaves them changed
     service = start_live_service(pulse, module_bus, service_files, tmp_path_factory.mktemp("svc"),
                                  ("--input", MIC, "--output", SPEAKER))
     yield service
@@ -193,10 +194,17 @@ def test_a_short_click_does_not_interrupt(live: LiveService, idle: BusThread, pu
         idle.wait_state("listening", mark, REPLY_TIMEOUT)
         done = time.monotonic()
     assert idle.since(mark, "Interrupted") == []
-    assert "barge-in" not in live.text(log)
-    # The reply was still playing after the clicks, and went on to its end.
-    spans = sound_spans(rec.between(click_end, done))
-    assert spans and spans[0][0] < 0.1 and spans[-1][1] - spans[0][0] > 0.3, spans
+    text = live.text(log)
+    assert "barge-in" not in text
+    # The reply was still playing after the clicks, and all of it reached the speaker
+    # (a hold may stretch it; nothing may be dropped).
+    after = sound_spans(rec.between(click_end, done))
+    assert after and after[0][0] < 0.1, after
+    spans = sound_spans(rec.between(0.0, done))
+    played = re.findall(r"turn \d+: ([\d.]+) s of reply audio played", text)
+    assert played, text
+    print(f"\nreply sound from {spans[0][0]:.2f} to {spans[-1][1]:.2f} s; {played[-1]} s of audio played")
+    assert spans[-1][1] - spans[0][0] > float(played[-1]) - 0.4, (spans, played)
 
 
 def _clicks(path: Path, speech_wav: Path) -> Path:

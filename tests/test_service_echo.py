@@ -41,7 +41,7 @@ WARM_UP_TEXT = ("The canceller learns the room from whatever the speaker plays. 
 @pytest.fixture(scope="module")
 def echo_card(pulse: PulseRig) -> Iterator[tuple[PulseRig, EchoCancel]]:
     """The card with the leak and the canceller; the canceller's devices are the defaults."""
-    pulse.reset()
+    pulse.reset(fresh=True)
     module = int(pulse.pactl(
         "load-module", "module-echo-cancel", "aec_method=webrtc",
         f"source_master={pulse.mic}.monitor", f"sink_master={pulse.speaker}",
@@ -54,7 +54,7 @@ def echo_card(pulse: PulseRig) -> Iterator[tuple[PulseRig, EchoCancel]]:
         yield pulse, canceller
     finally:
         pulse.unload_module(module)
-        pulse.reset()
+        pulse.reset(fresh=True)      # the canceller leaves the sinks changed
 
 
 @pytest.fixture(scope="module")

@@ -65,6 +65,7 @@ class Microphone(LiveDevice):
         self.idle_check: Callable[[], bool] | None = None
         self._quiet: list[tuple[np.ndarray, float]] = []
         self._quiet_since = 0.0
+        self._overruns = _OverrunLog()
 
     def _open(self, choice: DeviceChoice) -> Any:
         """Open and start the input stream (worker thread)."""
@@ -89,7 +90,7 @@ class Microphone(LiveDevice):
         now = time.monotonic()
         self._alive_at = now
         if status:
-            _LOGGER.debug("microphone status: %s", status)
+            self._overruns.note(now, status)
         lag = tinfo.currentTime - tinfo.inputBufferAdcTime
         if not 0.0 <= lag < 1.0 or tinfo.inputBufferAdcTime == 0.0:
             lag = self._stream.latency if self._stream is not None else 0.0
@@ -123,6 +124,26 @@ class Microphone(LiveDevice):
 
     def _on_closed(self) -> None:
         self.stream_rate = 0
+
+
+class _OverrunLog:
+    """Warns (at most every ``every_s``) when PortAudio reports lost input: the callback ran
+    too late, so a piece of what was said never reached the VAD."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self._every = every_s
+        self._count = 0
+        self._last = -every_s
+
+    def note(self, now: float, status: Any) -> None:
+        if not getattr(status, "input_overflow", False):
+            _LOGGER.debug("microphone status: %s", status)
+            return
+        self._count += 1
+        if now - self._last >= self._every:
+            _LOGGER.warning("microphone overrun: input audio was lost (%d time(s)); the "
+                            "machine may be too busy to read the microphone in time", self._count)
+            self._last, self._count = now, 0
 
 
 class _SampleClock:

@@ -362,6 +362,7 @@ class AssistantController:
         limit = active.audio_s + PLAYOUT_SLACK_S
         try:
             await asyncio.wait_for(self.output.wait_done(), limit)
+            _LOGGER.info("turn %d: %.2f s of reply audio played", active.turn, active.audio_s)
         except asyncio.TimeoutError:
             describe = getattr(self.output, "describe", lambda: "")
             _LOGGER.warning("the speaker did not play %.1f s of reply out within %.1f s; going on (%s)",
