@@ -9,7 +9,21 @@ import traceback
 ALL = ["pipeline", "service", "kb", "stages", "devices", "dbus", "quality", "gpu"]
 
 
+USAGE = f"""usage: python -m bench [NAME ...]
+
+Runs the named benchmarks (default: all, in this order) and prints a Markdown table for each:
+  {" ".join(ALL)}
+Benchmarks need a quiet machine: anything else running on the CPU skews their figures."""
+
+
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    unknown = [a for a in argv if a not in ALL]
+    if unknown:
+        print(f"unknown benchmark: {', '.join(unknown)} (choose from: {', '.join(ALL)})", file=sys.stderr)
+        return 2
     names = argv or ALL
     failed = []
     for name in names:

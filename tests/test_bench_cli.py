@@ -1,0 +1,24 @@
+"""`python -m bench`: help and a clear refusal of unknown names (no benchmark runs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.fixtures_core import ROOT
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_help_lists_the_benchmarks() -> None:
+    out = _bench("--help")
+    assert out.returncode == 0 and "pipeline service kb" in out.stdout
+
+
+def test_an_unknown_benchmark_is_refused_before_anything_runs() -> None:
+    out = _bench("service", "nope")
+    assert out.returncode == 2
+    assert "unknown benchmark: nope" in out.stderr and "## bench" not in out.stdout
