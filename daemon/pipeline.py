@@ -164,7 +164,6 @@ def build_pipeline(
         vad = _timed("vad", times, progress, lambda: load_silero(cfg.vad))
     if "stt" in stages:
         from daemon.stages.stt import WhisperTranscriber
-
         from daemon.stages.vad import load_silero
 
         # Its own VAD instance: Silero carries stream state, and the live endpointer owns the other.

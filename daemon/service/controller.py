@@ -1,4 +1,4 @@
-"""The controller: owns the state machine and turns; the D-Bus class is a thin adapter over it.
+"""The controller: the state machine, errors and commands (replies: turn_keeping.py).
 
 States: starting -> listening -> hearing -> thinking -> speaking -> listening, plus paused
 and error. Microphone frames arrive on the event loop (one bridge, in the devices layer);
@@ -10,37 +10,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Hashable, Mapping
-
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from daemon import __version__
 from daemon.config import Config
 from daemon.errors import BadArgumentError, SottovoceError, UnknownEmotionError
 from daemon.interruption import InterruptionScope
 from daemon.messages import (
-    Emotion, ErrorEvent, IndexUpdatedEvent, InterruptedEvent, PropertyChanged, ReplyEvent,
-    ServiceEvent, StateChanged, TranscriptEvent, TurnResult,
+    Emotion, ErrorEvent, IndexUpdatedEvent, PropertyChanged, ServiceEvent, StateChanged, TurnResult,
 )
 from daemon.pipeline import Pipeline
 from daemon.service.events import EventHub
 from daemon.service.hearing import Hearing
-from daemon.service.turns import (
-    ActiveTurn, AudioOutput, NotReadyError, OutputSink, StageError, check_text, spoken_part,
-)
+from daemon.service.turn_keeping import TurnKeeping
+from daemon.service.turns import NotReadyError, StageError, check_text, spoken_part
 from daemon.threads import run_blocking
-from daemon.turn import TurnRequest, run_turn, speak_text
+from daemon.turn import speak_text
+
+if TYPE_CHECKING:
+    from daemon.audio.devices import AudioOutput
 
 _LOGGER = logging.getLogger(__name__)
 # Unexpected failures in a row after which the service gives up (systemd restarts it afresh).
 MAX_FAILURES = 5
-# How much longer than the reply's own length playback may take before we stop waiting.
-PLAYOUT_SLACK_S = 5.0
 # Longest a reply stays silenced by speech that is neither over nor a barge-in yet.
 HOLD_LIMIT_S = 1.0
 
 
-class AssistantController:
-    """Implements :class:`daemon.service.api.Controller`."""
+class AssistantController(TurnKeeping):
+    """Implements :class:`daemon.service.api.Controller`; replies: :class:`TurnKeeping`."""
 
     def __init__(self, cfg: Config, output: AudioOutput, on_fatal: Callable[[BaseException], None]) -> None:
         self.cfg = cfg
@@ -58,9 +56,7 @@ class AssistantController:
         self._last_transcript = ""
         self._last_reply = ""
         self._device_errors: dict[str, str] = {}
-        self._active: ActiveTurn | None = None
-        self._prepared: ActiveTurn | None = None     # a reply begun before the question ended
-        self._last_played: Mapping[Hashable, float] = {}
+        self._init_turns()
         self._failures = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._hold_timer: asyncio.TimerHandle | None = None
@@ -196,6 +192,10 @@ class AssistantController:
         if not self.busy:
             self._set_state("error")
 
+    def first_sound(self, t: float) -> None:
+        """The speaker emitted the first sample of a reply (for latency measurement)."""
+        self.last_first_sound = t
+
     def device_recovered(self, role: str, message: str = "") -> None:
         if self._device_errors.pop(role, None) is not None:
             _LOGGER.info("%s", message or f"{role} back")
@@ -242,183 +242,6 @@ class AssistantController:
             self.speech_dropped()
             return
         self._start_turn(text, speech_end, stt_s)
-
-    # -------------------------------------------------------------- turns
-    def _begin(self, question: str) -> ActiveTurn:
-        assert self.pipe is not None
-        self.drop_prepared()
-        if self.busy:
-            self._interrupt_turn()
-        active = ActiveTurn(self.scope.begin_turn(), question)
-        self._go_live(active)
-        return active
-
-    def _go_live(self, active: ActiveTurn) -> None:
-        self._active = active
-        self.output.hold(False)         # a reply that is announced is heard
-        if active.question:
-            self._last_transcript = active.question
-            self.hub.publish(TranscriptEvent(active.question))
-            self.hub.publish(PropertyChanged("LastTranscript"))
-        self._set_state("thinking")
-
-    # ------------------------------------------------- replies begun early
-    def prepare_turn(self, question: str, speech_end: float, stt_s: float) -> None:
-        """Start answering what was heard before a pause, unheard and unannounced: the
-        speaker holds its audio until :meth:`commit_prepared` (the pause was the end of the
-        question) or :meth:`drop_prepared` (the user went on talking)."""
-        if self.busy or self._paused or self.pipe is None:
-            return
-        self.drop_prepared()
-        self._cancel_hold_timer()
-        active = ActiveTurn(self.scope.begin_turn(), question)
-        active.confirmed = asyncio.get_running_loop().create_future()
-        self._prepared = active
-        self.output.hold(True)
-        self._run_turn(active, speech_end, stt_s)
-
-    def commit_prepared(self) -> bool:
-        """The question did end at the pause: announce the reply begun then and let it play."""
-        active, self._prepared = self._prepared, None
-        if active is None or active.confirmed is None or not self.scope.is_current(active.turn):
-            if active is not None:
-                _LOGGER.warning("early reply %d was overtaken; answering afresh", active.turn)
-                self.output.hold(False)
-            return False
-        self._go_live(active)
-        if active.audio_s > 0:
-            self._set_state("speaking")
-        active.confirmed.set_result(None)
-        return True
-
-    def drop_prepared(self) -> None:
-        active, self._prepared = self._prepared, None
-        if active is None:
-            return
-        if self.scope.is_current(active.turn):
-            _LOGGER.info("early reply dropped: the question went on")
-            self.scope.interrupt()          # cancels it and drops its held audio, unheard
-        self.output.hold(False)
-
-    def _launch(self, active: ActiveTurn, work: Callable[[], Awaitable[TurnResult]],
-                remember: bool, name: str) -> None:
-        task = asyncio.create_task(self._reply(active, work, remember), name=f"{name}-{active.turn}")
-        active.task = task
-        self.scope.track(task)  # type: ignore[arg-type]
-
-    def _sink(self, active: ActiveTurn) -> OutputSink:
-        return OutputSink(self.output, active, lambda: self.scope.is_current(active.turn),
-                          lambda: self.audio_started(active.turn))
-
-    def _start_turn(self, question: str, speech_end: float, stt_s: float) -> ActiveTurn:
-        active = self._begin(question)
-        self._run_turn(active, speech_end, stt_s)
-        return active
-
-    def _run_turn(self, active: ActiveTurn, speech_end: float, stt_s: float) -> None:
-        question = active.question
-        req = TurnRequest(question=question, turn=active.turn,
-                          should_stop=self.scope.stopper(active.turn), emotion=self._emotion,
-                          speech_end=speech_end, stt_s=stt_s, on_chunk=active.chunks.append)
-        pipe = self.pipe
-        assert pipe is not None
-        self._launch(active, lambda: run_turn(pipe, req, self._sink(active)), True, "turn")
-
-    async def _reply(self, active: ActiveTurn, work: Callable[[], Awaitable[TurnResult]],
-                     remember: bool) -> None:
-        """Run one reply to its end: text, then the speaker playing it out, then history."""
-        try:
-            result = await work()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one failed reply must not stop the service
-            if active.confirmed is not None:
-                await active.confirmed      # a reply begun early fails when it is asked for
-            self._turn_failed(active, exc)
-            return
-        if active.confirmed is not None:
-            await active.confirmed          # cancelled with the turn if it is dropped
-        self._failures = 0
-        if not self.scope.is_current(active.turn):
-            return
-        if result.timings:
-            self.last_timings = dict(result.timings)
-            _LOGGER.info("turn %d timings: %s", active.turn,
-                         ", ".join(f"{k} {v:.3f}" for k, v in result.timings.items()))
-        if remember:
-            self._last_reply = result.reply
-            self.hub.publish(ReplyEvent(result.reply, tuple(result.sources)))
-            self.hub.publish(PropertyChanged("LastReply"))
-        active.reply_ready(result)
-        await self._played_out(active)
-        if self.scope.is_current(active.turn):
-            if remember:
-                self._remember(active.question, result.reply)
-            self._active = None
-            self._set_state(self._idle_state())
-
-    async def _played_out(self, active: ActiveTurn) -> None:
-        """Until the speaker has played the reply; bounded, so a stuck device cannot hang us."""
-        limit = active.audio_s + PLAYOUT_SLACK_S
-        try:
-            await asyncio.wait_for(self.output.wait_done(), limit)
-            _LOGGER.info("turn %d: %.2f s of reply audio played", active.turn, active.audio_s)
-        except asyncio.TimeoutError:
-            describe = getattr(self.output, "describe", lambda: "")
-            _LOGGER.warning("the speaker did not play %.1f s of reply out within %.1f s; going on (%s)",
-                            active.audio_s, limit, describe())
-
-    def _turn_failed(self, active: ActiveTurn, exc: Exception) -> None:
-        if isinstance(exc, SottovoceError):
-            error: SottovoceError = exc
-        else:
-            _LOGGER.error("turn %d failed", active.turn, exc_info=exc)
-            error = StageError(f"the reply failed ({type(exc).__name__}: {exc}); still listening")
-        active.failed(error)
-        self.stage_failed(error.code, str(error), exc)
-        if self.scope.is_current(active.turn):
-            self.scope.interrupt()          # drop whatever part of the reply was queued
-            self._active = None
-            self._set_state(self._idle_state())
-
-    def _remember(self, question: str, reply: str) -> None:
-        """Into the history; then warm the LLM's cache for the next question, off the loop."""
-        pipe = self.pipe
-        if pipe is None:
-            return
-        pipe.history.add(question, reply)
-        self.spawn(self._prime(pipe, self._emotion), "llm-prime")
-
-    @staticmethod
-    async def _prime(pipe: Pipeline, emotion: Emotion) -> None:
-        try:
-            await run_blocking(pipe.prime, emotion)
-        except Exception:  # noqa: BLE001 - only a warm-up; the next turn reports real failures
-            _LOGGER.warning("could not prepare the LLM for the next question", exc_info=True)
-
-    def first_sound(self, t: float) -> None:
-        """The speaker emitted the first sample of a reply (for latency measurement)."""
-        self.last_first_sound = t
-
-    def audio_started(self, turn: int) -> None:
-        if self.scope.is_current(turn) and self._state == "thinking":
-            self._set_state("speaking")
-
-    def _stop_output(self) -> None:
-        self._last_played = self.output.stop_now()
-
-    def _interrupt_turn(self) -> str:
-        """Cancel the running turn; history keeps only what was actually played."""
-        active, self._active = self._active, None
-        self.scope.interrupt()
-        if active is None:
-            return ""
-        spoken = spoken_part(active.chunks, self._last_played, active.turn)
-        if active.question:
-            self._remember(active.question, spoken)
-        active.interrupted(spoken)
-        self.hub.publish(InterruptedEvent(spoken))
-        return spoken
 
     # ----------------------------------------------------------- commands
     async def pause(self) -> None:
@@ -494,4 +317,4 @@ class AssistantController:
             raise NotReadyError("the assistant is still starting; try again in a few seconds")
 
 
-__all__ = ["AssistantController", "AudioOutput", "NotReadyError", "StageError", "spoken_part"]
+__all__ = ["AssistantController", "NotReadyError", "StageError", "spoken_part"]

@@ -8,27 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Mapping, Protocol
-
-import numpy as np
+from typing import Any, Callable, Hashable, Mapping
 
 from daemon.errors import BadArgumentError, SottovoceError
 from daemon.messages import AudioChunk, TextChunk, TurnResult
 
 MAX_TEXT = 2000
-
-
-class AudioOutput(Protocol):
-    """What the controller needs from a speaker (device or file)."""
-
-    def play(self, samples: np.ndarray, sample_rate: int, tag: Hashable = None) -> None: ...
-    def stop_now(self) -> Mapping[Hashable, float]:
-        """Stop at once, drop queued audio; fraction (0-1) played of each (turn, clause) tag."""
-        ...
-    def hold(self, on: bool) -> None:
-        """Fall silent, keeping the queue (on=True), or go on playing it (False)."""
-        ...
-    async def wait_done(self) -> None: ...
 
 
 class NotReadyError(SottovoceError):
