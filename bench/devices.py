@@ -12,17 +12,14 @@ so the first two are slight over-estimates.
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
 from bench.util import machine, pct, table
 from daemon.audio.devices import Microphone, Speaker
 from daemon.config import AudioConfig
-from tests.fixtures_pulse import PulseRig, pulse_available
+from tests.fixtures_pulse import PulseRig, pulse_available, running_rig
 
 TRIALS = 15
 IDLE_S = 10.0
@@ -93,21 +90,10 @@ def main() -> None:
     if reason:
         print(f"(skipped: {reason})")
         return
-    with tempfile.TemporaryDirectory(prefix="sottovoce-bench-pulse-") as tmp:
-        rig = PulseRig(Path(tmp))
-        saved = os.environ.get("PULSE_SERVER")
-        try:
-            rig.start()
-            os.environ["PULSE_SERVER"] = rig.server
-            starts, stops = asyncio.run(_speaker_trials(rig, "low"))
-            starts_50, stops_50 = asyncio.run(_speaker_trials(rig, 0.05))
-            delays, cpu, baseline = asyncio.run(_mic_and_idle())
-        finally:
-            rig.close()
-            if saved is None:
-                os.environ.pop("PULSE_SERVER", None)
-            else:
-                os.environ["PULSE_SERVER"] = saved
+    with running_rig("sottovoce-bench-pulse-") as rig:
+        starts, stops = asyncio.run(_speaker_trials(rig, "low"))
+        starts_50, stops_50 = asyncio.run(_speaker_trials(rig, 0.05))
+        delays, cpu, baseline = asyncio.run(_mic_and_idle())
     rows = [
         ("play() -> first sample heard (ms)", *_p(starts)),
         ("stop_now() -> last sample heard (ms)", *_p(stops)),

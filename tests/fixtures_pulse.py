@@ -396,13 +396,10 @@ def pulse_available() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def pulse() -> Iterator[PulseRig]:
-    """The virtual sound card for the whole run; ``PULSE_SERVER`` is set in this process."""
-    reason = pulse_available()
-    if reason:
-        pytest.skip(reason)
-    with tempfile.TemporaryDirectory(prefix="sottovoce-pulse-") as tmp:
+@contextlib.contextmanager
+def running_rig(prefix: str = "sottovoce-pulse-") -> Iterator[PulseRig]:
+    """A started rig in a fresh folder, with ``PULSE_SERVER`` set in this process meanwhile."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         rig = PulseRig(Path(tmp))
         saved = os.environ.get("PULSE_SERVER")
         try:
@@ -415,6 +412,16 @@ def pulse() -> Iterator[PulseRig]:
                 os.environ.pop("PULSE_SERVER", None)
             else:
                 os.environ["PULSE_SERVER"] = saved
+
+
+@pytest.fixture(scope="session")
+def pulse() -> Iterator[PulseRig]:
+    """The virtual sound card for the whole run; ``PULSE_SERVER`` is set in this process."""
+    reason = pulse_available()
+    if reason:
+        pytest.skip(reason)
+    with running_rig() as rig:
+        yield rig
 
 
 @pytest.fixture()
