@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.questions import QUESTIONS
+from bench.questions import LONG_REPLIES, QUESTIONS
 from bench.util import espeak_wav, machine, pct, table
 
 STAGES = ("stt_s", "retrieve_s", "llm_first_token_s", "first_audio_s", "total_s")
@@ -54,6 +54,16 @@ def main() -> None:
                 rss.append(peak)
                 print(f"  q{i:02d} {'stream' if streaming else 'seq   '} first_audio "
                       f"{data['timings']['first_audio_s']:.3f}s  {question}", file=sys.stderr)
+        long_runs: dict[bool, list[dict]] = {True: [], False: []}
+        for i, question in enumerate(LONG_REPLIES):
+            wav = espeak_wav(question, tmpdir / f"long{i}.wav")
+            for streaming in (True, False):
+                data, peak = _run(base, wav, tmpdir / f"l{i}{int(streaming)}.wav", streaming, env)
+                long_runs[streaming].append({**data["timings"], "chars": len(data["reply"])})
+                rss.append(peak)
+                print(f"  long{i} {'stream' if streaming else 'seq   '} first_audio "
+                      f"{data['timings']['first_audio_s']:.3f}s  {len(data['reply'])} chars  {question}",
+                      file=sys.stderr)
     rows = []
     for stage in STAGES:
         s = [r[stage] for r in results[True]]
@@ -65,6 +75,12 @@ def main() -> None:
     print(f"Machine: {machine()}\n")
     print(table(("stage (s)", "stream p50", "stream p95", "no-stream p50", "no-stream p95"), rows))
     print(f"\nfirst_audio_s p50 ratio (no-streaming / streaming): {ratio:.2f}x")
+    stream_long = pct([r["first_audio_s"] for r in long_runs[True]], 50)
+    seq_long = pct([r["first_audio_s"] for r in long_runs[False]], 50)
+    chars = pct([r["chars"] for r in long_runs[True]], 50)
+    print(f"long replies ({len(LONG_REPLIES)} chat requests, replies p50 {chars:.0f} characters): "
+          f"first_audio_s p50 {stream_long:.3f} s streaming, {seq_long:.3f} s not, "
+          f"ratio {seq_long / stream_long:.2f}x")
     print(f"peak RSS per ask process: max {max(rss):.0f} MiB, p50 {pct(rss, 50):.0f} MiB")
 
 

@@ -95,3 +95,12 @@ QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("What is the sourdough starter at Quillfeather Bakery called?", ("Gertrude",)),
     ("On which day is Quillfeather Bakery closed?", ("Tuesday",)),
 ]
+
+# Requests the knowledge base has no answer for, whose replies run to several sentences: where
+# streaming has something to overlap (reported beside the main table, not in it).
+LONG_REPLIES: list[str] = [
+    "Tell me a story about a dragon.",
+    "Tell me a joke about cats.",
+    "What is your favourite season, and why?",
+    "Describe a perfect lazy Sunday.",
+]
