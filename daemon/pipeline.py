@@ -42,8 +42,11 @@ class Pipeline:
 
     # ---- small helpers the turn runner calls
     def find_notes(self, question: str) -> tuple[list[Passage], list[str]]:
-        """The sentences the LLM gets, and their source files; ([], []) -> chat path."""
-        if self.kb is None:
+        """The sentences the LLM gets, and their source files; ([], []) -> chat path (also
+        for a joke, story or poem, whatever its subject: see :mod:`daemon.stages.requests`)."""
+        from daemon.stages.requests import wants_invention
+
+        if self.kb is None or wants_invention(question):
             return [], []
         passages = self.kb.retrieve(question)
         if not passages or not self.kb.is_relevant(passages):

@@ -1,6 +1,7 @@
 """Whole turns on the embedded models (MiniLM, SmolLM2-135M, piper): a grounded answer holds
-its fact and names its source; a question the documents cannot answer gets chat, no source and
-no invented document fact; a document that tries to give orders does not steer the reply."""
+its fact and names its source; a question the documents cannot answer, or a request for a joke,
+gets chat, no source and no invented document fact; a document that tries to give orders does
+not steer the reply."""
 
 from __future__ import annotations
 
@@ -31,6 +32,18 @@ def test_no_context_chats_without_sources_or_document_facts(quality_pipeline: An
         assert len(result.reply.split()) >= 3, result.reply
         assert not [fact for fact in KB_FACTS if fact.lower() in result.reply.lower()], result.reply
         assert not CLAIMS.search(result.reply), result.reply
+
+
+def test_a_joke_about_a_document_subject_is_invented_not_copied(quality_pipeline: Any,
+                                                                ask_turn: Callable) -> None:
+    """The knowledge base knows the kettle, but a joke is not a sentence from its manual."""
+    notes, _ = quality_pipeline.find_notes("How often should I descale the Zephyr kettle?")
+    assert notes                                   # the subject itself is in the documents
+    result = ask_turn(quality_pipeline, "Tell me a joke about the Zephyr kettle.")
+    assert result.sources == (), result
+    assert len(result.reply.split()) >= 3, result.reply
+    assert not CLAIMS.search(result.reply), result.reply
+    assert notes[0].text.strip() not in result.reply
 
 
 def test_an_injected_instruction_does_not_steer_the_reply(
