@@ -32,6 +32,11 @@ QUIET_BATCH_S = 0.25
 FrameCallback = Callable[[np.ndarray, float], None]
 
 
+def is_digital_silence(frame: np.ndarray) -> bool:
+    """True when the frame's peak stays below :data:`SILENT_PEAK` (no sound at all)."""
+    return float(np.max(np.abs(frame))) < SILENT_PEAK
+
+
 class Microphone(LiveDevice):
     """``audio.input`` as a stream of ``frame_samples``-sample float32 mono frames.
 
@@ -110,7 +115,7 @@ class Microphone(LiveDevice):
 
     @staticmethod
     def _quiet_frames(frames: list[tuple[np.ndarray, float]]) -> bool:
-        return all(float(np.max(np.abs(frame))) < SILENT_PEAK for frame, _ in frames)
+        return all(is_digital_silence(frame) for frame, _ in frames)
 
     def _deliver(self, generation: int, frames: list[tuple[np.ndarray, float]]) -> None:
         if generation != self._generation or not self._running:

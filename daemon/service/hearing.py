@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from daemon.audio.mic import SILENT_PEAK
+from daemon.audio.mic import is_digital_silence
 from daemon.config import VadConfig
 from daemon.threads import run_blocking
 
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 FRAME = 512
 FRAME_MS = FRAME * 1000 / 16000
-# Frames whose peak stays below SILENT_PEAK are silence without asking the model: a muted or
-# idle microphone (digital silence) then costs no inference.
+# Digitally silent frames (``is_digital_silence``) count as silence without asking the model:
+# a muted or idle microphone then costs no inference.
 # Silence after a short burst that lets a held reply go on (a gap inside a word is shorter).
 RELEASE_AFTER_MS = 96
 # A frame after the speculative pause louder than this share of the speech's loudest frame
@@ -47,7 +47,7 @@ class GatedVad:
         self._quiet = False
 
     def probability(self, frame: np.ndarray) -> float:
-        if float(np.max(np.abs(frame))) < SILENT_PEAK:
+        if is_digital_silence(frame):
             if not self._quiet:
                 self._model.reset()     # what the model's state would decay to in silence
                 self._quiet = True
@@ -119,7 +119,7 @@ class Hearing:
         if self.ctl.paused or self.ctl.pipe is None:
             return   # paused: dropped before the VAD, nothing heard or kept
         generation = self._generation
-        if self._in_flight == 0 and float(np.max(np.abs(frame))) < SILENT_PEAK:
+        if self._in_flight == 0 and is_digital_silence(frame):
             # Nothing queued on the VAD thread, so order is kept; a silent frame needs no
             # model call, and skipping two thread hops keeps an idle service cheap.
             self._after_vad(self._vad(frame), frame, generation)
