@@ -63,7 +63,10 @@ def test_calm_is_slower_than_cheerful(request, engine: str) -> None:
     text = "The bakery opens at seven in the morning."
 
     def seconds(emotion: Emotion) -> float:
-        return sum(c.size for c in tts.synthesize(text, emotion=emotion)) / tts.sample_rate
+        """Median length of three renderings: piper samples its phoneme durations afresh."""
+        lengths = sorted(sum(c.size for c in tts.synthesize(text, emotion=emotion)) / tts.sample_rate
+                         for _ in range(3))
+        return lengths[1]
 
     assert seconds(Emotion("calm", 1.0)) > seconds(Emotion("cheerful", 1.0)) * 1.04
 
