@@ -248,7 +248,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     from daemon.audio.fileio import load_audio
     from daemon.pipeline import build_pipeline
 
-    details = "--details" in (argv if argv is not None else sys.argv[1:])
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--details", action="store_true", help="also print every answer and how it was heard back")
+    parser.add_argument("--save-heard", metavar="FILE", type=Path,
+                        help="write what each question was heard as, for python -m bench.quality_replay")
+    args = parser.parse_args([] if argv is None else argv)        # python -m bench: no options
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         cfg = _config(folder)
@@ -268,7 +275,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if rows:
         print("\nMisses:\n")
         print(table(("question", "heard", "reply", "missed"), rows))
-    if details:
+    if args.save_heard:
+        args.save_heard.write_text(json.dumps(
+            {"recorded": f"python -m bench.quality, {time.strftime('%Y-%m-%d')}, {machine()}",
+             "heard": [o.heard for o in outcomes]}, indent=1) + "\n")
+        print(f"\nheard texts written to {args.save_heard}")
+    if args.details:
         print("\nAll answers:\n")
         print(table(("question", "heard", "reply", "sources", "reply heard back"),
                     [(o.q.text, o.heard, " ".join(o.reply.split()), ", ".join(o.sources), o.round_trip)
@@ -276,4 +288,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -91,6 +91,7 @@ class LlmConfig:
     grounded_repeat_penalty: float = field(default=1.0, metadata=_rng(1.0, 2.0))
     copy_bias: float = field(default=2.0, metadata=_rng(0.0, 20.0))
     copy_follow_bias: float = field(default=4.0, metadata=_rng(0.0, 20.0))
+    echo_guard: bool = True
     base_url: str = ""
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = field(default=30.0, metadata=_rng(0.5, 600))

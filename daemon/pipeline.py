@@ -190,7 +190,7 @@ def build_llm(cfg: Config) -> ChatModel:
         return OpenAIChatModel(cfg.llm)
     from daemon.stages.llm_llamacpp import LlamaCppChatModel
 
-    return LlamaCppChatModel(cfg.llm)
+    return LlamaCppChatModel(cfg.llm, own_name=cfg.persona.name)
 
 
 def build_tts(cfg: Config) -> SpeechSynthesizer:

@@ -39,7 +39,7 @@ def smollm(default_config: Config) -> Any:
     """The embedded chat model (SmolLM2-135M through llama-cpp-python)."""
     from daemon.stages.llm_llamacpp import LlamaCppChatModel
 
-    return LlamaCppChatModel(default_config.llm)
+    return LlamaCppChatModel(default_config.llm, own_name=default_config.persona.name)
 
 
 def make_pipeline(cfg: Config, kb: Any, llm: Any, tts: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from daemon.config import load_config
@@ -26,7 +27,9 @@ def test_no_context_prompt_chats_and_claims_no_source() -> None:
     cfg = load_config(use_user_file=False)
     msgs = PromptBuilder(cfg).build("Tell me a joke", [], [ChatMessage("user", "hi"), ChatMessage("assistant", "hello")],
                                     Emotion("humorous", 0.9))
-    assert "joke" in msgs[0].content and "Never mention notes" in msgs[0].content
+    assert "joke" in msgs[0].content
+    # no word that a small model would paraphrase into a claimed source
+    assert not re.search(r"\b(notes?|documents?|sources?)\b", msgs[0].content, re.IGNORECASE)
     assert "very humorous" in msgs[0].content
     assert [m.role for m in msgs] == ["system", "user", "assistant", "user"]
 

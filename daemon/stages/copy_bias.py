@@ -47,17 +47,23 @@ class NoteCopyBias:
     def next_tokens(self, reply: Sequence[int]) -> set[int]:
         """The note tokens that continue the longest run of ``reply``'s last tokens found in
         the note (``end_token`` where that run ends the note); empty when none matches."""
-        note = self._note
-        for size in range(min(MATCH_TOKENS, len(reply)), 0, -1):
-            tail = list(reply[-size:])
-            found: set[int] = set()
-            for start in range(len(note) - size + 1):
-                if note[start:start + size] == tail:
-                    after = start + size
-                    if after < len(note):
-                        found.add(note[after])
-                    elif self._end is not None:
-                        found.add(self._end)
-            if found:
-                return found
-        return set()
+        return continuations(self._note, reply, max_run=MATCH_TOKENS, min_run=1, end_token=self._end)
+
+
+def continuations(source: Sequence[int], reply: Sequence[int], *, max_run: int, min_run: int,
+                  end_token: int | None = None) -> set[int]:
+    """The tokens of ``source`` that follow the longest run (``min_run``..``max_run`` tokens)
+    of ``reply``'s last tokens found in it; ``end_token`` where that run ends ``source``."""
+    for size in range(min(max_run, len(reply)), min_run - 1, -1):
+        tail = list(reply[-size:])
+        found: set[int] = set()
+        for start in range(len(source) - size + 1):
+            if list(source[start:start + size]) == tail:
+                after = start + size
+                if after < len(source):
+                    found.add(source[after])
+                elif end_token is not None:
+                    found.add(end_token)
+        if found:
+            return found
+    return set()

@@ -12,6 +12,7 @@ from daemon.messages import ChatMessage
 from daemon.models import resolve_model
 from daemon.stages.base import ShouldStop, never_stop
 from daemon.stages.copy_bias import NoteCopyBias
+from daemon.stages.echo_guard import EchoGuard
 from daemon.stages.prompt import grounding_note
 
 _LOGGER = logging.getLogger(__name__)
@@ -20,7 +21,9 @@ _LOGGER = logging.getLogger(__name__)
 class LlamaCppChatModel:
     """Implements :class:`daemon.stages.base.ChatModel` with llama_cpp.Llama."""
 
-    def __init__(self, cfg: LlmConfig) -> None:
+    def __init__(self, cfg: LlmConfig, own_name: str = "") -> None:
+        """``own_name``: the assistant's name, which a chat reply may say although the system
+        message holds it (see :meth:`_echo_guard`)."""
         path = resolve_model(cfg.model, "LLM model")
         try:
             from llama_cpp import Llama
@@ -34,6 +37,7 @@ class LlamaCppChatModel:
             raise ModelError(f"LLM model {path} failed to load: {exc}") from None
         self.name = path.name
         self._cfg = cfg
+        self._persona_name = own_name.strip()
         self._lock = threading.Lock()   # one generation at a time
         _LOGGER.info("LLM loaded: %s", path)
 
@@ -47,6 +51,15 @@ class LlamaCppChatModel:
         tokens = self._llm.tokenize((" " + note).encode("utf-8"), add_bos=False)
         return [NoteCopyBias(tokens, bias=cfg.copy_bias, follow_bias=cfg.copy_follow_bias,
                              end_token=self._llm.token_eos())]
+
+    def _echo_guard(self, messages: Sequence[ChatMessage]) -> list[EchoGuard] | None:
+        """A fresh echo guard for a chat reply (daemon/stages/echo_guard.py): it may not recite
+        the system message. None when it is off or the prompt has no system message."""
+        if not self._cfg.echo_guard or not messages or messages[0].role != "system":
+            return None
+        parts = messages[0].content.split(self._persona_name) if self._persona_name else [messages[0].content]
+        return [EchoGuard([self._llm.tokenize((" " + p.strip()).encode("utf-8"), add_bos=False)
+                           for p in parts if p.strip()])]
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
@@ -65,7 +78,7 @@ class LlamaCppChatModel:
             chunks = self._llm.create_chat_completion(
                 payload, max_tokens=max_tokens, temperature=temperature, top_p=0.9, stream=True,
                 repeat_penalty=self._cfg.grounded_repeat_penalty if note else self._cfg.repeat_penalty,
-                logits_processor=self._copy_bias(note),
+                logits_processor=self._copy_bias(note) if note else self._echo_guard(messages),
             )
             try:
                 for chunk in chunks:
