@@ -253,12 +253,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--details", action="store_true", help="also print every answer and how it was heard back")
+    parser.add_argument("--stt-model", metavar="MODEL",
+                        help="another speech model (stt.model: a CTranslate2 Whisper folder or package:NAME)")
     parser.add_argument("--save-heard", metavar="FILE", type=Path,
                         help="write what each question was heard as, for python -m bench.quality_replay")
     args = parser.parse_args([] if argv is None else argv)        # python -m bench: no options
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         cfg = _config(folder)
+        if args.stt_model:
+            cfg = cfg.replace("stt", model=args.stt_model)
         t0 = time.monotonic()
         pipe = build_pipeline(cfg, strict_kb=True)
         load_s = time.monotonic() - t0
@@ -269,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\n### Answer quality: {len(QUALITY)} spoken questions ({n_kb} answerable, "
           f"{len(QUALITY) - n_kb} not), voices {', '.join(VOICES)}, every {NOISE_EVERY}rd with pink noise "
           f"at {NOISE_SNR_DB:.0f} dB SNR\n")
-    print(f"Machine: {machine()}; models loaded in {load_s:.1f} s\n")
+    print(f"Machine: {machine()}; speech model {cfg.stt.model}; models loaded in {load_s:.1f} s\n")
     print(table(("metric", "value", "target"), summary(outcomes, jfk)))
     rows = misses(outcomes)
     if rows:

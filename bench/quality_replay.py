@@ -11,8 +11,8 @@ texts themselves (perfect recognition).
 
 Reported per set and in total: retrieval hit@3 (as in ``bench.quality``), the note handed to
 the LLM holds the fact, no-answer questions that were given notes (each would be a claimed
-source), and with ``--llm`` the reply text holds the fact (seeded per question, like the
-benchmark).
+source), and with ``--llm`` the reply text holds the fact and the replies to no-answer
+questions that claim a source (seeded per question, like the benchmark).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ class SetResult:
     notes: int = 0
     replies: int = 0
     chat_with_notes: int = 0
+    claims: int = 0
 
 
 def load_set(spec: str) -> tuple[str, list[str]]:
@@ -70,7 +71,7 @@ async def _reply(pipe: Any, heard: str, index: int) -> str:
 
 def replay(pipe: Any, name: str, heard: Sequence[str], with_llm: bool,
            questions: Sequence[QualityQuestion] = QUALITY) -> SetResult:
-    from bench.quality import has_fact
+    from bench.quality import _SOURCE_CLAIM, has_fact
 
     out = SetResult(name)
     for i, (q, text) in enumerate(zip(questions, heard)):
@@ -79,6 +80,8 @@ def replay(pipe: Any, name: str, heard: Sequence[str], with_llm: bool,
         notes, _ = pipe.find_notes(text)
         if not q.answerable:
             out.chat_with_notes += bool(notes)
+            if with_llm:
+                out.claims += bool(notes) or bool(_SOURCE_CLAIM.search(asyncio.run(_reply(pipe, text, i))))
             continue
         out.hits += any(has_fact(p.text, q.facts) for p in passages)
         out.notes += any(has_fact(n.text, q.facts) for n in notes)
@@ -104,16 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipe = build_pipeline(_config(Path(tmp)), strict_kb=True)
         results = [replay(pipe, name, heard, args.llm) for name, heard in sets]
     total = SetResult("all", *(sum(getattr(r, f) for r in results)
-                               for f in ("hits", "notes", "replies", "chat_with_notes")))
+                               for f in ("hits", "notes", "replies", "chat_with_notes", "claims")))
     rows = []
     for r in [*results, total] if len(results) > 1 else results:
         k = n_kb * (len(results) if r is total else 1)
         c = n_chat * (len(results) if r is total else 1)
         rows.append((r.name, f"{r.hits}/{k}", f"{r.notes}/{k}", f"{r.replies}/{k}" if args.llm else "-",
-                     f"{r.chat_with_notes}/{c}"))
+                     f"{r.chat_with_notes}/{c}", f"{r.claims}/{c}" if args.llm else "-"))
     print(f"\n### Replay of heard texts ({len(results)} set(s) of {len(QUALITY)} questions)\n")
     print(f"Machine: {machine()}\n")
-    print(table(("set", "hit@3", "note holds fact", "reply holds fact", "no-answer given notes"), rows))
+    print(table(("set", "hit@3", "note holds fact", "reply holds fact", "no-answer given notes",
+                        "false source claims"), rows))
     return 0
 
 
