@@ -86,6 +86,7 @@ class LlmConfig:
     n_ctx: int = field(default=2048, metadata=_rng(256, 131072))
     threads: int = field(default=2, metadata=_rng(1, 256))
     max_tokens: int = field(default=96, metadata=_rng(8, 4096))
+    wrap_up_tokens: int = field(default=64, metadata=_rng(0, 4096))
     temperature: float = field(default=0.2, metadata=_rng(0.0, 2.0))
     repeat_penalty: float = field(default=1.15, metadata=_rng(1.0, 2.0))
     grounded_repeat_penalty: float = field(default=1.0, metadata=_rng(1.0, 2.0))

@@ -14,6 +14,7 @@ from daemon.stages.base import ShouldStop, never_stop
 from daemon.stages.copy_bias import NoteCopyBias
 from daemon.stages.echo_guard import EchoGuard
 from daemon.stages.prompt import grounding_note
+from daemon.stages.wrap_up import SentenceWrapUp
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class LlamaCppChatModel:
         self.name = path.name
         self._cfg = cfg
         self._persona_name = own_name.strip()
+        self._texts: dict[int, str] = {}  # token id -> its text, for the wrap-up
         self._lock = threading.Lock()   # one generation at a time
         _LOGGER.info("LLM loaded: %s", path)
 
@@ -61,6 +63,19 @@ class LlamaCppChatModel:
         return [EchoGuard([self._llm.tokenize((" " + p.strip()).encode("utf-8"), add_bos=False)
                            for p in parts if p.strip()])]
 
+    def _wrap_up(self) -> list[SentenceWrapUp]:
+        """A fresh wrap-up processor (daemon/stages/wrap_up.py); empty when it is off."""
+        if self._cfg.wrap_up_tokens <= 0:
+            return []
+        return [SentenceWrapUp(after=self._cfg.wrap_up_tokens, end_token=self._llm.token_eos(),
+                               text_of=self._token_text)]
+
+    def _token_text(self, token: int) -> str:
+        text = self._texts.get(token)
+        if text is None:
+            text = self._texts[token] = self._llm.detokenize([token]).decode("utf-8", errors="ignore")
+        return text
+
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
 
@@ -78,7 +93,8 @@ class LlamaCppChatModel:
             chunks = self._llm.create_chat_completion(
                 payload, max_tokens=max_tokens, temperature=temperature, top_p=0.9, stream=True,
                 repeat_penalty=self._cfg.grounded_repeat_penalty if note else self._cfg.repeat_penalty,
-                logits_processor=self._copy_bias(note) if note else self._echo_guard(messages),
+                logits_processor=((self._copy_bias(note) if note else self._echo_guard(messages)) or [])
+                + self._wrap_up() or None,
             )
             try:
                 for chunk in chunks:
