@@ -18,10 +18,12 @@ from typing import Sequence
 
 import numpy as np
 
+from daemon.stages.logits import ReplyProcessor, continuations
+
 MATCH_TOKENS = 4             # the longest run of reply tokens looked up in the note
 
 
-class NoteCopyBias:
+class NoteCopyBias(ReplyProcessor):
     """Logits processor favouring the note's tokens and the note's next token."""
 
     def __init__(self, note_tokens: Sequence[int], *, bias: float, follow_bias: float, end_token: int | None) -> None:
@@ -30,16 +32,14 @@ class NoteCopyBias:
         self._bias = float(bias)
         self._follow = float(follow_bias)
         self._end = end_token
-        self._prompt_len: int | None = None
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        if self._prompt_len is None:            # the first call sees the prompt only
-            self._prompt_len = len(input_ids)
+        reply = self.reply_tokens(input_ids)
         if not self._note:
             return scores
         out = np.array(scores, copy=True)
         out[self._ids[self._ids < len(out)]] += self._bias
-        for token in self.next_tokens([int(t) for t in input_ids[self._prompt_len:]]):
+        for token in self.next_tokens(reply):
             if 0 <= token < len(out):
                 out[token] += self._follow
         return out
@@ -49,21 +49,3 @@ class NoteCopyBias:
         the note (``end_token`` where that run ends the note); empty when none matches."""
         return continuations(self._note, reply, max_run=MATCH_TOKENS, min_run=1, end_token=self._end)
 
-
-def continuations(source: Sequence[int], reply: Sequence[int], *, max_run: int, min_run: int,
-                  end_token: int | None = None) -> set[int]:
-    """The tokens of ``source`` that follow the longest run (``min_run``..``max_run`` tokens)
-    of ``reply``'s last tokens found in it; ``end_token`` where that run ends ``source``."""
-    for size in range(min(max_run, len(reply)), min_run - 1, -1):
-        tail = list(reply[-size:])
-        found: set[int] = set()
-        for start in range(len(source) - size + 1):
-            if list(source[start:start + size]) == tail:
-                after = start + size
-                if after < len(source):
-                    found.add(source[after])
-                elif end_token is not None:
-                    found.add(end_token)
-        if found:
-            return found
-    return set()

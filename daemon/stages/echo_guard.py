@@ -19,24 +19,21 @@ from typing import Sequence
 
 import numpy as np
 
-from daemon.stages.copy_bias import continuations
+from daemon.stages.logits import ReplyProcessor, continuations
 
 RUN_TOKENS = 3               # a reply may share at most this many tokens in a row with the prompt
 
 
-class EchoGuard:
+class EchoGuard(ReplyProcessor):
     """Logits processor that forbids continuing a run of the instructions' tokens (``segments``:
     the instructions as token lists, cut where a name the reply may repeat was)."""
 
     def __init__(self, segments: Sequence[Sequence[int]], *, run: int = RUN_TOKENS) -> None:
         self._segments = [list(s) for s in segments if len(s) > run]
         self._run = run
-        self._prompt_len: int | None = None
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        if self._prompt_len is None:            # the first call sees the prompt only
-            self._prompt_len = len(input_ids)
-        banned = self.banned([int(t) for t in input_ids[self._prompt_len:]])
+        banned = self.banned(self.reply_tokens(input_ids))
         if not banned:
             return scores
         out = np.array(scores, copy=True)

@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from daemon.stages.logits import ReplyProcessor
+
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s*$")
 _DIGIT_END = re.compile(r"\d\s*$")
 
@@ -31,19 +33,16 @@ def ends_sentence(previous: str, token: str) -> bool:
     return not _DIGIT_END.search(head or previous)
 
 
-class SentenceWrapUp:
+class SentenceWrapUp(ReplyProcessor):
     """Logits processor: after ``after`` reply tokens, end the turn at the next sentence end."""
 
     def __init__(self, *, after: int, end_token: int, text_of: Callable[[int], str]) -> None:
         self._after = after
         self._end = end_token
         self._text_of = text_of
-        self._prompt_len: int | None = None
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        if self._prompt_len is None:            # the first call sees the prompt only
-            self._prompt_len = len(input_ids)
-        reply = [int(t) for t in input_ids[self._prompt_len:]]
+        reply = self.reply_tokens(input_ids)
         if not self.should_end(reply) or not 0 <= self._end < len(scores):
             return scores
         out = np.full_like(scores, -np.inf)
