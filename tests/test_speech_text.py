@@ -57,6 +57,19 @@ def test_markup_emoji_urls_and_code_are_not_read() -> None:
     assert out == to_speakable(out), "cleaning twice must change nothing"
 
 
+@pytest.mark.parametrize("text,expected", [
+    # what SmolLM2 wrote in chat replies: acted, not read out
+    ("Aw, shucks! I'm a little... (laughs)\nI've got to be careful.", "Aw, shucks! I'm a little... I've got to be careful."),
+    ("*smiles* Sure thing! *winks* See you.", "Sure thing! See you."),
+    ("(clears throat) Ladies and gentlemen [pause] welcome.", "Ladies and gentlemen welcome."),
+    # not stage directions: emphasis inside a sentence, asides that are content
+    ("He *nodded* slowly.", "He nodded slowly."),
+    ("A (small) museum, the cries (of gulls).", "A, small, museum, the cries, of gulls."),
+])
+def test_stage_directions_are_not_read(text: str, expected: str) -> None:
+    assert to_speakable(text) == expected
+
+
 def test_no_digits_survive_in_number_heavy_text() -> None:
     text = ("Model X-12 uses 0.75 kg at 180–200 °C for 1 h 30 min; ring +44 131 496 0000, "
             "room 4B, #3, 007, 10,000,000 people, 3.14159, ratio 1:2, 24/7.")

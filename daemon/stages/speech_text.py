@@ -1,4 +1,5 @@
-"""Text the TTS can read aloud: markup, emoji, URLs and code removed; numbers written out.
+"""Text the TTS can read aloud: markup, emoji, URLs, code and stage directions removed;
+numbers written out.
 
 A voice reads "4.5 l" as "four dot five l" and "K-420" as "K minus four hundred twenty";
 listeners need "four point five litres" and "K four twenty". :func:`to_speakable` rewrites
@@ -42,7 +43,18 @@ _EMPHASIS = (
 )
 
 
+# Stage directions a chat model writes ("(laughs)", "*winks*", "[pause]"): acted, not read.
+_ACTIONS = ("laugh|chuckl|giggl|smil|grin|sigh|wink|paus|gasp|cough|clears? (?:his |her |my |their )?throat|"
+            "whisper|shrug|nod|snicker|snort|beam|blush|cheer|clap|yawn|sniff|sob|cri|applause|music|"
+            "dramatic|playful|excited|hug|bow|waves?|sings?")
+_STAGE_DIRECTION = re.compile(
+    rf"\((?:{_ACTIONS})[a-z]*(?: [a-z]+){{0,3}}\)|\[(?:{_ACTIONS})[a-z]*(?: [a-z]+){{0,3}}\]|"
+    # between asterisks only where no sentence is under way: "He *nodded* slowly" is emphasis
+    rf"(?:^|(?<=[.!?,;:…]\s))\*(?:{_ACTIONS})[a-z]*(?: [a-z]+){{0,3}}\*(?!\w)", re.IGNORECASE | re.MULTILINE)
+
+
 def _strip_markup(text: str) -> str:
+    text = _STAGE_DIRECTION.sub(" ", text)
     text = _FENCED.sub(" ", text)
     text = _INLINE_CODE.sub(lambda m: m.group(1) if len(m.group(1).split()) <= 4 else " ", text)
     text = _IMAGE.sub(r"\1", text)
