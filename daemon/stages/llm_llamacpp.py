@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from daemon.config import LlmConfig
 from daemon.errors import ModelError
@@ -70,6 +70,12 @@ class LlamaCppChatModel:
         return [SentenceWrapUp(after=self._cfg.wrap_up_tokens, end_token=self._llm.token_eos(),
                                text_of=self._token_text)]
 
+    def _processors(self, note: str, messages: Sequence[ChatMessage]) -> list[Any] | None:
+        """This reply's logits processors: the copy bias (grounded) or the echo guard (chat),
+        then the wrap-up; None when all are off."""
+        shaping = self._copy_bias(note) if note else self._echo_guard(messages)
+        return [*(shaping or []), *self._wrap_up()] or None
+
     def _token_text(self, token: int) -> str:
         text = self._texts.get(token)
         if text is None:
@@ -93,8 +99,7 @@ class LlamaCppChatModel:
             chunks = self._llm.create_chat_completion(
                 payload, max_tokens=max_tokens, temperature=temperature, top_p=0.9, stream=True,
                 repeat_penalty=self._cfg.grounded_repeat_penalty if note else self._cfg.repeat_penalty,
-                logits_processor=((self._copy_bias(note) if note else self._echo_guard(messages)) or [])
-                + self._wrap_up() or None,
+                logits_processor=self._processors(note, messages),
             )
             try:
                 for chunk in chunks:
