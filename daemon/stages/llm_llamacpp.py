@@ -12,7 +12,7 @@ from daemon.messages import ChatMessage
 from daemon.models import resolve_model
 from daemon.stages.base import ShouldStop, never_stop
 from daemon.stages.copy_bias import NoteCopyBias
-from daemon.stages.echo_guard import EchoGuard
+from daemon.stages.echo_guard import EchoGuard, piece_key
 from daemon.stages.prompt import grounding_note
 from daemon.stages.wrap_up import SentenceWrapUp
 
@@ -39,8 +39,11 @@ class LlamaCppChatModel:
         self.name = path.name
         self._cfg = cfg
         self._persona_name = own_name.strip()
-        self._texts: dict[int, str] = {}  # token id -> its text, for the wrap-up
+        self._texts: dict[int, str] = {}  # token id -> its text, for the wrap-up and echo guard
+        self._by_key: dict[str, list[int]] | None = None   # piece key -> token ids (echo guard)
         self._lock = threading.Lock()   # one generation at a time
+        if cfg.echo_guard:
+            self._tokens_by_key()       # now, not in the first chat reply
         _LOGGER.info("LLM loaded: %s", path)
 
     def _copy_bias(self, note: str) -> list[NoteCopyBias] | None:
@@ -60,8 +63,24 @@ class LlamaCppChatModel:
         if not self._cfg.echo_guard or not messages or messages[0].role != "system":
             return None
         parts = messages[0].content.split(self._persona_name) if self._persona_name else [messages[0].content]
-        return [EchoGuard([self._llm.tokenize((" " + p.strip()).encode("utf-8"), add_bos=False)
-                           for p in parts if p.strip()])]
+        segments = [[self._key_of(t) for t in self._llm.tokenize((" " + p.strip()).encode("utf-8"), add_bos=False)]
+                    for p in parts if p.strip()]
+        by_key = self._tokens_by_key()
+        return [EchoGuard(segments, key_of=self._key_of, tokens_with=lambda key: by_key.get(key, ()))]
+
+    def _key_of(self, token: int) -> str:
+        return piece_key(self._token_text(token))
+
+    def _tokens_by_key(self) -> dict[str, list[int]]:
+        """Every vocabulary token by its piece key (built once: ~0.1 s for SmolLM2's 49k)."""
+        if self._by_key is None:
+            by_key: dict[str, list[int]] = {}
+            for token in range(self._llm.n_vocab()):
+                key = self._key_of(token)
+                if key:
+                    by_key.setdefault(key, []).append(token)
+            self._by_key = by_key
+        return self._by_key
 
     def _wrap_up(self) -> list[SentenceWrapUp]:
         """A fresh wrap-up processor (daemon/stages/wrap_up.py); empty when it is off."""

@@ -7,7 +7,7 @@ and hands subclasses the reply's own tokens. One instance serves one generation.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Hashable, Sequence, TypeVar
 
 import numpy as np
 
@@ -24,13 +24,16 @@ class ReplyProcessor:
         return [int(t) for t in input_ids[self._prompt_len:]]
 
 
-def continuations(source: Sequence[int], reply: Sequence[int], *, max_run: int, min_run: int,
-                  end_token: int | None = None) -> set[int]:
+T = TypeVar("T", bound=Hashable)
+
+
+def continuations(source: Sequence[T], reply: Sequence[T], *, max_run: int, min_run: int,
+                  end_token: T | None = None) -> set[T]:
     """The tokens of ``source`` that follow the longest run (``min_run``..``max_run`` tokens)
     of ``reply``'s last tokens found in it; ``end_token`` where that run ends ``source``."""
     for size in range(min(max_run, len(reply)), min_run - 1, -1):
         tail = list(reply[-size:])
-        found: set[int] = set()
+        found: set[T] = set()
         for start in range(len(source) - size + 1):
             if list(source[start:start + size]) == tail:
                 after = start + size
