@@ -141,20 +141,31 @@ def _config(tmp: Path) -> Any:
     return cfg.replace("conversation", history_file="")
 
 
-async def _ask(pipe: Any, o: Outcome) -> None:
-    from daemon.audio.fileio import resample
-    from daemon.audio.sinks import BufferSink
+def retrieval_hit(pipe: Any, heard: str, facts: Sequence[str]) -> bool:
+    """Retrieval hit@3: a top-3 passage for ``heard`` clears the relevance gate and holds the fact."""
+    passages = pipe.kb.retrieve(heard)[:3]
+    return pipe.kb.is_relevant(passages) and any(has_fact(p.text, facts) for p in passages)
+
+
+async def answer(pipe: Any, question: str, sink: Any) -> Any:
+    """One whole turn (retrieval, LLM, TTS into ``sink``) with the configured emotion, as the
+    CLI runs it; returns its ``TurnResult``."""
     from daemon.messages import Emotion
     from daemon.turn import TurnRequest, run_turn
 
-    start = time.monotonic()
-    passages = pipe.kb.retrieve(o.heard)[:3]
-    passages = passages if pipe.kb.is_relevant(passages) else []
-    o.hit = o.q.answerable and any(has_fact(p.text, o.q.facts) for p in passages)
-    sink = BufferSink()
     emotion = Emotion(pipe.cfg.emotion.default, pipe.cfg.emotion.intensity)
-    req = TurnRequest(question=o.heard, turn=1, should_stop=lambda: False, emotion=emotion)
-    result = await run_turn(pipe, req, sink)
+    req = TurnRequest(question=question, turn=1, should_stop=lambda: False, emotion=emotion)
+    return await run_turn(pipe, req, sink)
+
+
+async def _ask(pipe: Any, o: Outcome) -> None:
+    from daemon.audio.fileio import resample
+    from daemon.audio.sinks import BufferSink
+
+    start = time.monotonic()
+    o.hit = retrieval_hit(pipe, o.heard, o.q.facts)
+    sink = BufferSink()
+    result = await answer(pipe, o.heard, sink)
     o.reply, o.sources = result.reply, tuple(result.sources)
     o.seconds += time.monotonic() - start
     if sink.chunks:

@@ -58,32 +58,26 @@ def load_set(spec: str) -> tuple[str, list[str]]:
 
 
 async def _reply(pipe: Any, heard: str, index: int) -> str:
-    from bench.quality import _seed
+    from bench.quality import _seed, answer
     from daemon.audio.sinks import BufferSink
-    from daemon.messages import Emotion
-    from daemon.turn import TurnRequest, run_turn
 
     _seed(pipe, index)
-    emotion = Emotion(pipe.cfg.emotion.default, pipe.cfg.emotion.intensity)
-    req = TurnRequest(question=heard, turn=1, should_stop=lambda: False, emotion=emotion)
-    return (await run_turn(pipe, req, BufferSink())).reply
+    return (await answer(pipe, heard, BufferSink())).reply
 
 
 def replay(pipe: Any, name: str, heard: Sequence[str], with_llm: bool,
            questions: Sequence[QualityQuestion] = QUALITY) -> SetResult:
-    from bench.quality import _SOURCE_CLAIM, has_fact
+    from bench.quality import _SOURCE_CLAIM, has_fact, retrieval_hit
 
     out = SetResult(name)
     for i, (q, text) in enumerate(zip(questions, heard)):
-        passages = pipe.kb.retrieve(text)[:3]
-        passages = passages if pipe.kb.is_relevant(passages) else []
         notes, _ = pipe.find_notes(text)
         if not q.answerable:
             out.chat_with_notes += bool(notes)
             if with_llm:
                 out.claims += bool(notes) or bool(_SOURCE_CLAIM.search(asyncio.run(_reply(pipe, text, i))))
             continue
-        out.hits += any(has_fact(p.text, q.facts) for p in passages)
+        out.hits += retrieval_hit(pipe, text, q.facts)
         out.notes += any(has_fact(n.text, q.facts) for n in notes)
         if with_llm:
             out.replies += has_fact(asyncio.run(_reply(pipe, text, i)), q.facts)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 
 from daemon.config import Config
-from daemon.messages import Emotion, TurnResult
+from daemon.messages import TurnResult
 from tests.fixtures_kb import SAMPLE_KB
 
 
@@ -58,12 +58,11 @@ def quality_pipeline(default_config: Config, quality_kb: Any, smollm: Any, piper
 
 def ask(pipe: Any, question: str) -> TurnResult:
     """One whole turn (retrieval, LLM, TTS into a buffer), as the CLI runs it."""
+    from bench.quality import answer
     from daemon.audio.sinks import BufferSink
-    from daemon.turn import TurnRequest, run_turn
 
-    emotion = Emotion(pipe.cfg.emotion.default, pipe.cfg.emotion.intensity)
-    request = TurnRequest(question=question, turn=1, should_stop=lambda: False, emotion=emotion)
-    return asyncio.run(run_turn(pipe, request, BufferSink()))
+    result: TurnResult = asyncio.run(answer(pipe, question, BufferSink()))
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -48,4 +48,3 @@ class NoteCopyBias(ReplyProcessor):
         """The note tokens that continue the longest run of ``reply``'s last tokens found in
         the note (``end_token`` where that run ends the note); empty when none matches."""
         return continuations(self._note, reply, max_run=MATCH_TOKENS, min_run=1, end_token=self._end)
-

@@ -42,8 +42,6 @@ class LlamaCppChatModel:
         self._texts: dict[int, str] = {}  # token id -> its text, for the wrap-up and echo guard
         self._by_key: dict[str, list[int]] | None = None   # piece key -> token ids (echo guard)
         self._lock = threading.Lock()   # one generation at a time
-        if cfg.echo_guard:
-            self._tokens_by_key()       # now, not in the first chat reply
         _LOGGER.info("LLM loaded: %s", path)
 
     def _copy_bias(self, note: str) -> list[NoteCopyBias] | None:
@@ -72,7 +70,8 @@ class LlamaCppChatModel:
         return piece_key(self._token_text(token))
 
     def _tokens_by_key(self) -> dict[str, list[int]]:
-        """Every vocabulary token by its piece key (built once: ~0.1 s for SmolLM2's 49k)."""
+        """Every vocabulary token by its piece key, built at the first chat prompt (the
+        pipeline's warm-up runs one) and kept: ~0.1 s for SmolLM2's 49k tokens."""
         if self._by_key is None:
             by_key: dict[str, list[int]] = {}
             for token in range(self._llm.n_vocab()):

@@ -47,10 +47,11 @@ _EMPHASIS = (
 _ACTIONS = ("laugh|chuckl|giggl|smil|grin|sigh|wink|paus|gasp|cough|clears? (?:his |her |my |their )?throat|"
             "whisper|shrug|nod|snicker|snort|beam|blush|cheer|clap|yawn|sniff|sob|cri|applause|music|"
             "dramatic|playful|excited|hug|bow|waves?|sings?")
+_DIRECTION = rf"(?:{_ACTIONS})[a-z]*(?: [a-z]+){{0,3}}"     # an action word and up to three more
 _STAGE_DIRECTION = re.compile(
-    rf"\((?:{_ACTIONS})[a-z]*(?: [a-z]+){{0,3}}\)|\[(?:{_ACTIONS})[a-z]*(?: [a-z]+){{0,3}}\]|"
+    rf"\({_DIRECTION}\)|\[{_DIRECTION}\]|"
     # between asterisks only where no sentence is under way: "He *nodded* slowly" is emphasis
-    rf"(?:^|(?<=[.!?,;:…]\s))\*(?:{_ACTIONS})[a-z]*(?: [a-z]+){{0,3}}\*(?!\w)", re.IGNORECASE | re.MULTILINE)
+    rf"(?:^|(?<=[.!?,;:…]\s))\*{_DIRECTION}\*(?!\w)", re.IGNORECASE | re.MULTILINE)
 
 
 def _strip_markup(text: str) -> str:
