@@ -16,6 +16,12 @@ before the server existed sees no devices until PortAudio is re-initialised
 The server gets a fresh 0700 ``XDG_RUNTIME_DIR`` and a fresh ``HOME``; every process started
 here is stopped by its own PID. The fixture sets ``PULSE_SERVER`` in this test process too, so
 in-process sounddevice streams use the card.
+
+PulseAudio itself has been seen to die now and then (a segfault in a null sink's thread while
+streams come and go: twice in about ten full runs here). :meth:`PulseRig.reset` then starts a
+new server on the same socket with fresh sinks (its log kept beside it), so does the start of
+every test, and a test that failed while the server died is run once more
+(:func:`sound_server_died`, used in conftest.py).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -170,6 +177,8 @@ class PulseRig:
         self._keepers: dict[str, subprocess.Popen[bytes]] = {}
         self._modules: dict[str, int] = {}
         self._extra_modules: list[int] = []
+        self.restarts = 0
+        _RIGS.append(self)
 
     # ------------------------------------------------------------ lifecycle
     def start(self, timeout: float = 15.0) -> None:
@@ -197,8 +206,34 @@ class PulseRig:
         self.pactl("set-default-source", source)
         self._place_readers()
 
+    @property
+    def alive(self) -> bool:
+        """The server was started and is still running."""
+        return self._server is not None and self._server.poll() is None
+
+    def revive(self) -> bool:
+        """If the server died, start a new one on the same socket with fresh sinks (the old
+        log is kept as ``pulseaudio-died-N.log``). True if it had to."""
+        if self._server is None or self.alive:
+            return False
+        self.restarts += 1
+        _DEATHS["all"] += 1
+        kept = self.root / f"pulseaudio-died-{self.restarts}.log"
+        (self.root / "pulseaudio.log").replace(kept)
+        tail = kept.read_text(errors="replace").splitlines()[-5:]
+        print(f"\nPulseAudio test server died (exit code {self._server.returncode}); starting a "
+              f"new one. The end of its log ({kept}):", *tail, sep="\n  ", file=sys.stderr)
+        for name in set(self._readers) | set(self._keepers):
+            self._stop_reader(name)
+        self._modules.clear()
+        self._extra_modules.clear()
+        self.start()
+        return True
+
     def close(self) -> None:
-        for name in list(self._readers):
+        with contextlib.suppress(ValueError):
+            _RIGS.remove(self)
+        for name in set(self._readers) | set(self._keepers):
             self._stop_reader(name)
         if self._server is not None and self._server.poll() is None:
             self._server.terminate()
@@ -216,7 +251,10 @@ class PulseRig:
         out = subprocess.run(["pactl", *args], env=self.subprocess_env(), capture_output=True,
                              text=True, timeout=10)
         if out.returncode:
-            raise RuntimeError(f"pactl {' '.join(args)} failed: {out.stderr.strip()}")
+            why = out.stderr.strip()
+            if self._server is not None and not self.alive:
+                why += f" (the PulseAudio test server died, exit code {self._server.returncode})"
+            raise RuntimeError(f"pactl {' '.join(args)} failed: {why}")
         return out.stdout.strip()
 
     def names(self, kind: str) -> list[str]:
@@ -229,7 +267,9 @@ class PulseRig:
         ``fresh`` also replaces both sinks with new ones. A module that wrapped them (the
         WebRTC echo canceller) leaves them changed after it is unloaded: sound played into
         ``micfeed`` afterwards loses its first few hundred milliseconds at the monitor.
+        A server that died is started afresh first.
         """
+        self.revive()
         for module in reversed(self._extra_modules):
             with contextlib.suppress(RuntimeError):
                 self.pactl("unload-module", str(module))
@@ -386,6 +426,27 @@ def _wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(what)
         time.sleep(0.01)
+
+
+# Every rig started in this process (the session's card, a benchmark's), newest last, and
+# how many servers died: in all, and by the start of the current test.
+_RIGS: list[PulseRig] = []
+_DEATHS = {"all": 0, "at_test_start": 0}
+
+
+def test_starting() -> None:
+    """Called as each test starts (conftest.py): a dead server is started afresh (a live
+    service reconnects to it by itself), and the count is noted for :func:`sound_server_died`."""
+    for rig in list(_RIGS):
+        rig.revive()
+    _DEATHS["at_test_start"] = _DEATHS["all"]
+
+
+def sound_server_died(error: BaseException | None = None) -> bool:
+    """Asked once a test failed: did a sound server die since it started (dead now, or
+    already started afresh by a fixture's reset)?"""
+    dead_now = any(rig._server is not None and not rig.alive for rig in _RIGS)
+    return dead_now or _DEATHS["all"] > _DEATHS["at_test_start"]
 
 
 def pulse_available() -> str | None:
