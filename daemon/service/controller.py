@@ -1,4 +1,4 @@
-"""The controller: the state machine, errors and commands (replies: turn_keeping.py).
+"""The controller: the state machine, errors and commands (replies: its TurnKeeper).
 
 States: starting -> listening -> hearing -> thinking -> speaking -> listening, plus paused
 and error. Microphone frames arrive on the event loop (one bridge, in the devices layer);
@@ -22,7 +22,7 @@ from daemon.messages import (
 from daemon.pipeline import Pipeline
 from daemon.service.events import EventHub
 from daemon.service.hearing import Hearing
-from daemon.service.turn_keeping import TurnKeeping
+from daemon.service.turn_keeping import TurnKeeper
 from daemon.service.turns import NotReadyError, StageError, check_text, spoken_part
 from daemon.threads import run_blocking
 from daemon.turn import speak_text
@@ -37,42 +37,49 @@ MAX_FAILURES = 5
 HOLD_LIMIT_S = 1.0
 
 
-class AssistantController(TurnKeeping):
-    """Implements :class:`daemon.service.api.Controller`; replies: :class:`TurnKeeping`."""
+class AssistantController:
+    """Implements :class:`daemon.service.api.Controller` (and the :class:`TurnHost` its
+    :class:`TurnKeeper` needs); replies are the keeper's."""
 
     def __init__(self, cfg: Config, output: AudioOutput, on_fatal: Callable[[BaseException], None]) -> None:
         self.cfg = cfg
         self.config_path: str | None = None
-        self.pipe: Pipeline | None = None
-        self.output = output
         self.scope = InterruptionScope()
-        self.scope.add_hook(self._stop_output)
         self.hub = EventHub()
+        self.turns = TurnKeeper(self, output, self.scope, self.hub)
         self.hearing: Hearing | None = None
         self._on_fatal = on_fatal
         self._state = "starting"
         self._paused = False
         self._emotion = Emotion(cfg.emotion.default, cfg.emotion.intensity)
-        self._last_transcript = ""
-        self._last_reply = ""
         self._device_errors: dict[str, str] = {}
-        self._init_turns()
         self._failures = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._hold_timer: asyncio.TimerHandle | None = None
-        self.last_timings: dict[str, float] = {}
         self.last_first_sound = 0.0
+
+    @property
+    def pipe(self) -> Pipeline | None:
+        return self.turns.pipe
+
+    @property
+    def output(self) -> AudioOutput:
+        return self.turns.output
+
+    @output.setter
+    def output(self, output: AudioOutput) -> None:
+        self.turns.output = output
 
     # ------------------------------------------------------------ lifecycle
     def attach(self, pipe: Pipeline) -> None:
         """Models are loaded: start listening."""
-        self.pipe = pipe
+        self.turns.pipe = pipe
         self.hearing = Hearing(self.cfg.vad, pipe, self)
         if pipe.kb is not None:
             pipe.kb.start_watching(self._index_updated_threadsafe(asyncio.get_running_loop()))
         if len(pipe.history):           # remembered from before: warm up with it in the prompt
-            self.spawn(self._prime(pipe, self._emotion), "llm-prime")
-        self._set_state(self._idle_state())
+            self.spawn(self.turns.prime(pipe, self._emotion), "llm-prime")
+        self.set_state(self.idle_state())
 
     def _index_updated_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[int, int], None]:
         def on_update(documents: int, chunks: int) -> None:
@@ -116,11 +123,15 @@ class AssistantController(TurnKeeping):
 
     @property
     def last_transcript(self) -> str:
-        return self._last_transcript
+        return self.turns.last_transcript
 
     @property
     def last_reply(self) -> str:
-        return self._last_reply
+        return self.turns.last_reply
+
+    @property
+    def last_timings(self) -> dict[str, float]:
+        return self.turns.last_timings
 
     @property
     def version(self) -> str:
@@ -149,10 +160,10 @@ class AssistantController(TurnKeeping):
     @property
     def busy(self) -> bool:
         """True from a question until its reply has left the speaker (or was interrupted)."""
-        return self._active is not None and self._active.running
+        return self.turns.busy
 
     # ------------------------------------------------------------- state
-    def _set_state(self, state: str) -> None:
+    def set_state(self, state: str) -> None:
         if state == self._state:
             return
         self._state = state
@@ -162,7 +173,7 @@ class AssistantController(TurnKeeping):
         self.hub.publish(StateChanged(state))
         self.hub.publish(PropertyChanged("State"))
 
-    def _idle_state(self) -> str:
+    def idle_state(self) -> str:
         if self._device_errors:
             return "error"
         return "paused" if self._paused else "listening"
@@ -174,7 +185,7 @@ class AssistantController(TurnKeeping):
     def startup_failed(self, code: str, message: str) -> None:
         """The models could not be loaded: say why and stay in 'error' (D-Bus still answers)."""
         self.report_error(code, message)
-        self._set_state("error")
+        self.set_state("error")
 
     def stage_failed(self, code: str, message: str, exc: BaseException | None = None) -> None:
         """A stage failed on one utterance: report it, keep listening; give up after a run."""
@@ -185,12 +196,16 @@ class AssistantController(TurnKeeping):
         if self._failures >= MAX_FAILURES:
             self._on_fatal(exc)
 
+    def reply_succeeded(self) -> None:
+        """A reply ran to its end: failures are no longer in a row."""
+        self._failures = 0
+
     def device_error(self, role: str, message: str) -> None:
         """The microphone or speaker is missing; the devices layer keeps reconnecting."""
         self._device_errors[role] = message
         self.report_error("Device", message)
         if not self.busy:
-            self._set_state("error")
+            self.set_state("error")
 
     def first_sound(self, t: float) -> None:
         """The speaker emitted the first sample of a reply (for latency measurement)."""
@@ -202,21 +217,21 @@ class AssistantController(TurnKeeping):
         if role == "microphone" and self.hearing is not None:
             self.hearing.reset()       # whatever was half-heard before the loss is gone
         if not self.busy and self._state == "error":
-            self._set_state(self._idle_state())
+            self.set_state(self.idle_state())
 
     # ------------------------------------------------------------ hearing
     def speech_started(self) -> None:
         if not self.busy and self._state in ("listening", "error"):
-            self._set_state("hearing")
+            self.set_state("hearing")
 
     def speech_dropped(self) -> None:
         if self._state == "hearing":
-            self._set_state(self._idle_state())
+            self.set_state(self.idle_state())
 
     def hold_output(self, on: bool) -> None:
         """User speech over the reply, not yet long enough to be a barge-in: silence the
         speaker now (on), or let the reply go on (off) when it stopped short."""
-        self._cancel_hold_timer()
+        self.cancel_hold_timer()
         if on and not self.busy:
             return
         _LOGGER.info("playback %s", "held: speech over the reply" if on else "resumed: too short to interrupt")
@@ -224,24 +239,24 @@ class AssistantController(TurnKeeping):
         if on:   # the microphone may go quiet for good (unplugged, paused): never hold for ever
             self._hold_timer = asyncio.get_running_loop().call_later(HOLD_LIMIT_S, self.hold_output, False)
 
-    def _cancel_hold_timer(self) -> None:
+    def cancel_hold_timer(self) -> None:
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
 
     def barge_in(self) -> None:
-        self._cancel_hold_timer()
+        self.cancel_hold_timer()
         if self.busy:
             _LOGGER.info("barge-in")
-            self._interrupt_turn()
-            self._set_state("hearing")
+            self.turns.interrupt()
+            self.set_state("hearing")
 
     def heard(self, text: str, speech_end: float, stt_s: float) -> None:
         """A complete utterance was transcribed: answer it."""
         if not text:
             self.speech_dropped()
             return
-        self._start_turn(text, speech_end, stt_s)
+        self.turns.start(text, speech_end, stt_s)
 
     # ----------------------------------------------------------- commands
     async def pause(self) -> None:
@@ -250,7 +265,7 @@ class AssistantController(TurnKeeping):
             self.hearing.reset()
         self.hub.publish(PropertyChanged("Paused"))
         if not self.busy:
-            self._set_state(self._idle_state())
+            self.set_state(self.idle_state())
 
     async def resume(self) -> None:
         self._paused = False
@@ -258,12 +273,12 @@ class AssistantController(TurnKeeping):
             self.hearing.reset()
         self.hub.publish(PropertyChanged("Paused"))
         if not self.busy:
-            self._set_state(self._idle_state())
+            self.set_state(self.idle_state())
 
     async def interrupt(self) -> None:
         if self.busy:
-            self._interrupt_turn()
-            self._set_state(self._idle_state())
+            self.turns.interrupt()
+            self.set_state(self.idle_state())
 
     async def set_emotion(self, name: str, intensity: float) -> None:
         if name not in self.cfg.emotion.styles:
@@ -278,7 +293,7 @@ class AssistantController(TurnKeeping):
         """Answer typed text out loud; returns once the reply text is complete."""
         text = check_text(text)
         self._require_ready()
-        active = self._start_turn(text, time.monotonic(), 0.0)
+        active = self.turns.start(text, time.monotonic(), 0.0)
         return await asyncio.shield(active.text_done)
 
     async def say(self, text: str) -> None:
@@ -287,14 +302,14 @@ class AssistantController(TurnKeeping):
         self._require_ready()
         pipe = self.pipe
         assert pipe is not None
-        active = self._begin("")
+        active = self.turns.begin("")
 
         async def work() -> TurnResult:
             await speak_text(pipe, text, active.turn, self.scope.stopper(active.turn),
-                             self._emotion, self._sink(active), active.chunks.append)
+                             self._emotion, self.turns.sink(active), active.chunks.append)
             return TurnResult(transcript="", reply=text, sources=(), timings={})
 
-        self._launch(active, work, False, "say")
+        self.turns.launch(active, work, False, "say")
         await asyncio.shield(active.text_done)
 
     async def reindex(self) -> None:

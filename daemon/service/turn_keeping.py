@@ -1,17 +1,17 @@
-"""The turn half of the controller: starting, announcing, running and ending replies.
+"""The turn keeper: starting, announcing, running and ending replies.
 
 A turn lasts from the question until its last sample has left the speaker (or it was
 interrupted). Replies begun early (at a pause in the question) are held back, unheard and
-unannounced, until the end of the question confirms them. :class:`TurnKeeping` is mixed into
-:class:`daemon.service.controller.AssistantController`, which owns the state machine and the
-attributes declared here; interruption goes through the one ``InterruptionScope``.
+unannounced, until the end of the question confirms them. :class:`TurnKeeper` is owned by
+:class:`daemon.service.controller.AssistantController` and reaches it only through
+:class:`TurnHost`; interruption goes through the one ``InterruptionScope``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable, Mapping, Protocol
 
 from daemon.errors import SottovoceError
 from daemon.interruption import InterruptionScope
@@ -32,57 +32,53 @@ _LOGGER = logging.getLogger("daemon.service.controller")
 PLAYOUT_SLACK_S = 5.0
 
 
-class TurnKeeping:
+class TurnHost(Protocol):
+    """What the turn keeper needs from the controller that owns it."""
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def paused(self) -> bool: ...
+    @property
+    def emotion(self) -> Emotion: ...
+    def set_state(self, state: str) -> None: ...
+    def idle_state(self) -> str: ...
+    def cancel_hold_timer(self) -> None: ...
+    def stage_failed(self, code: str, message: str, exc: BaseException | None = None) -> None: ...
+    def reply_succeeded(self) -> None: ...
+    def spawn(self, coro: Awaitable[Any], name: str) -> "asyncio.Task[Any]": ...
+
+
+class TurnKeeper:
     """Turn lifecycle for the controller (see the module docstring)."""
 
-    # Owned by the controller.
-    pipe: "Pipeline | None"
-    output: "AudioOutput"
-    scope: InterruptionScope
-    hub: EventHub
-    last_timings: dict[str, float]
-    _state: str
-    _paused: bool
-    _emotion: Emotion
-    _last_transcript: str
-    _last_reply: str
-    _failures: int
-    # Owned here.
-    _active: ActiveTurn | None
-    _prepared: ActiveTurn | None
-    _last_played: Mapping[Hashable, float]
+    def __init__(self, host: TurnHost, output: "AudioOutput", scope: InterruptionScope,
+                 hub: EventHub) -> None:
+        self.host = host
+        self.output = output
+        self.scope = scope
+        self.hub = hub
+        self.pipe: Pipeline | None = None
+        self.last_transcript = ""
+        self.last_reply = ""
+        self.last_timings: dict[str, float] = {}
+        self._active: ActiveTurn | None = None
+        self._prepared: ActiveTurn | None = None     # a reply begun before the question ended
+        self._last_played: Mapping[Hashable, float] = {}
+        scope.add_hook(self._stop_output)
 
-    def _init_turns(self) -> None:
-        self._active = None
-        self._prepared = None          # a reply begun before the question ended
-        self._last_played = {}
-
-    # Provided by the controller.
     @property
     def busy(self) -> bool:
-        raise NotImplementedError
-
-    def _set_state(self, state: str) -> None:
-        raise NotImplementedError
-
-    def _idle_state(self) -> str:
-        raise NotImplementedError
-
-    def _cancel_hold_timer(self) -> None:
-        raise NotImplementedError
-
-    def stage_failed(self, code: str, message: str, exc: BaseException | None = None) -> None:
-        raise NotImplementedError
-
-    def spawn(self, coro: Awaitable[Any], name: str) -> "asyncio.Task[Any]":
-        raise NotImplementedError
+        """True from a question until its reply has left the speaker (or was interrupted)."""
+        return self._active is not None and self._active.running
 
     # -------------------------------------------------------------- turns
-    def _begin(self, question: str) -> ActiveTurn:
+    def begin(self, question: str) -> ActiveTurn:
+        """A new current turn, announced (an empty question: speech the user asked for)."""
         assert self.pipe is not None
         self.drop_prepared()
         if self.busy:
-            self._interrupt_turn()
+            self.interrupt()
         active = ActiveTurn(self.scope.begin_turn(), question)
         self._go_live(active)
         return active
@@ -91,20 +87,20 @@ class TurnKeeping:
         self._active = active
         self.output.hold(False)         # a reply that is announced is heard
         if active.question:
-            self._last_transcript = active.question
+            self.last_transcript = active.question
             self.hub.publish(TranscriptEvent(active.question))
             self.hub.publish(PropertyChanged("LastTranscript"))
-        self._set_state("thinking")
+        self.host.set_state("thinking")
 
     # ------------------------------------------------- replies begun early
-    def prepare_turn(self, question: str, speech_end: float, stt_s: float) -> None:
+    def prepare(self, question: str, speech_end: float, stt_s: float) -> None:
         """Start answering what was heard before a pause, unheard and unannounced: the
         speaker holds its audio until :meth:`commit_prepared` (the pause was the end of the
         question) or :meth:`drop_prepared` (the user went on talking)."""
-        if self.busy or self._paused or self.pipe is None:
+        if self.busy or self.host.paused or self.pipe is None:
             return
         self.drop_prepared()
-        self._cancel_hold_timer()
+        self.host.cancel_hold_timer()
         active = ActiveTurn(self.scope.begin_turn(), question)
         active.confirmed = asyncio.get_running_loop().create_future()
         self._prepared = active
@@ -121,7 +117,7 @@ class TurnKeeping:
             return False
         self._go_live(active)
         if active.audio_s > 0:
-            self._set_state("speaking")
+            self.host.set_state("speaking")
         active.confirmed.set_result(None)
         return True
 
@@ -134,29 +130,32 @@ class TurnKeeping:
             self.scope.interrupt()          # cancels it and drops its held audio, unheard
         self.output.hold(False)
 
-    def _launch(self, active: ActiveTurn, work: Callable[[], Awaitable[TurnResult]],
-                remember: bool, name: str) -> None:
+    def launch(self, active: ActiveTurn, work: Callable[[], Awaitable[TurnResult]],
+               remember: bool, name: str) -> None:
+        """Run ``work`` as this turn's task (cancelled with the turn)."""
         task = asyncio.create_task(self._reply(active, work, remember), name=f"{name}-{active.turn}")
         active.task = task
         self.scope.track(task)  # type: ignore[arg-type]
 
-    def _sink(self, active: ActiveTurn) -> OutputSink:
+    def sink(self, active: ActiveTurn) -> OutputSink:
+        """Where this turn's audio goes: the speaker, while the turn is current."""
         return OutputSink(self.output, active, lambda: self.scope.is_current(active.turn),
                           lambda: self.audio_started(active.turn))
 
-    def _start_turn(self, question: str, speech_end: float, stt_s: float) -> ActiveTurn:
-        active = self._begin(question)
+    def start(self, question: str, speech_end: float, stt_s: float) -> ActiveTurn:
+        """Answer ``question`` now, interrupting any turn still running."""
+        active = self.begin(question)
         self._run_turn(active, speech_end, stt_s)
         return active
 
     def _run_turn(self, active: ActiveTurn, speech_end: float, stt_s: float) -> None:
         question = active.question
         req = TurnRequest(question=question, turn=active.turn,
-                          should_stop=self.scope.stopper(active.turn), emotion=self._emotion,
+                          should_stop=self.scope.stopper(active.turn), emotion=self.host.emotion,
                           speech_end=speech_end, stt_s=stt_s, on_chunk=active.chunks.append)
         pipe = self.pipe
         assert pipe is not None
-        self._launch(active, lambda: run_turn(pipe, req, self._sink(active)), True, "turn")
+        self.launch(active, lambda: run_turn(pipe, req, self.sink(active)), True, "turn")
 
     async def _reply(self, active: ActiveTurn, work: Callable[[], Awaitable[TurnResult]],
                      remember: bool) -> None:
@@ -172,7 +171,7 @@ class TurnKeeping:
             return
         if active.confirmed is not None:
             await active.confirmed          # cancelled with the turn if it is dropped
-        self._failures = 0
+        self.host.reply_succeeded()
         if not self.scope.is_current(active.turn):
             return
         if result.timings:
@@ -180,7 +179,7 @@ class TurnKeeping:
             _LOGGER.info("turn %d timings: %s", active.turn,
                          ", ".join(f"{k} {v:.3f}" for k, v in result.timings.items()))
         if remember:
-            self._last_reply = result.reply
+            self.last_reply = result.reply
             self.hub.publish(ReplyEvent(result.reply, tuple(result.sources)))
             self.hub.publish(PropertyChanged("LastReply"))
         active.reply_ready(result)
@@ -189,7 +188,7 @@ class TurnKeeping:
             if remember:
                 self._remember(active.question, result.reply)
             self._active = None
-            self._set_state(self._idle_state())
+            self.host.set_state(self.host.idle_state())
 
     async def _played_out(self, active: ActiveTurn) -> None:
         """Until the speaker has played the reply; bounded, so a stuck device cannot hang us."""
@@ -209,11 +208,11 @@ class TurnKeeping:
             _LOGGER.error("turn %d failed", active.turn, exc_info=exc)
             error = StageError(f"the reply failed ({type(exc).__name__}: {exc}); still listening")
         active.failed(error)
-        self.stage_failed(error.code, str(error), exc)
+        self.host.stage_failed(error.code, str(error), exc)
         if self.scope.is_current(active.turn):
             self.scope.interrupt()          # drop whatever part of the reply was queued
             self._active = None
-            self._set_state(self._idle_state())
+            self.host.set_state(self.host.idle_state())
 
     def _remember(self, question: str, reply: str) -> None:
         """Into the history; then warm the LLM's cache for the next question, off the loop."""
@@ -221,23 +220,23 @@ class TurnKeeping:
         if pipe is None:
             return
         pipe.history.add(question, reply)
-        self.spawn(self._prime(pipe, self._emotion), "llm-prime")
+        self.host.spawn(self.prime(pipe, self.host.emotion), "llm-prime")
 
     @staticmethod
-    async def _prime(pipe: Pipeline, emotion: Emotion) -> None:
+    async def prime(pipe: Pipeline, emotion: Emotion) -> None:
         try:
             await run_blocking(pipe.prime, emotion)
         except Exception:  # noqa: BLE001 - only a warm-up; the next turn reports real failures
             _LOGGER.warning("could not prepare the LLM for the next question", exc_info=True)
 
     def audio_started(self, turn: int) -> None:
-        if self.scope.is_current(turn) and self._state == "thinking":
-            self._set_state("speaking")
+        if self.scope.is_current(turn) and self.host.state == "thinking":
+            self.host.set_state("speaking")
 
     def _stop_output(self) -> None:
         self._last_played = self.output.stop_now()
 
-    def _interrupt_turn(self) -> str:
+    def interrupt(self) -> str:
         """Cancel the running turn; history keeps only what was actually played."""
         active, self._active = self._active, None
         self.scope.interrupt()

@@ -49,7 +49,7 @@ class ActiveTurn:
     text_done: "asyncio.Future[TurnResult]" = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
     # A reply started before the end of the question was confirmed: nothing of it is heard
-    # or announced until this resolves (see AssistantController.prepare_turn).
+    # or announced until this resolves (see TurnKeeper.prepare).
     confirmed: "asyncio.Future[None] | None" = None
 
     @property
