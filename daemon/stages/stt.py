@@ -80,8 +80,8 @@ class WhisperTranscriber:
         """16 kHz float32 mono -> (text, worst no-speech probability). Empty text = no speech.
 
         ``hints`` makes it two-pass: ``hints(first transcript)`` returns hotwords for a second
-        decode of the same audio (the encoder's output is reused, so it costs the decoder only),
-        or nothing to keep the first. The second is kept unless it covers clearly more or less
+        decode of the same audio (the encoder's output is reused, so it costs the decoder only;
+        beam ``stt.biased_beam_size``), or nothing to keep the first. The second is kept unless it covers clearly more or less
         sound than the first (a name written where nothing was said, or words dropped).
         """
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -93,13 +93,13 @@ class WhisperTranscriber:
         enabled = self._cfg.hotwords
         with self._lock:
             self._model.window_frames = self._window_frames(audio.size)
-            segments = self._decode(audio, hotwords if enabled else None)
+            segments = self._decode(audio, hotwords if enabled else None, self._cfg.beam_size)
         first = self._keep(segments)
         second_hotwords = hints(first[0]) if hints is not None and enabled and first[0] else None
         if not second_hotwords:
             return first
         with self._lock:
-            second = self._keep(self._decode(audio, second_hotwords))
+            second = self._keep(self._decode(audio, second_hotwords, self._cfg.biased_beam_size))
         if not plausible_correction(first[0], second[0]):
             _LOGGER.debug("biased transcript rejected: %r is not a correction of %r", second[0], first[0])
             return first
@@ -120,14 +120,14 @@ class WhisperTranscriber:
         assert self._vad is not None
         return find_speech(self._vad, audio, threshold=_VAD_THRESHOLD, min_speech_ms=_VAD_MIN_SPEECH_MS)
 
-    def _decode(self, audio: np.ndarray, hotwords: str | None) -> list[Any]:
+    def _decode(self, audio: np.ndarray, hotwords: str | None, beam: int) -> list[Any]:
         # chunk_length is left at 30 s on purpose: faster-whisper pads every window to 30 s
         # for the encoder anyway, and passing it mutates the shared feature extractor.
         segments, _info = self._model.transcribe(
             audio,
             language=self._language,
-            beam_size=self._cfg.beam_size,
-            best_of=self._cfg.beam_size,
+            beam_size=beam,
+            best_of=beam,
             temperature=[0.0, 0.2, 0.4],
             no_speech_threshold=self._cfg.no_speech_threshold,
             condition_on_previous_text=False,   # a hallucination must not seed the next window
