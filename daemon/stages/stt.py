@@ -27,6 +27,8 @@ _MIN_SAMPLES = SAMPLE_RATE // 10          # under 0.1 s nothing can be said
 _SILENT_PEAK = 10 ** (-55 / 20)           # -55 dBFS: a muted or unplugged microphone
 _VAD_THRESHOLD = 0.5
 _VAD_MIN_SPEECH_MS = 120
+# Whisper's own retries of an unsure decode, by sampling (only with stt.sampling_fallback).
+_FALLBACK_TEMPERATURES = [0.0, 0.2, 0.4]
 # Phrases Whisper is known to produce from silence, noise or music (subtitle credits).
 _HALLUCINATIONS = frozenset(
     {
@@ -128,7 +130,7 @@ class WhisperTranscriber:
             language=self._language,
             beam_size=beam,
             best_of=beam,
-            temperature=[0.0, 0.2, 0.4],
+            temperature=_FALLBACK_TEMPERATURES if self._cfg.sampling_fallback else [0.0],
             no_speech_threshold=self._cfg.no_speech_threshold,
             condition_on_previous_text=False,   # a hallucination must not seed the next window
             without_timestamps=True,
