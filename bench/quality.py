@@ -105,12 +105,14 @@ def wer(pairs: Sequence[tuple[str, str]]) -> float:
 
 # ------------------------------------------------------------------ audio
 def _sox(*args: str) -> None:
-    subprocess.run(["sox", *args], check=True, capture_output=True)
+    """sox with ``-R``: its dither (and noise) the same on every run. Without it the 16-bit
+    conversion dithers afresh each time, and tiny.en hears borderline questions differently."""
+    subprocess.run(["sox", "-R", *args], check=True, capture_output=True)
 
 
 def spoken(q_index: int, text: str, folder: Path) -> tuple[Path, str, bool]:
     """The question as a 16 kHz WAV: voice by turn, every third with pink noise at 15 dB SNR
-    (``sox -R``: the same noise on every run, so runs compare)."""
+    (``sox -R``: the same dither and noise on every run, so runs compare)."""
     voice = VOICES[q_index % len(VOICES)]
     noisy = q_index % NOISE_EVERY == NOISE_EVERY - 1
     raw, clean = folder / f"q{q_index}.raw.wav", folder / f"q{q_index}.wav"
@@ -122,7 +124,7 @@ def spoken(q_index: int, text: str, folder: Path) -> tuple[Path, str, bool]:
 
     speech, rate = sf.read(str(clean), dtype="float32")
     noise_file = folder / f"n{q_index}.wav"
-    _sox("-R", "-n", "-r", "16000", "-c", "1", "-b", "16", str(noise_file), "synth", f"{len(speech) / rate:.3f}",
+    _sox("-n", "-r", "16000", "-c", "1", "-b", "16", str(noise_file), "synth", f"{len(speech) / rate:.3f}",
          "pinknoise", "vol", "0.5")
     noise, _ = sf.read(str(noise_file), dtype="float32")
     noise = np.resize(noise, len(speech))          # sox rounds the length to whole samples

@@ -15,7 +15,7 @@ def espeak_wav(text: str, out: Path, voice: str = "en-us", speed: int = 160) -> 
     """Speak ``text`` with espeak-ng into a 16 kHz mono 16-bit WAV."""
     raw = out.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
-    subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
+    subprocess.run(["sox", "-R", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
     raw.unlink()
     return out
 

@@ -44,7 +44,7 @@ def espeak() -> Callable[..., Path]:
     def make(text: str, out: Path, voice: str = "en-us", speed: int = 160) -> Path:
         raw = out.with_name(out.stem + ".raw.wav")
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
-        subprocess.run(["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
+        subprocess.run(["sox", "-R", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
         raw.unlink()
         return out
 

@@ -60,7 +60,7 @@ def test_no_streaming_mode_gives_a_reply_too(cli_env, tmp_path: Path) -> None:
 @pytest.mark.parametrize("rate,channels", [(8000, 1), (44100, 2), (48000, 1)])
 def test_transcribe_any_rate_and_stereo(cli_env, tmp_path: Path, rate: int, channels: int) -> None:
     src = tmp_path / f"jfk_{rate}_{channels}.wav"
-    subprocess.run(["sox", str(DATA / "jfk.flac"), "-r", str(rate), "-c", str(channels), str(src)], check=True)
+    subprocess.run(["sox", "-R", str(DATA / "jfk.flac"), "-r", str(rate), "-c", str(channels), str(src)], check=True)
     res = sottovoce("transcribe", str(src), env=cli_env)
     assert res.returncode == 0, res.stderr
     assert "ask not what your country can do for you" in res.stdout.lower().replace(",", "")

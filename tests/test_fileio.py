@@ -46,7 +46,7 @@ def test_jfk_flac_44k_stereo_loads_as_16k_mono(jfk: np.ndarray) -> None:
 def test_formats_rates_and_channels(jfk: np.ndarray, tmp_path: Path, name: str, args: list[str] | None) -> None:
     path = tmp_path / name
     if args is not None:
-        subprocess.run(["sox", str(DATA / "jfk.flac"), *args, str(path)], check=True)
+        subprocess.run(["sox", "-R", str(DATA / "jfk.flac"), *args, str(path)], check=True)
     else:       # sox here has no MP3/AAC encoder: ffmpeg makes those
         rate = "44100" if name.endswith(".mp3") else "32000"
         subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(DATA / "jfk.flac"), "-ar", rate, str(path)],

@@ -27,7 +27,7 @@ def test_jfk_at_any_rate_and_channel_count(transcriber, tmp_path: Path, rate: in
     path = DATA / "jfk.flac"
     if rate is not None:
         path = tmp_path / f"jfk_{rate}_{channels}.wav"
-        subprocess.run(["sox", str(DATA / "jfk.flac"), "-r", str(rate), "-c", str(channels), str(path)], check=True)
+        subprocess.run(["sox", "-R", str(DATA / "jfk.flac"), "-r", str(rate), "-c", str(channels), str(path)], check=True)
     text, no_speech = transcriber.transcribe(load_audio(path))
     assert JFK_PHRASE in _plain(text), text
     assert 0.0 <= no_speech < 0.5
