@@ -35,9 +35,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    from tests.fixtures_pulse import test_starting
+    from tests.fixtures_pulse import note_test_start
 
-    test_starting()
+    note_test_start()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -434,7 +434,7 @@ _RIGS: list[PulseRig] = []
 _DEATHS = {"all": 0, "at_test_start": 0}
 
 
-def test_starting() -> None:
+def note_test_start() -> None:
     """Called as each test starts (conftest.py): a dead server is started afresh (a live
     service reconnects to it by itself), and the count is noted for :func:`sound_server_died`."""
     for rig in list(_RIGS):

@@ -83,8 +83,9 @@ class WhisperTranscriber:
 
         ``hints`` makes it two-pass: ``hints(first transcript)`` returns hotwords for a second
         decode of the same audio (the encoder's output is reused, so it costs the decoder only;
-        beam ``stt.biased_beam_size``), or nothing to keep the first. The second is kept unless it covers clearly more or less
-        sound than the first (a name written where nothing was said, or words dropped).
+        beam ``stt.biased_beam_size``), or nothing to keep the first. The second is kept unless
+        it covers clearly more or less sound than the first (a name written where nothing was
+        said, or words dropped).
         """
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if audio.size < _MIN_SAMPLES or float(np.max(np.abs(audio))) < _SILENT_PEAK:
