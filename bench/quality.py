@@ -55,6 +55,7 @@ class Outcome:
     reply: str = ""
     sources: tuple[str, ...] = ()
     round_trip: str = ""
+    round_trip_judge: str = ""       # the same reply heard by --judge-model, if given
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -65,6 +66,10 @@ class Outcome:
     @property
     def fact_spoken(self) -> bool:
         return has_fact(self.round_trip, self.q.facts)
+
+    @property
+    def fact_spoken_judge(self) -> bool:
+        return has_fact(self.round_trip_judge, self.q.facts)
 
     @property
     def false_claim(self) -> bool:
@@ -160,7 +165,7 @@ async def answer(pipe: Any, question: str, sink: Any) -> Any:
     return await run_turn(pipe, req, sink)
 
 
-async def _ask(pipe: Any, o: Outcome) -> None:
+async def _ask(pipe: Any, o: Outcome, judge: Any = None) -> None:
     from daemon.audio.fileio import resample
     from daemon.audio.sinks import BufferSink
 
@@ -171,7 +176,10 @@ async def _ask(pipe: Any, o: Outcome) -> None:
     o.reply, o.sources = result.reply, tuple(result.sources)
     o.seconds += time.monotonic() - start
     if sink.chunks:
-        o.round_trip, _ = pipe.stt.transcribe(resample(sink.audio(), sink.sample_rate, 16000))
+        spoken_reply = resample(sink.audio(), sink.sample_rate, 16000)
+        o.round_trip, _ = pipe.stt.transcribe(spoken_reply)
+        if judge is not None:
+            o.round_trip_judge, _ = judge.transcribe(spoken_reply)
 
 
 def _seed(pipe: Any, n: int) -> None:
@@ -197,7 +205,8 @@ def _listen(pipe: Any, o: Outcome, wav: Path) -> None:
     o.heard_plain, _ = pipe.stt.transcribe(audio, hotwords=None)
 
 
-async def run_all(pipe: Any, questions: Sequence[QualityQuestion], folder: Path) -> list[Outcome]:
+async def run_all(pipe: Any, questions: Sequence[QualityQuestion], folder: Path,
+                  judge: Any = None) -> list[Outcome]:
     # Every question is heard before any reply is transcribed back: CTranslate2 seeds its
     # sampler once per worker thread, so Whisper's fallback draws run on from one call to the
     # next, and hearing replies in between made what the questions were heard as depend on
@@ -210,7 +219,7 @@ async def run_all(pipe: Any, questions: Sequence[QualityQuestion], folder: Path)
         out.append(o)
     for i, (q, o) in enumerate(zip(questions, out)):
         _seed(pipe, i)
-        await _ask(pipe, o)
+        await _ask(pipe, o, judge)
         mark = ("hit" if o.hit else "MISS") + (" fact" if o.fact_in_text else " NOFACT") if q.answerable \
             else ("CLAIM" if o.false_claim else "chat")
         print(f"  q{i:02d} {o.voice:14s}{'noisy' if o.noisy else '     '} {mark:12s} heard={o.heard!r} "
@@ -218,7 +227,7 @@ async def run_all(pipe: Any, questions: Sequence[QualityQuestion], folder: Path)
     return out
 
 
-def summary(outcomes: list[Outcome], jfk: tuple[str, str]) -> list[tuple[str, str, str]]:
+def summary(outcomes: list[Outcome], jfk: tuple[str, str], judge: str = "") -> list[tuple[str, str, str]]:
     kb = [o for o in outcomes if o.q.answerable]
     chat = [o for o in outcomes if not o.q.answerable]
     noisy = [o for o in outcomes if o.noisy]
@@ -227,7 +236,7 @@ def summary(outcomes: list[Outcome], jfk: tuple[str, str]) -> list[tuple[str, st
         n = sum(bool(getattr(o, attr)) for o in items)
         return f"{100 * n / max(1, len(items)):.0f}% ({n}/{len(items)})"
 
-    return [
+    rows = [
         ("STT WER, all questions (biased)", f"{100 * wer([(o.q.text, o.heard) for o in outcomes]):.1f}%", ""),
         ("STT WER, all questions (no biasing)", f"{100 * wer([(o.q.text, o.heard_plain) for o in outcomes]):.1f}%",
          ""),
@@ -242,6 +251,9 @@ def summary(outcomes: list[Outcome], jfk: tuple[str, str]) -> list[tuple[str, st
         ("seconds per question p50 / p95",
          f"{pct([o.seconds for o in outcomes], 50):.2f} / {pct([o.seconds for o in outcomes], 95):.2f}", ""),
     ]
+    if judge:
+        rows.insert(8, (f"fact in spoken round trip, heard by {judge}", share(kb, "fact_spoken_judge"), ""))
+    return rows
 
 
 def misses(outcomes: list[Outcome]) -> list[tuple[str, ...]]:
@@ -268,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--details", action="store_true", help="also print every answer and how it was heard back")
     parser.add_argument("--stt-model", metavar="MODEL",
                         help="another speech model (stt.model: a CTranslate2 Whisper folder or package:NAME)")
+    parser.add_argument("--judge-model", metavar="MODEL",
+                        help="also transcribe each spoken reply with this speech model (unbiased), "
+                             "to tell what the TTS said apart from what tiny.en can write back")
     parser.add_argument("--save-heard", metavar="FILE", type=Path,
                         help="write what each question was heard as, for python -m bench.quality_replay")
     args = parser.parse_args([] if argv is None else argv)        # python -m bench: no options
@@ -281,13 +296,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         load_s = time.monotonic() - t0
         jfk_audio = load_audio(JFK)
         jfk = (pipe.transcribe(jfk_audio), pipe.stt.transcribe(jfk_audio, hotwords=None)[0])
-        outcomes = asyncio.run(run_all(pipe, QUALITY, folder))
+        judge = None
+        if args.judge_model:
+            from daemon.stages.stt import WhisperTranscriber
+
+            judge = WhisperTranscriber(cfg.replace("stt", model=args.judge_model).stt)
+        outcomes = asyncio.run(run_all(pipe, QUALITY, folder, judge))
     n_kb = sum(q.answerable for q in QUALITY)
     print(f"\n### Answer quality: {len(QUALITY)} spoken questions ({n_kb} answerable, "
           f"{len(QUALITY) - n_kb} not), voices {', '.join(VOICES)}, every {NOISE_EVERY}rd with pink noise "
           f"at {NOISE_SNR_DB:.0f} dB SNR\n")
     print(f"Machine: {machine()}; speech model {cfg.stt.model}; models loaded in {load_s:.1f} s\n")
-    print(table(("metric", "value", "target"), summary(outcomes, jfk)))
+    print(table(("metric", "value", "target"), summary(outcomes, jfk, args.judge_model or "")))
     rows = misses(outcomes)
     if rows:
         print("\nMisses:\n")

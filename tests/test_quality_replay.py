@@ -39,3 +39,22 @@ def test_a_file_that_is_not_a_heard_set_is_refused_in_one_line(tmp_path: Path) -
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and f"expected {len(QUALITY)} heard texts" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_judge_model_hears_each_spoken_reply_too(quality_pipeline: Any, transcriber: Any) -> None:
+    """`python -m bench.quality --judge-model M`: every spoken reply is also transcribed by M,
+    and the table gets one more row (here tiny.en stands in for the judge)."""
+    import asyncio
+    import dataclasses
+
+    from bench.quality import Outcome, _ask, summary
+
+    pipe = dataclasses.replace(quality_pipeline, stt=transcriber)
+    q = next(q for q in QUALITY if q.answerable and "flash" in q.text)
+    o = Outcome(q, "en-us", False, heard=q.text)
+    asyncio.run(_ask(pipe, o, judge=transcriber))
+    assert o.fact_in_text and o.round_trip_judge.strip(), (o.reply, o.round_trip_judge)
+    with_judge = {m: v for m, v, _ in summary([o], ("", ""), judge="tiny")}
+    n = int(o.fact_spoken_judge)
+    assert with_judge["fact in spoken round trip, heard by tiny"] == f"{100 * n}% ({n}/1)"
+    assert not any("heard by" in m for m, _, _ in summary([o], ("", "")))
