@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.questions import QUALITY, QualityQuestion
-from bench.util import machine, pct, table
+from bench.util import espeak_wav, machine, pct, table
 
 ROOT = Path(__file__).resolve().parent.parent
 JFK = ROOT / "tests" / "data" / "jfk.flac"
@@ -110,8 +110,7 @@ def wer(pairs: Sequence[tuple[str, str]]) -> float:
 
 # ------------------------------------------------------------------ audio
 def _sox(*args: str) -> None:
-    """sox with ``-R``: its dither (and noise) the same on every run. Without it the 16-bit
-    conversion dithers afresh each time, and tiny.en hears borderline questions differently."""
+    """sox with ``-R``: its dither and noise the same on every run (see ``espeak_wav``)."""
     subprocess.run(["sox", "-R", *args], check=True, capture_output=True)
 
 
@@ -120,9 +119,7 @@ def spoken(q_index: int, text: str, folder: Path) -> tuple[Path, str, bool]:
     (``sox -R``: the same dither and noise on every run, so runs compare)."""
     voice = VOICES[q_index % len(VOICES)]
     noisy = q_index % NOISE_EVERY == NOISE_EVERY - 1
-    raw, clean = folder / f"q{q_index}.raw.wav", folder / f"q{q_index}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-w", str(raw), text], check=True)
-    _sox(str(raw), "-r", "16000", "-c", "1", "-b", "16", str(clean), "pad", "0.3", "0.3")
+    clean = espeak_wav(text, folder / f"q{q_index}.wav", voice=voice, pad_s=0.3)
     if not noisy:
         return clean, voice, noisy
     import soundfile as sf
@@ -236,7 +233,9 @@ def summary(outcomes: list[Outcome], jfk: tuple[str, str], judge: str = "") -> l
         n = sum(bool(getattr(o, attr)) for o in items)
         return f"{100 * n / max(1, len(items)):.0f}% ({n}/{len(items)})"
 
-    rows = [
+    judged = [(f"fact in spoken round trip, heard by {judge}", share(kb, "fact_spoken_judge"), "")
+              ] if judge else []
+    return [
         ("STT WER, all questions (biased)", f"{100 * wer([(o.q.text, o.heard) for o in outcomes]):.1f}%", ""),
         ("STT WER, all questions (no biasing)", f"{100 * wer([(o.q.text, o.heard_plain) for o in outcomes]):.1f}%",
          ""),
@@ -247,13 +246,11 @@ def summary(outcomes: list[Outcome], jfk: tuple[str, str], judge: str = "") -> l
         ("retrieval hit@3", share(kb, "hit"), ">= 95%"),
         ("fact in reply text", share(kb, "fact_in_text"), ">= 90%"),
         ("fact in spoken round trip", share(kb, "fact_spoken"), ">= 85%"),
+        *judged,
         ("false source claims (no-answer questions)", share(chat, "false_claim").split(" ")[1].strip("()"), "0"),
         ("seconds per question p50 / p95",
          f"{pct([o.seconds for o in outcomes], 50):.2f} / {pct([o.seconds for o in outcomes], 95):.2f}", ""),
     ]
-    if judge:
-        rows.insert(8, (f"fact in spoken round trip, heard by {judge}", share(kb, "fact_spoken_judge"), ""))
-    return rows
 
 
 def misses(outcomes: list[Outcome]) -> list[tuple[str, ...]]:

@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.util import machine, pct, table
-from tests.fixtures_audio import espeak_wav
+from bench.util import espeak_wav, machine, pct, table
 from tests.fixtures_dbus import start_private_bus
 from tests.fixtures_pulse import PulseRig, Recording, pulse_available
 from tests.fixtures_service import (

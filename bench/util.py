@@ -5,18 +5,28 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
 
-def espeak_wav(text: str, out: Path, voice: str = "en-us", speed: int = 160) -> Path:
-    """Speak ``text`` with espeak-ng into a 16 kHz mono 16-bit WAV."""
-    raw = out.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
-    subprocess.run(["sox", "-R", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
-    raw.unlink()
+def espeak_wav(text: str, out: Path, voice: str = "en-us", speed: int = 160, rate: int = 16000,
+               pad_s: float = 0.0) -> Path:
+    """Speak ``text`` with espeak-ng into a mono 16-bit WAV at ``rate``, with ``pad_s`` seconds
+    of silence before and after (the benchmarks' and the tests' one way to make speech).
+
+    sox runs with ``-R``: without it the 16-bit conversion dithers afresh every time, and
+    Whisper tiny.en hears borderline speech differently from run to run."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pad = ["pad", f"{pad_s:g}", f"{pad_s:g}"] if pad_s else []
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
+        subprocess.run(["sox", "-R", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(out), *pad],
+                       check=True, capture_output=True)
     return out
 
 

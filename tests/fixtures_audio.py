@@ -3,7 +3,6 @@ and spoken test audio made with espeak-ng."""
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -11,21 +10,11 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from bench.util import espeak_wav
 from daemon.config import Config
 from daemon.stages.base import SpeechSynthesizer
 from daemon.stages.stt import WhisperTranscriber
 from daemon.stages.vad import SileroVad, load_silero
-
-
-def espeak_wav(text: str, path: Path, voice: str = "en-us", rate: int = 16000, speed: int = 160) -> Path:
-    """Speak ``text`` with espeak-ng into a mono 16-bit WAV at ``rate`` (sox converts)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
-        subprocess.run(["sox", "-R", str(raw), "-r", str(rate), "-c", "1", "-b", "16", str(path)], check=True)
-    return path
 
 
 def speech_16k(text: str, voice: str = "en-us") -> np.ndarray:

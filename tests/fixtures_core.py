@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -39,13 +38,7 @@ def cli_env(scratch_home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def espeak() -> Callable[..., Path]:
-    """Make spoken test audio: text -> 16 kHz mono 16-bit WAV via espeak-ng + sox."""
+    """Make spoken test audio: (text, out, voice, speed) -> 16 kHz mono 16-bit WAV."""
+    from bench.util import espeak_wav
 
-    def make(text: str, out: Path, voice: str = "en-us", speed: int = 160) -> Path:
-        raw = out.with_name(out.stem + ".raw.wav")
-        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
-        subprocess.run(["sox", "-R", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
-        raw.unlink()
-        return out
-
-    return make
+    return espeak_wav

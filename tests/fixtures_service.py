@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytest
 
-from tests.fixtures_audio import espeak_wav
+from bench.util import espeak_wav
 from tests.fixtures_dbus import SOTTOVOCED, Client, PrivateBus, start_private_bus
 from tests.fixtures_pulse import PulseRig
 

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import pytest
 
 from daemon.stages.stt import WhisperTranscriber
-from tests.fixtures_audio import espeak_wav
+from bench.util import espeak_wav
 from tests.fixtures_dbus import PrivateBus, wait_until
 from tests.fixtures_pulse import EchoCancel, PulseRig
 from tests.fixtures_service import (
