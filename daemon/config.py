@@ -73,6 +73,7 @@ class SttConfig:
     cpu_threads: int = field(default=2, metadata=_rng(1, 256))
     beam_size: int = field(default=1, metadata=_rng(1, 10))
     biased_beam_size: int = field(default=5, metadata=_rng(1, 10))
+    question_margin: float = field(default=0.02, metadata=_rng(0.0, 1.0))
     sampling_fallback: bool = True
     language: str = "en"
     no_speech_threshold: float = field(default=0.6, metadata=_rng(0.0, 1.0))

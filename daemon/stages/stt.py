@@ -74,6 +74,7 @@ class WhisperTranscriber:
             ) from None
         self._language = None if cfg.language in ("", "auto") else cfg.language
         self._lock = threading.Lock()
+        self._text_tokenizer: Any = None
         _LOGGER.info("STT model loaded from %s (%s, %s)", path, cfg.device, cfg.compute_type)
 
     def transcribe(
@@ -102,7 +103,7 @@ class WhisperTranscriber:
         if not second_hotwords:
             return first
         with self._lock:
-            second = self._keep(self._decode(audio, second_hotwords, self._cfg.biased_beam_size))
+            second = self._keep(self._decode_biased(audio, second_hotwords))
         if not plausible_correction(first[0], second[0]):
             _LOGGER.debug("biased transcript rejected: %r is not a correction of %r", second[0], first[0])
             return first
@@ -140,6 +141,39 @@ class WhisperTranscriber:
         )
         return list(segments)                    # the generator does the work: finish it here
 
+    def _decode_biased(self, audio: np.ndarray, hotwords: str) -> list[Any]:
+        """The second pass: a beam search whose near-tied readings are settled by
+        ``prefer_question`` (one window decoded by the beam only; otherwise as decoded)."""
+        import dataclasses
+
+        from daemon.stages.stt_nbest import prefer_question
+
+        beam, margin = self._cfg.biased_beam_size, self._cfg.question_margin
+        if beam < 2 or margin <= 0:
+            return self._decode(audio, hotwords, beam)
+        recorder = self._model.model
+        recorder.start(beam)
+        try:
+            segments = self._decode(audio, hotwords, beam)
+        finally:
+            calls = recorder.stop()
+        if len(segments) != 1 or len(calls) != 1 or not calls[0]:
+            return segments
+        readings = [(self._tokenizer().decode(ids).strip(), score) for ids, score in calls[0]]
+        pick = prefer_question(readings, margin)
+        if pick == 0:
+            return segments
+        _LOGGER.debug("question reading %r kept over %r", readings[pick][0], readings[0][0])
+        return [dataclasses.replace(segments[0], text=" " + readings[pick][0], tokens=calls[0][pick][0])]
+
+    def _tokenizer(self) -> Any:
+        if self._text_tokenizer is None:
+            from faster_whisper.tokenizer import Tokenizer
+
+            self._text_tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
+                                             task="transcribe", language=self._language or "en")
+        return self._text_tokenizer
+
     def _keep(self, segments: list[Any]) -> tuple[str, float]:
         kept: list[str] = []
         worst = 1.0 if not segments else 0.0
@@ -161,7 +195,8 @@ class WhisperTranscriber:
 
 
 def _caching_model_class() -> type:
-    """faster-whisper's model with two changes to its encoder call.
+    """faster-whisper's model with two changes to its encoder call, and its CTranslate2
+    model behind a :class:`HypothesisRecorder`.
 
     It encodes only ``window_frames`` of the padded 30 s window when set: the encoder's cost
     grows faster than its input, and the padding is silence. And it remembers the output for
@@ -170,9 +205,15 @@ def _caching_model_class() -> type:
     """
     from faster_whisper import WhisperModel
 
+    from daemon.stages.stt_nbest import HypothesisRecorder
+
     class CachingWhisperModel(WhisperModel):  # type: ignore[misc]
         _last: tuple[np.ndarray, Any] | None = None
         window_frames: int = 0
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.model = HypothesisRecorder(self.model)   # the beam's n-best, for the biased pass
 
         def encode(self, features: np.ndarray) -> Any:
             keep = self.window_frames
