@@ -11,6 +11,7 @@ from typing import Any
 from daemon.audio.fileio import load_audio
 from daemon.stages.stt import WhisperTranscriber, plausible_correction, same_sound_span
 from daemon.stages.stt_nbest import prefer_question, reads_as_question
+from daemon.stages.vad import speech_clip
 from tests.fixtures_audio import speech_16k
 from tests.fixtures_core import DATA
 
@@ -103,8 +104,7 @@ def test_a_near_tie_in_the_beam_is_read_as_a_question(transcriber: Any, quality_
     wav, _, noisy = spoken(23, "Who is the head baker at Quillfeather Bakery?", tmp_path)
     assert noisy
     audio = load_audio(wav)
-    start, end = vad.find_speech(audio)
-    clip = audio[max(0, int((start - 0.3) * 16000)): int((end + 0.3) * 16000)]   # as `ask --wav` cuts it
+    clip = speech_clip(audio, vad.find_speech(audio))          # as `ask --wav` cuts it
     cfg = transcriber._cfg
     assert cfg.question_margin == 0.02
     plain = WhisperTranscriber(dataclasses.replace(cfg, question_margin=0.0), vad=transcriber._vad)

@@ -149,15 +149,13 @@ async def _ask_local(args: argparse.Namespace, cfg: Config, emotion: Emotion, au
 
 def _hear(pipe: Any, audio: Any, name: str) -> tuple[str, float, float]:
     """Endpoint a whole file like the live path: speech ends at its last voiced frame."""
-    from daemon.stages.vad import find_speech
+    from daemon.stages.vad import find_speech, speech_clip
 
     span = find_speech(pipe.vad_model, audio)
     speech_end = time.monotonic()           # the last voiced frame has been read
     if span is None:
         raise NoSpeechError(f"no speech heard in {name}")
-    start_s, end_s = span
-    sr = 16000
-    clip = audio[max(0, int((start_s - 0.3) * sr)): int((end_s + 0.3) * sr)]
+    clip = speech_clip(audio, span)
     t = time.monotonic()
     text = pipe.transcribe(clip)
     return text, speech_end, time.monotonic() - t

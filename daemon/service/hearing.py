@@ -232,7 +232,7 @@ class Hearing:
             self._spec.cancel()
             self._spec_dropped.set()     # the thread goes on, but skips its second pass
         self._spec = None
-        self.ctl.turns.drop_prepared()         # a reply started on it is dropped unheard
+        self.ctl.turns.drop_prepared()   # a reply started on it is dropped unheard
 
     async def _transcribe(self, audio: np.ndarray,
                           dropped: threading.Event | None = None) -> tuple[str, float]:
@@ -272,7 +272,7 @@ class Hearing:
         _LOGGER.info("utterance: %d ms of speech, %s transcript in %.3f s, %.3f s after it ended",
                      event.speech_ms, "speculative" if spec is not None else "final", stt_s,
                      time.monotonic() - event.ended_at)
-        if not self.ctl.turns.commit_prepared():      # the reply started at the pause goes on, heard now
+        if not self.ctl.turns.commit_prepared():   # the reply started at the pause goes on, heard now
             self.ctl.heard(text, event.ended_at, stt_s)
 
 

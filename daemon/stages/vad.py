@@ -129,6 +129,13 @@ def find_speech(
     return float(voiced[0] * frame_s), float(end_s)
 
 
+def speech_clip(audio: np.ndarray, span: tuple[float, float], margin_s: float = 0.3) -> np.ndarray:
+    """The part of a whole 16 kHz clip that ``span`` (from :func:`find_speech`) marks as
+    speech, with ``margin_s`` of what surrounds it on each side (as a file is transcribed)."""
+    start_s, end_s = span
+    return audio[max(0, int((start_s - margin_s) * SAMPLE_RATE)): int((end_s + margin_s) * SAMPLE_RATE)]
+
+
 def _stream_probabilities(vad: SpeechDetector, audio: np.ndarray) -> np.ndarray:
     vad.reset()
     step = vad.frame_samples
