@@ -8,12 +8,25 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from daemon.audio.fileio import load_audio
 from daemon.stages.stt import WhisperTranscriber, plausible_correction, same_sound_span
 from daemon.stages.stt_nbest import prefer_question, reads_as_question
 from daemon.stages.vad import speech_clip
 from tests.fixtures_audio import speech_16k
 from tests.fixtures_core import DATA
+
+
+@pytest.fixture(autouse=True)
+def _seeded_sampling() -> None:
+    """Whisper's sampling fallback draws from CTranslate2's generator, which runs on from test
+    to test: seeded here, a first pass that resamples is heard the same whatever ran before
+    (unseeded, one suite run heard "when it can be more like house first" and the biased
+    pass, rightly, did not replace a transcript that short)."""
+    import ctranslate2
+
+    ctranslate2.set_random_seed(1000)
 
 
 def _plain(text: str) -> str:
