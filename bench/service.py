@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -108,7 +108,7 @@ def _timings(service: LiveService, mark: int, out: dict[str, list[float]]) -> No
             out.setdefault("tts_first_chunk_s", []).append(float(found.group(2)))
 
 
-def _ask(rig: PulseRig, bus: BusThread, service: LiveService, wav: Path, res: Results) -> None:
+def ask_aloud(rig: PulseRig, bus: BusThread, service: LiveService, wav: Path, res: Results) -> None:
     mark, log = bus.mark(), service.mark()
     with rig.record_speaker() as spk, rig.record_speaker(f"{rig.mic}.monitor") as mic:
         start = time.monotonic()
@@ -124,7 +124,7 @@ def _ask(rig: PulseRig, bus: BusThread, service: LiveService, wav: Path, res: Re
     _timings(service, log, res.timings)
 
 
-def _barge(rig: PulseRig, bus: BusThread, wav: Path, delay: float, res: Results) -> None:
+def barge_in(rig: PulseRig, bus: BusThread, wav: Path, delay: float, res: Results) -> None:
     mark = bus.mark()
     with rig.record_speaker() as spk, rig.record_speaker(f"{rig.mic}.monitor") as mic:
         bus.call("Say", "s", [SAY_TEXT])
@@ -167,8 +167,12 @@ def _idle(service: LiveService, seconds: float) -> tuple[float, float]:
     return (c1 - c0) / (t1 - t0), rss / 1024
 
 
-def _run(tmp: Path) -> Results:
-    res = Results()
+Measure = Callable[[PulseRig, BusThread, LiveService, Path], None]
+
+
+def run_live(tmp: Path, measure: Measure) -> None:
+    """Start PulseAudio, a private bus and `sottovoced` on a copy of the sample knowledge base
+    (all under ``tmp``), call ``measure(rig, bus, service, tmp)``, then stop them by PID."""
     (tmp / "pulse").mkdir()
     rig = PulseRig(tmp / "pulse")
     bus_proc = None
@@ -185,7 +189,7 @@ def _run(tmp: Path) -> Results:
                                      extra)
         bus = BusThread(bus_proc.address)
         try:
-            _measure(rig, bus, service, tmp, res)
+            measure(rig, bus, service, tmp)
         finally:
             bus.close()
     finally:
@@ -194,19 +198,18 @@ def _run(tmp: Path) -> Results:
         if bus_proc is not None:
             bus_proc.stop()
         rig.close()
-    return res
 
 
 def _measure(rig: PulseRig, bus: BusThread, service: LiveService, tmp: Path, res: Results) -> None:
     res.cpu, res.rss_mb = _idle(service, IDLE_S)
     wavs = [espeak_wav(q, tmp / f"q{i}.wav", speed=SPEAK_WPM) for i, q in enumerate(QUESTIONS)]
     for wav in wavs:
-        _ask(rig, bus, service, wav, res)
+        ask_aloud(rig, bus, service, wav, res)
     cuts = [espeak_wav(q, tmp / f"cut{i}.wav", speed=SPEAK_WPM) for i, q in enumerate(INTERRUPTIONS)]
     rng = np.random.default_rng(3)
     for i in range(BARGE_TRIALS):
         try:
-            _barge(rig, bus, cuts[i % len(cuts)], 0.4 + 1.2 * float(rng.random()), res)
+            barge_in(rig, bus, cuts[i % len(cuts)], 0.4 + 1.2 * float(rng.random()), res)
         except (AssertionError, TimeoutError) as exc:
             res.notes.append(f"barge-in trial {i} failed: {str(exc).splitlines()[0][:120]}")
             bus.call("Interrupt")
@@ -223,8 +226,9 @@ def main() -> None:
     if reason:
         print(f"(skipped: {reason})")
         return
+    res = Results()
     with tempfile.TemporaryDirectory(prefix="sottovoce-bench-service-") as tmp:
-        res = _run(Path(tmp))
+        run_live(Path(tmp), lambda rig, bus, service, path: _measure(rig, bus, service, path, res))
     rows = [
         _row("voice-to-voice: last speech sample in -> first reply sample out (ms)", res.v2v,
              "p50 <= 1000"),

@@ -103,3 +103,24 @@ def test_espeak_missing_is_a_model_error(default_config: Config, monkeypatch, tm
     monkeypatch.setenv("PATH", str(tmp_path))        # a system without espeak-ng
     with pytest.raises(ModelError, match="espeak-ng"):
         EspeakSynthesizer(default_config.tts)
+
+
+def _anon_mib() -> float:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"RssAnon:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def test_piper_memory_levels_off_over_sentences_of_many_lengths(piper_tts) -> None:
+    # With onnxruntime's default options piper's session keeps adding memory plans per input
+    # shape: a second pass over the same 30 lengths grew the process by another 30-60 MiB
+    # with the stock loader (one more over 30 longer ones: +280 MiB). The first pass may grow
+    # it once (buffers for the longest sentence); after that it must stay put.
+    words = LONG.replace(".", "").split()
+    sentences = [" ".join((words * 3)[:n]) + "." for n in range(4, 34)]
+    for text in sentences:
+        assert list(piper_tts.synthesize(text))
+    before = _anon_mib()
+    for text in sentences:
+        assert list(piper_tts.synthesize(text))
+    grown = _anon_mib() - before
+    assert grown < 15, f"saying 30 sentences again grew the process by {grown:.0f} MiB"
