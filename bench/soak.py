@@ -2,8 +2,10 @@
 
 One real `sottovoced` on the virtual sound card and a private bus (as `bench service` runs it)
 is worked the way a day of use would work it, in real time: a spoken question every turn (the
-service benchmark's 12, in turn), a barge-in over a `Say` every 5th turn, and a knowledge-base
-file edited every 10th (the watcher reindexes it while the service keeps listening). After each
+service benchmark's 12, in turn), a `Say` of a sentence of a length not said before (cut short
+once synthesized: real replies come in every length, and the benchmark's questions get the
+same few replies), a barge-in over a long `Say` every 5th turn, and a knowledge-base file
+edited every 10th (the watcher reindexes it while the service keeps listening). After each
 turn the service's resident memory, threads and open file descriptors are read from /proc.
 
 Printed: the run in tenths (memory, threads, descriptors, voice-to-voice latency, answers),
@@ -31,6 +33,8 @@ DEFAULT_TURNS = 40
 BARGE_EVERY = 5
 EDIT_EVERY = 10
 INDEX_TIMEOUT = 60.0
+WORDS = ("the keeper climbed two hundred and twelve steps at dusk to light the green lamp while "
+         "the ferry crossed from Hallow Island and the bakery opened at a quarter to seven").split()
 
 
 @dataclass
@@ -75,6 +79,16 @@ def _edit_kb(bus: BusThread, kb: Path, n: int) -> float:
     return time.monotonic() - saved
 
 
+def _say_new_length(bus: BusThread, n: int) -> None:
+    """Have the service synthesize one sentence of a length it has not said yet, then stop it."""
+    words = 3 + (n * 7) % 41                  # 3..43 words, each length once per 41 turns
+    text = " ".join((WORDS * 3)[:words]).capitalize() + "."
+    mark = bus.mark()
+    bus.call("Say", "s", [text])
+    bus.call("Interrupt")
+    bus.wait_state("listening", mark, 30)
+
+
 def _turn(rig: PulseRig, bus: BusThread, service: LiveService, tmp: Path, wavs: list[Path],
           cuts: list[Path], n: int, soak: Soak, rng: np.random.Generator) -> None:
     res = Results()
@@ -84,6 +98,7 @@ def _turn(rig: PulseRig, bus: BusThread, service: LiveService, tmp: Path, wavs: 
         barge_in(rig, bus, cuts[n % len(cuts)], 0.4 + 1.2 * float(rng.random()), res)
         soak.barge.extend(res.barge)
     ask_aloud(rig, bus, service, wavs[n % len(wavs)], res)
+    _say_new_length(bus, n)
     rss, anon, threads, fds = proc_sample(service.proc.pid)
     soak.samples.append(Sample(n, rss, anon, threads, fds, res.v2v[0] if res.v2v else None,
                                res.answered > 0))
@@ -145,10 +160,11 @@ def report(soak: Soak, turns: int) -> str:
                f"tenth): {growth:+.1f} MiB. Threads {s[0].threads} -> {s[-1].threads}, "
                f"descriptors {s[0].fds} -> {s[-1].fds}.")
     answered = sum(x.answered for x in s)
-    out.append(f"Answered {answered}/{turns} questions; {len(soak.barge)} barge-ins "
-               f"(speech onset -> playback silent p95 "
-               f"{pct(soak.barge, 95) * 1000:.0f} ms); {len(soak.reindex_s)} knowledge-base edits, "
-               f"saved -> IndexUpdated p50 {pct(soak.reindex_s, 50):.2f} s.")
+    barge = f" (speech onset -> playback silent p95 {pct(soak.barge, 95) * 1000:.0f} ms)" \
+        if soak.barge else ""
+    reindex = f", saved -> IndexUpdated p50 {pct(soak.reindex_s, 50):.2f} s" if soak.reindex_s else ""
+    out.append(f"Answered {answered}/{turns} questions; {len(soak.barge)} barge-ins{barge}; "
+               f"{len(soak.reindex_s)} knowledge-base edits{reindex}.")
     out += [f"- {n}" for n in soak.notes]
     return "\n".join(out)
 
