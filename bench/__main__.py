@@ -6,7 +6,7 @@ import importlib
 import sys
 import traceback
 
-ALL = ["pipeline", "service", "kb", "stages", "devices", "dbus", "quality", "gpu"]
+ALL = ["pipeline", "service", "soak", "kb", "stages", "devices", "dbus", "quality", "gpu"]
 
 
 USAGE = f"""usage: python -m bench [NAME ...]

@@ -152,12 +152,15 @@ def report(soak: Soak, turns: int) -> str:
     middle = s[len(s) // 2: len(s) // 2 + tenth_n]
     last = s[-tenth_n:]
     growth = float(np.median([x.rss_mb for x in last]) - np.median([x.rss_mb for x in middle]))
+    anon_growth = float(np.median([x.anon_mb for x in last]) - np.median([x.anon_mb for x in middle]))
     out = [table(("turns", "RSS max (MiB)", "threads max", "fds max", "voice-to-voice p50 (ms)",
                   "answered"), rows), ""]
-    out.append(f"RSS listening before the first question {soak.start_rss_mb:.0f} MiB, after turn "
-               f"{middle[0].turn} {middle[0].rss_mb:.0f} MiB, at the end {s[-1].rss_mb:.0f} MiB. "
-               f"Growth over the second half (median of its first tenth -> median of the last "
-               f"tenth): {growth:+.1f} MiB. Threads {s[0].threads} -> {s[-1].threads}, "
+    out.append(f"RSS listening before the first question {soak.start_rss_mb:.0f} MiB "
+               f"({soak.start_anon_mb:.0f} anonymous), after turn {middle[0].turn} "
+               f"{middle[0].rss_mb:.0f} MiB, at the end {s[-1].rss_mb:.0f} MiB "
+               f"({s[-1].anon_mb:.0f} anonymous). Growth over the second half (median of its first "
+               f"tenth -> median of the last tenth): {growth:+.1f} MiB ({anon_growth:+.1f} MiB "
+               f"anonymous). Threads {s[0].threads} -> {s[-1].threads}, "
                f"descriptors {s[0].fds} -> {s[-1].fds}.")
     answered = sum(x.answered for x in s)
     barge = f" (speech onset -> playback silent p95 {pct(soak.barge, 95) * 1000:.0f} ms)" \
