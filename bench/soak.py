@@ -1,4 +1,4 @@
-"""The always-on service over many turns: `python -m bench soak [--turns N]`.
+"""The always-on service over many turns: `python -m bench.soak [--turns N]` (40 turns in `python -m bench soak`).
 
 One real `sottovoced` on the virtual sound card and a private bus (as `bench service` runs it)
 is worked the way a day of use would work it, in real time: a spoken question every turn (the
@@ -175,7 +175,7 @@ def report(soak: Soak, turns: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=DEFAULT_TURNS,
-                        help=f"spoken questions to ask (default {DEFAULT_TURNS}; ~8 s each)")
+                        help=f"spoken questions to ask (default {DEFAULT_TURNS}; about 10 s each)")
     args = parser.parse_args(argv or [])
     if args.turns < 1:
         parser.error("--turns must be at least 1")

@@ -15,7 +15,7 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_help_lists_the_benchmarks() -> None:
     out = _bench("--help")
-    assert out.returncode == 0 and "pipeline service kb" in out.stdout
+    assert out.returncode == 0 and "pipeline service soak kb" in out.stdout
 
 
 def test_an_unknown_benchmark_is_refused_before_anything_runs() -> None:
