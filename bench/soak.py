@@ -9,7 +9,7 @@ edited every 10th (the watcher reindexes it while the service keeps listening). 
 turn the service's resident memory, threads and open file descriptors are read from /proc.
 
 Printed: the run in tenths (memory, threads, descriptors, voice-to-voice latency, answers),
-memory growth over the second half (the first turns fill caches and allocator pools once), and
+the memory trend over the second half (the first turns fill caches and allocator pools once), and
 the time from a saved file to its ``IndexUpdated`` signal. An always-on assistant should
 level off: no growth per turn, no threads or descriptors left behind.
 """
@@ -132,6 +132,16 @@ def _line(s: Sample) -> str:
             f"{'answered' if s.answered else 'NOT answered'}")
 
 
+def _per_100_turns(samples: list[Sample], key: str) -> float:
+    """Least-squares slope of ``key`` against the turn number, in MiB per 100 turns (0 for
+    fewer than 3 samples): steadier than two end points when memory swings between turns."""
+    if len(samples) < 3:
+        return 0.0
+    turns = np.array([x.turn for x in samples], dtype=float)
+    values = np.array([getattr(x, key) for x in samples], dtype=float)
+    return float(np.polyfit(turns, values, 1)[0] * 100)
+
+
 def report(soak: Soak, turns: int) -> str:
     """The run in tenths and its growth, as Markdown."""
     s = soak.samples
@@ -148,19 +158,16 @@ def report(soak: Soak, turns: int) -> str:
                      max(x.threads for x in part), max(x.fds for x in part),
                      f"{pct(v2v, 50) * 1000:.0f}" if v2v else "-",
                      f"{sum(x.answered for x in part)}/{len(part)}"))
-    tenth_n = max(1, len(s) // 10)
-    middle = s[len(s) // 2: len(s) // 2 + tenth_n]
-    last = s[-tenth_n:]
-    growth = float(np.median([x.rss_mb for x in last]) - np.median([x.rss_mb for x in middle]))
-    anon_growth = float(np.median([x.anon_mb for x in last]) - np.median([x.anon_mb for x in middle]))
+    half = s[len(s) // 2:]
+    growth = _per_100_turns(half, "rss_mb")
+    anon_growth = _per_100_turns(half, "anon_mb")
     out = [table(("turns", "RSS max (MiB)", "threads max", "fds max", "voice-to-voice p50 (ms)",
                   "answered"), rows), ""]
     out.append(f"RSS listening before the first question {soak.start_rss_mb:.0f} MiB "
-               f"({soak.start_anon_mb:.0f} anonymous), after turn {middle[0].turn} "
-               f"{middle[0].rss_mb:.0f} MiB, at the end {s[-1].rss_mb:.0f} MiB "
-               f"({s[-1].anon_mb:.0f} anonymous). Growth over the second half (median of its first "
-               f"tenth -> median of the last tenth): {growth:+.1f} MiB ({anon_growth:+.1f} MiB "
-               f"anonymous). Threads {s[0].threads} -> {s[-1].threads}, "
+               f"({soak.start_anon_mb:.0f} anonymous), after turn {half[0].turn} "
+               f"{half[0].rss_mb:.0f} MiB, at the end {s[-1].rss_mb:.0f} MiB "
+               f"({s[-1].anon_mb:.0f} anonymous). Trend over the second half (least-squares "
+               f"slope): {growth:+.1f} MiB per 100 turns ({anon_growth:+.1f} anonymous). Threads {s[0].threads} -> {s[-1].threads}, "
                f"descriptors {s[0].fds} -> {s[-1].fds}.")
     answered = sum(x.answered for x in s)
     barge = f" (speech onset -> playback silent p95 {pct(soak.barge, 95) * 1000:.0f} ms)" \
