@@ -133,10 +133,10 @@ def _line(s: Sample) -> str:
 
 
 def _per_100_turns(samples: list[Sample], key: str) -> float:
-    """Least-squares slope of ``key`` against the turn number, in MiB per 100 turns (0 for
-    fewer than 3 samples): steadier than two end points when memory swings between turns."""
-    if len(samples) < 3:
-        return 0.0
+    """Least-squares slope of ``key`` against the turn number, in MiB per 100 turns (NaN for
+    fewer than 10 samples): steadier than two end points when memory swings between turns."""
+    if len(samples) < 10:
+        return float("nan")
     turns = np.array([x.turn for x in samples], dtype=float)
     values = np.array([getattr(x, key) for x in samples], dtype=float)
     return float(np.polyfit(turns, values, 1)[0] * 100)
@@ -166,8 +166,11 @@ def report(soak: Soak, turns: int) -> str:
     out.append(f"RSS listening before the first question {soak.start_rss_mb:.0f} MiB "
                f"({soak.start_anon_mb:.0f} anonymous), after turn {half[0].turn} "
                f"{half[0].rss_mb:.0f} MiB, at the end {s[-1].rss_mb:.0f} MiB "
-               f"({s[-1].anon_mb:.0f} anonymous). Trend over the second half (least-squares "
-               f"slope): {growth:+.1f} MiB per 100 turns ({anon_growth:+.1f} anonymous). Threads {s[0].threads} -> {s[-1].threads}, "
+               f"({s[-1].anon_mb:.0f} anonymous). " + (
+                   f"Trend over the second half (least-squares slope): {growth:+.1f} MiB per 100 "
+                   f"turns ({anon_growth:+.1f} anonymous). " if growth == growth else
+                   "Too few turns for a trend (20 or more give one). ") +
+               f"Threads {s[0].threads} -> {s[-1].threads}, "
                f"descriptors {s[0].fds} -> {s[-1].fds}.")
     answered = sum(x.answered for x in s)
     barge = f" (speech onset -> playback silent p95 {pct(soak.barge, 95) * 1000:.0f} ms)" \
