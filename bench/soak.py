@@ -17,6 +17,7 @@ level off: no growth per turn, no threads or descriptors left behind.
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -168,7 +169,7 @@ def report(soak: Soak, turns: int) -> str:
                f"{half[0].rss_mb:.0f} MiB, at the end {s[-1].rss_mb:.0f} MiB "
                f"({s[-1].anon_mb:.0f} anonymous). " + (
                    f"Trend over the second half (least-squares slope): {growth:+.1f} MiB per 100 "
-                   f"turns ({anon_growth:+.1f} anonymous). " if growth == growth else
+                   f"turns ({anon_growth:+.1f} anonymous). " if not math.isnan(growth) else
                    "Too few turns for a trend (20 or more give one). ") +
                f"Threads {s[0].threads} -> {s[-1].threads}, "
                f"descriptors {s[0].fds} -> {s[-1].fds}.")
