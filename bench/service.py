@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.util import espeak_wav, machine, pct, table
+from bench.util import espeak_wav, machine, mib, pct, proc_status, table
 from tests.fixtures_dbus import start_private_bus
 from tests.fixtures_pulse import PulseRig, Recording, pulse_available
 from tests.fixtures_service import (
@@ -162,9 +162,7 @@ def _idle(service: LiveService, seconds: float) -> tuple[float, float]:
     c0, t0 = cpu(), time.monotonic()
     time.sleep(seconds)
     c1, t1 = cpu(), time.monotonic()
-    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-               if line.startswith("VmRSS:"))
-    return (c1 - c0) / (t1 - t0), rss / 1024
+    return (c1 - c0) / (t1 - t0), mib(proc_status(pid)["VmRSS"])
 
 
 Measure = Callable[[PulseRig, BusThread, LiveService, Path], None]

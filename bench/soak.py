@@ -1,4 +1,5 @@
-"""The always-on service over many turns: `python -m bench.soak [--turns N]` (40 turns in `python -m bench soak`).
+"""The always-on service over many turns: `python -m bench.soak [--turns N]` (40 turns in
+`python -m bench soak`).
 
 One real `sottovoced` on the virtual sound card and a private bus (as `bench service` runs it)
 is worked the way a day of use would work it, in real time: a spoken question every turn (the
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.service import INTERRUPTIONS, QUESTIONS, Measure, Results, ask_aloud, barge_in, run_live
-from bench.util import espeak_wav, machine, pct, table
+from bench.util import espeak_wav, machine, mib, pct, proc_status, table
 from tests.fixtures_pulse import PulseRig, pulse_available
 from tests.fixtures_service import SPEAK_WPM, BusThread, LiveService
 
@@ -62,10 +63,9 @@ class Soak:
 def proc_sample(pid: int) -> tuple[float, float, int, int]:
     """Resident memory and its anonymous part (MiB: not file-backed, so not model weights
     mapped from disk), threads and open file descriptors of process ``pid``."""
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                  if ":" in line)
-    rss, anon = (int(status[key].split()[0]) / 1024 for key in ("VmRSS", "RssAnon"))
-    return rss, anon, int(status["Threads"]), len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    status = proc_status(pid)
+    return (mib(status["VmRSS"]), mib(status["RssAnon"]), int(status["Threads"]),
+            len(list(Path(f"/proc/{pid}/fd").iterdir())))
 
 
 def _edit_kb(bus: BusThread, kb: Path, n: int) -> float:
@@ -129,8 +129,8 @@ def _soak(turns: int, soak: Soak) -> Measure:
 
 def _line(s: Sample) -> str:
     v2v = f"{s.v2v * 1000:.0f} ms" if s.v2v is not None else "-"
-    return (f"RSS {s.rss_mb:.0f} MiB ({s.anon_mb:.0f} anonymous), {s.threads} threads, {s.fds} fds, voice-to-voice {v2v}, "
-            f"{'answered' if s.answered else 'NOT answered'}")
+    return (f"RSS {s.rss_mb:.0f} MiB ({s.anon_mb:.0f} anonymous), {s.threads} threads, "
+            f"{s.fds} fds, voice-to-voice {v2v}, {'answered' if s.answered else 'NOT answered'}")
 
 
 def _per_100_turns(samples: list[Sample], key: str) -> float:

@@ -30,6 +30,17 @@ def espeak_wav(text: str, out: Path, voice: str = "en-us", speed: int = 160, rat
     return out
 
 
+def proc_status(pid: int | str = "self") -> dict[str, str]:
+    """``/proc/PID/status`` as field -> value ("VmRSS" -> "1052604 kB", "Threads" -> "28")."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict((name, value.strip()) for name, value in (line.split(":", 1) for line in lines if ":" in line))
+
+
+def mib(value: str) -> float:
+    """A ``/proc`` size such as "1052604 kB" in MiB."""
+    return int(value.split()[0]) / 1024
+
+
 def pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if values else float("nan")
 

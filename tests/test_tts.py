@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.util import mib, proc_status
 from daemon.config import Config
 from daemon.errors import ModelError
 from daemon.messages import Emotion
@@ -105,11 +106,6 @@ def test_espeak_missing_is_a_model_error(default_config: Config, monkeypatch, tm
         EspeakSynthesizer(default_config.tts)
 
 
-def _anon_mib() -> float:
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"RssAnon:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
-
-
 def test_piper_memory_levels_off_over_sentences_of_many_lengths(piper_tts) -> None:
     # With onnxruntime's default options piper's session keeps adding memory plans per input
     # shape: a second pass over the same 30 lengths grew the process by another 30-60 MiB
@@ -119,8 +115,8 @@ def test_piper_memory_levels_off_over_sentences_of_many_lengths(piper_tts) -> No
     sentences = [" ".join((words * 3)[:n]) + "." for n in range(4, 34)]
     for text in sentences:
         assert list(piper_tts.synthesize(text))
-    before = _anon_mib()
+    before = mib(proc_status()["RssAnon"])
     for text in sentences:
         assert list(piper_tts.synthesize(text))
-    grown = _anon_mib() - before
+    grown = mib(proc_status()["RssAnon"]) - before
     assert grown < 15, f"saying 30 sentences again grew the process by {grown:.0f} MiB"

@@ -38,9 +38,9 @@ def load_voice(model: Path, config: Path) -> "PiperVoice":
     ``PiperVoice.load`` opens the session with default options, and onnxruntime then keeps
     one memory plan per input shape it has seen: every sentence of a new length adds one
     (about 1.7 MB each for this voice). An always-on service says sentences of every length,
-    so its memory would keep growing with every new length. Without the plans synthesis is as fast (60
-    sentences of 60 lengths: +101 MiB with them, +3 to +7 MiB without, the same first-chunk
-    and total times; README, "Memory over many turns").
+    so its memory would keep growing with every new length. Without the plans synthesis is
+    as fast (60 sentences of 60 lengths: +101 MiB with them, +3 to +7 MiB without, the same
+    first-chunk and total times; README, "Memory over many turns").
     """
     import json
 
