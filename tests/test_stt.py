@@ -95,3 +95,17 @@ def test_a_shorter_encoder_window_hears_the_same(transcriber, default_config) ->
     long = np.concatenate([jfk, np.zeros(16000 * 8, np.float32)])
     transcriber.transcribe(long)
     assert transcriber._model._last[0].shape[-1] == min(3000, long.size // 160 + 100)
+
+
+def test_a_long_reply_is_heard_to_its_end(transcriber, monkeypatch) -> None:
+    """long_reply.flac is a 14.6 s piper reply ("I'm sorry for the misunderstanding, but ...
+    What's on your mind?"). Decoded without timestamps, tiny.en ends at "I'm sorry for this."
+    and the rest of the window is skipped; audio over 10 s decodes with them and is heard whole."""
+    import daemon.stages.stt as stt_module
+
+    reply = load_audio(DATA / "long_reply.flac")
+    text, _ = transcriber.transcribe(reply)
+    assert "on your mind" in _plain(text) and "happy to help" in _plain(text), text
+    monkeypatch.setattr(stt_module, "_LONG_FORM_SAMPLES", reply.size + 1)
+    cut, _ = transcriber.transcribe(reply)
+    assert "on your mind" not in _plain(cut), f"precondition: without timestamps it stops early: {cut!r}"
