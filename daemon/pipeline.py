@@ -161,13 +161,12 @@ def build_pipeline(
     """Load the requested stages (all by default) and wire them together."""
     times: dict[str, float] = {}
     vad = stt = kb = None
-    if "vad" in stages:
-        from daemon.stages.vad import load_silero
+    from daemon.stages.vad import load_silero
 
+    if "vad" in stages:
         vad = _timed("vad", times, progress, lambda: load_silero(cfg.vad))
     if "stt" in stages:
         from daemon.stages.stt import WhisperTranscriber
-        from daemon.stages.vad import load_silero
 
         # Its own VAD instance: Silero carries stream state, and the live endpointer owns the other.
         stt = _timed("stt", times, progress, lambda: WhisperTranscriber(cfg.stt, vad=load_silero(cfg.vad)))
