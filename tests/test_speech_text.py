@@ -29,6 +29,17 @@ CASES = [
     ("On 2024-05-03 at 6am.", "On May third, twenty twenty-four at six a m."),
     ("Rinse the ZK-3000 filter every 2 weeks.", "Rinse the Z K three thousand filter every two weeks."),
     ("Rest 1 h 30 min, then 4 x 4.", "Rest one hour thirty minutes, then four times four."),
+    ("It raised $1.2M; revenue hit $1.04B.",
+     "It raised one point two million dollars; revenue hit one point zero four billion dollars."),
+    ("Born 14/03/1873, due 12/25/2024, not 1/2/2024.",   # a month that could be either stays as written
+     "Born the fourteenth of March, eighteen seventy-three, due December twenty-fifth, twenty twenty-four, "
+     "not one two twenty twenty-four."),
+    ("It costs ¥100 or ₹250.50.", "It costs one hundred yen or two hundred fifty rupees and fifty paise."),
+    ("I code in C# and C++ in ~/src.", "I code in C sharp and C plus plus in src."),
+    ("Grow 10^6 cells at 1e-5 molar.",
+     "Grow ten to the power of six cells at one times ten to the power of minus five molar."),
+    ("Open Mon-Fri; closed Sun 3 May.", "Open Monday to Friday; closed Sunday the third of May."),
+    ("I sat - Sun was out.", "I sat - Sun was out."),                  # words, not weekdays
 ]
 
 

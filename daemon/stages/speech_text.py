@@ -168,14 +168,37 @@ _QUANTITY = re.compile(
     rf"(?<![\w.])(?P<a>{_SIGNED})(?:\s?(?:-|–|—|to)\s?(?P<b>{_SIGNED}))?"
     rf"\s?(?P<unit>{_UNIT_ALT})(?![\w])"
 )
-_CURRENCY = re.compile(r"(?P<sym>[$€£])\s?(?P<whole>\d+(?:,\d{3})*)(?:\.(?P<cents>\d{2}))?(?!\d)")
+_CURRENCY = re.compile(r"(?P<sym>[$€£¥₹])\s?(?P<whole>\d+(?:,\d{3})*)(?:\.(?P<cents>\d{2}))?(?!\d|\.\d)")
 _CURRENCY_NAMES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
-                   "£": ("pound", "pounds", "penny", "pence")}
+                   "£": ("pound", "pounds", "penny", "pence"), "¥": ("yen", "yen", "sen", "sen"),
+                   "₹": ("rupee", "rupees", "paisa", "paise")}
+# "$1.2M" is "one point two million dollars", not "one dollar.2M".
+_SCALES = {"k": "thousand", "K": "thousand", "thousand": "thousand", "M": "million", "m": "million",
+           "mn": "million", "million": "million", "B": "billion", "bn": "billion", "billion": "billion",
+           "T": "trillion", "tn": "trillion", "trillion": "trillion"}
+_SCALED_CURRENCY = re.compile(
+    rf"(?P<sym>[$€£¥₹])\s?(?P<num>\d+(?:,\d{{3}})*(?:\.\d+)?)\s?"
+    rf"(?P<scale>{'|'.join(sorted(_SCALES, key=len, reverse=True))})(?![\w])|"
+    r"(?P<sym2>[$€£¥₹])\s?(?P<num2>\d+(?:,\d{3})*\.(?:\d|\d{3,}))(?!\d)")      # $1.2, $0.125
 _EMOTICON = re.compile(r"(?<!\w)[:;=]-?[()DPp|/\\](?!\w)")
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _MONTHS = ("January February March April May June July August September October November "
            "December").split()
-_MONTH_NAMES = "|".join(_MONTHS)
+# Short month names read as the month only next to a day number ("1 Jan", "Jan 1").
+_MONTH_ABBR = {m[:3]: m for m in _MONTHS if m != "May"} | {"Sept": "September"}
+_MONTH_NAMES = "|".join(_MONTHS) + "|" + "|".join(rf"{a}\.?" for a in sorted(_MONTH_ABBR, key=len, reverse=True))
+_WEEKDAYS = {"Mon": "Monday", "Tue": "Tuesday", "Tues": "Tuesday", "Wed": "Wednesday", "Thu": "Thursday",
+             "Thur": "Thursday", "Thurs": "Thursday", "Fri": "Friday", "Sat": "Saturday", "Sun": "Sunday"}
+_WEEKDAY_ALT = "|".join(sorted(_WEEKDAYS, key=len, reverse=True))
+# "Sun", "Sat" and "Wed" are words too: a short weekday is read out only before a date or in
+# a range of weekdays ("Mon 1 Jan", "Mon-Fri", "Tue to Sat").
+_WEEKDAY = re.compile(rf"\b(?P<day>{_WEEKDAY_ALT})\.?(?=,?\s(?:[0-3]?\d\b|{_MONTH_NAMES}))")
+_WEEKDAY_RANGE = re.compile(rf"\b(?P<a>{_WEEKDAY_ALT})\.?\s?(?:-|–|\sto\s)\s?(?P<b>{_WEEKDAY_ALT})\b")
+# "14/03/1873" is a date when one of its first two numbers cannot be a month.
+_NUMERIC_DATE = re.compile(r"(?<![\d/.])(\d{1,2})/(\d{1,2})/(\d{4})(?![\d/])")
+_SCIENTIFIC = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([+-]?\d{1,3})(?![\w.])")
+_POWER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?\^\s?(-?\d{1,3})(?![\w.])")
+_MUSIC_SHARP = re.compile(r"\b([A-G])#(?![\w#])")
 # "14 March 1873" is read "fourteen March"; listeners expect "the fourteenth of March".
 _DAY_MONTH = re.compile(rf"\b(?P<day>[0-3]?\d)(?:st|nd|rd|th)?\s(?P<month>{_MONTH_NAMES})\b(?:,?\s(?P<year>\d{{4}})\b)?")
 _MONTH_DAY = re.compile(rf"\b(?P<month>{_MONTH_NAMES})\s(?P<day>[0-3]?\d)(?:st|nd|rd|th)?\b(?!:)(?:,?\s(?P<year>\d{{4}})\b)?")
@@ -252,8 +275,36 @@ def _day_month(m: re.Match[str], day_first: bool) -> str:
     day = int(m.group("day"))
     if not 1 <= day <= 31 or (not day_first and m.group("month") == "May" and not m.group("year")):
         return m.group(0)             # "May 5 people come?" is not a date
-    words = f"the {ordinal(day)} of {m.group('month')}" if day_first else f"{m.group('month')} {ordinal(day)}"
+    month = m.group("month").rstrip(".")
+    month = _MONTH_ABBR.get(month, month)
+    words = f"the {ordinal(day)} of {month}" if day_first else f"{month} {ordinal(day)}"
     return words + (f", {year(int(m.group('year')))}" if m.group("year") else "")
+
+
+def _numeric_date(m: re.Match[str]) -> str:
+    a, b, y = (int(g) for g in m.groups())
+    if 12 < a <= 31 and 1 <= b <= 12:
+        return f"the {ordinal(a)} of {_MONTHS[b - 1]}, {year(y)}"
+    if 12 < b <= 31 and 1 <= a <= 12:
+        return f"{_MONTHS[a - 1]} {ordinal(b)}, {year(y)}"
+    return m.group(0)                 # 1/2/2024: January or February, read as written
+
+
+
+
+def _scaled_currency(m: re.Match[str]) -> str:
+    number = (m.group("num") or m.group("num2")).replace(",", "")
+    words = decimal(number) if "." in number else cardinal(int(number))
+    scale = f" {_SCALES[m.group('scale')]}" if m.group("scale") else ""
+    return f"{words}{scale} {_CURRENCY_NAMES[m.group('sym') or m.group('sym2')][1]}"
+
+
+def _power(m: re.Match[str], scientific: bool) -> str:
+    base, exponent = m.group(1), m.group(2).lstrip("+")
+    power = ("minus " if exponent.startswith("-") else "") + cardinal(int(exponent.lstrip("-")))
+    if scientific:
+        return f"{_number(base, allow_year=False)} times ten to the power of {power}"
+    return f"{_number(base, allow_year=False)} to the power of {power}"
 
 
 def _phone(m: re.Match[str]) -> str:
@@ -325,9 +376,15 @@ def _fraction(m: re.Match[str]) -> str:
 
 def _numbers(text: str) -> str:
     text = _ISO_DATE.sub(_iso_date, text)
+    text = _NUMERIC_DATE.sub(_numeric_date, text)
+    text = _WEEKDAY_RANGE.sub(lambda m: f"{_WEEKDAYS[m.group('a')]} to {_WEEKDAYS[m.group('b')]}", text)
+    text = _WEEKDAY.sub(lambda m: _WEEKDAYS[m.group("day")], text)
     text = _DAY_MONTH.sub(lambda m: _day_month(m, True), text)
     text = _MONTH_DAY.sub(lambda m: _day_month(m, False), text)
+    text = _SCALED_CURRENCY.sub(_scaled_currency, text)
     text = _CURRENCY.sub(_currency, text)
+    text = _SCIENTIFIC.sub(lambda m: _power(m, True), text)
+    text = _POWER.sub(lambda m: _power(m, False), text)
     text = _TIME_RANGE.sub(" to ", text)
     text = _TIME.sub(_time, text)
     text = _COMPACT_TIME.sub(_time, text)
@@ -356,6 +413,8 @@ def to_speakable(text: str) -> str:
     text = _EMOTICON.sub(" ", text)
     for pattern, words in _ABBREVIATIONS_RE:
         text = pattern.sub(words, text)
+    text = _MUSIC_SHARP.sub(r"\1 sharp", text)                  # C#, F#
+    text = re.sub(r"~(?!\s?\d)", " ", text)                        # "~5" is "about five"; "~/x" is not
     text = _numbers(text)
     text = _clean_symbols(text)
     return _tidy(text)
