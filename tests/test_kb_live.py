@@ -142,3 +142,50 @@ def test_a_folder_moved_out_and_back_in(make_kb: Any, kb_folder: Path, tmp_path:
     os.rename(tmp_path / "wildlife", kb_folder / "nature")             # back in, under a new name
     waiter.wait_for(lambda: top_source(kb, QUESTION) == "nature/otters.md")
     assert embedder.count == before                                    # its vectors were kept
+
+
+# ---------------------------------------------------------------------- the real service
+MOON = "The moon base is called Selene Nine.\n"
+
+
+def test_service_started_without_its_folder_uses_it_once_it_appears(tmp_path: Path) -> None:
+    """`sottovoced` started with a knowledge-base folder that does not exist yet: it says so
+    (log warning, KnowledgeBase property); once the folder and a file appear, questions use the
+    file. The embedding model must be ready for that first file: start-up loads it only when
+    there is something to search, and loading it when the file arrives (importing torch,
+    5-10 s on two cores) left questions without the document that the log said was back."""
+    from tests.fixtures_dbus import ServiceHome, start_private_bus, start_sottovoced, wait_until
+    from tests.fixtures_service import BusThread
+
+    kb_folder = tmp_path / "kb_late"
+    home = ServiceHome(tmp_path / "home", tmp_path / "config.yaml", kb_folder, tmp_path / "spoken.wav")
+    home.home.mkdir()
+    (tmp_path / "runtime").mkdir(mode=0o700)
+    home.write_config("conversation:\n  history_file: ''\n")
+    bus = start_private_bus(tmp_path / "bus")
+    service = client = None
+    try:
+        service = start_sottovoced(bus, home, tmp_path)
+        log = service.log.read_text(errors="replace")
+        assert any("WARNING" in line and f"folder {kb_folder} is missing" in line
+                   for line in log.splitlines()), service.log_tail()
+        client = BusThread(bus.address)
+        info = {k: v.value for k, v in client.get("KnowledgeBase").items()}
+        assert info["documents"] == 0 and "missing" in info["failed"].get(".", ""), info
+
+        wait_until(lambda: "loading embedding model" in service.log.read_text(errors="replace"),
+                   90, "the embedding model to load with no document to embed yet")
+        mark = client.mark()
+        kb_folder.mkdir()
+        (kb_folder / "m.txt").write_text(MOON, encoding="utf-8")
+        client.wait("IndexUpdated", lambda body: body[0] == 1, after=mark, timeout=30)
+        reply, sources = client.call("Ask", "s", ["What is the moon base called?"])
+        assert sources == ["m.txt"], (reply, sources, service.log_tail())
+        info = {k: v.value for k, v in client.get("KnowledgeBase").items()}
+        assert info["documents"] == 1 and "." not in info["failed"], info
+    finally:
+        if client is not None:
+            client.close()
+        if service is not None:
+            service.stop()
+        bus.stop()

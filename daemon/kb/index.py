@@ -88,6 +88,11 @@ class KnowledgeBase(LiveChanges):
                 self._load_persisted()
                 self._opened = True
             self._sync_folder(progress)
+            if self._folder_reason:
+                # The service goes on without documents and the watcher picks the folder up
+                # when it appears; say so now, not only in status().
+                _LOGGER.warning("knowledge base: %s; answering without it until it appears "
+                                "(set rag.knowledge_base or --kb to use another folder)", self._folder_reason)
             if self._refresh_clauses():     # an index saved before sentence vectors were kept
                 self._clauses.save()
 
@@ -269,7 +274,8 @@ class KnowledgeBase(LiveChanges):
 
     def _sync_folder(self, progress: Progress | None, force_save: bool = False) -> None:
         if not self.folder.is_dir():
-            self._folder_reason = f"folder {self.folder} is missing"
+            self._folder_reason = (f"{self.folder} is not a folder" if self.folder.exists()
+                                   else f"folder {self.folder} is missing")
             with self._lock:
                 for source in list(self._state.documents):
                     self._state.remove_document(source)

@@ -27,6 +27,7 @@ class LiveChanges:
     _opened: bool
     _problems: dict[str, str]
     _defer_saves: bool
+    _folder_reason: str
 
     if TYPE_CHECKING:
         def _load_persisted(self) -> None: ...
@@ -141,6 +142,9 @@ class LiveChanges:
             return None
         return None if rel == "." or rel.startswith("..") else rel
 
-    def _fingerprint(self) -> tuple[int, int, int]:
+    def _fingerprint(self) -> tuple[int, int, int, str]:
+        # The folder's own state counts too: status() (the KnowledgeBase property) says when
+        # it is missing, so its going and coming back is an update even with no documents.
         with self._lock:
-            return (len(self._state.documents), len(self._state.chunks), self._state.next_id)
+            return (len(self._state.documents), len(self._state.chunks), self._state.next_id,
+                    self._folder_reason)

@@ -116,6 +116,7 @@ class FolderWatcher:
 
     # ------------------------------------------------------------------ worker thread
     def _run(self) -> None:
+        self._load_embedder()
         while True:
             with self._cond:
                 batch = self._next_batch()
@@ -125,6 +126,19 @@ class FolderWatcher:
                 self._tick(*batch)
             except Exception:  # the watcher must outlive any single bad batch
                 _LOGGER.exception("knowledge base: error while applying folder changes")
+
+    def _load_embedder(self) -> None:
+        """Have the embedding model ready before the first document arrives.
+
+        Start-up loads it only when there is something to search (its warm-up query): with
+        the folder missing or empty, the first file to appear would otherwise wait for the
+        model (importing torch: 5-10 s on two cores), and questions asked meanwhile find
+        nothing although the folder and the file are there.
+        """
+        try:
+            self._kb.warm_up()
+        except Exception as exc:   # e.g. the model is missing: each batch reports it again
+            _LOGGER.error("knowledge base: cannot load the embedding model: %s", exc)
 
     def _next_batch(self) -> tuple[list[tuple[Path, Path]], list[Path], bool] | None:
         """Wait (lock held) for a quiet burst, or a second without events; None when stopping."""
