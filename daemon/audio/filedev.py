@@ -16,7 +16,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from daemon.audio.fileio import load_audio
+from daemon.audio.fileio import check_output_file, load_audio
 from daemon.audio.mic import FRAME_SAMPLES, FrameCallback
 from daemon.audio.playqueue import PlayQueue, QueuedOutput
 
@@ -118,7 +118,8 @@ class FileSpeaker(QueuedOutput):
     in ``block_ms`` steps in real time, so ``stop_now()`` cuts the audio where a loudspeaker
     would have been cut; only audio is written (idle time between replies is left out).
     The file is a 16-bit WAV at ``sample_rate``, its header brought up to date after every
-    block, so it can be read while the service runs.
+    block, so it can be read while the service runs. A path that is a folder, not named .wav or
+    not writable is refused when the speaker is made (:class:`~daemon.errors.BadArgumentError`).
     """
 
     error = ""
@@ -126,7 +127,7 @@ class FileSpeaker(QueuedOutput):
     def __init__(self, path: str | os.PathLike[str],
                  on_first_audio: Callable[[float], None] | None = None, *,
                  sample_rate: int = 22050, block_ms: float = 20.0) -> None:
-        self.path = Path(path)
+        self.path = check_output_file(path, suffixes=(".wav",))
         self.sample_rate = sample_rate
         self._block = max(1, round(sample_rate * block_ms / 1000))
         self._on_first_audio = on_first_audio

@@ -1,4 +1,4 @@
-"""Reading any audio file as 16 kHz float32 mono, resampling, and writing 16-bit WAVs.
+"""Reading any audio file as 16 kHz float32 mono, resampling, and writing WAV/FLAC/OGG/MP3.
 
 libsndfile (through soundfile) reads WAV, FLAC, OGG and MP3; anything else it refuses is
 handed to PyAV (through faster-whisper's decoder), which knows what ffmpeg knows.
@@ -6,14 +6,17 @@ handed to PyAV (through faster-whisper's decoder), which knows what ffmpeg knows
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import sys
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from daemon.errors import BadAudioError
+from daemon.errors import BadArgumentError, BadAudioError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -23,13 +26,20 @@ _KAISER_BETA = 8.6       # ~ -80 dB stop band
 _BLOCK = 8192            # output samples resampled per block (bounds the gather's memory)
 
 
-def load_audio(path: str | os.PathLike[str], sample_rate: int = TARGET_RATE) -> np.ndarray:
+def load_audio(path: str | os.PathLike[str], sample_rate: int = TARGET_RATE, *,
+               quiet: bool = False) -> np.ndarray:
     """Decode ``path`` into float32 mono at ``sample_rate`` (default 16 kHz).
 
     Raises :class:`BadAudioError` with one line when the file is missing or not audio.
     An audio file with no samples gives an empty array (the caller decides what that means).
+    ``quiet``: silence what libsndfile's MP3 decoder prints on stderr about a damaged file
+    ("Warning: Xing stream size off ..."). It does so by pointing file descriptor 2 at
+    /dev/null while the file is read, so only a process with nothing else to say meanwhile
+    (the one-shot CLI, before it loads models) should ask for it.
     """
     file = Path(path)
+    if file.is_dir():
+        raise BadAudioError(f"{file} is a folder, not an audio file")
     if not file.is_file():
         raise BadAudioError(f"{file}: no such audio file")
     if file.stat().st_size == 0:
@@ -37,7 +47,8 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = TARGET_RATE) -> 
     if not _looks_like_soundfile(file):
         return _read_pyav(file, sample_rate)
     try:
-        samples, rate = _read_soundfile(file)
+        with _stderr_silenced(quiet):
+            samples, rate = _read_soundfile(file)
     except Exception as first:  # noqa: BLE001 - libsndfile's errors are untyped RuntimeErrors
         _LOGGER.debug("soundfile could not read %s (%s); trying PyAV", file, first)
         return _read_pyav(file, sample_rate)
@@ -51,6 +62,24 @@ def _looks_like_soundfile(file: Path) -> bool:
     if head[:4] in (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM", b"caff") or head[:3] == b"ID3":
         return True
     return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and file.suffix.lower() == ".mp3"
+
+
+@contextlib.contextmanager
+def _stderr_silenced(on: bool) -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the block (when ``on``): native libraries'
+    notes bypass Python's sys.stderr."""
+    if not on:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _read_soundfile(file: Path) -> tuple[np.ndarray, int]:
@@ -131,6 +160,87 @@ def _kernel(dist: np.ndarray, cutoff: float, half: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------- writing
+# What an output file's extension asks for: (libsndfile format, subtype).
+_WRITE_FORMATS = {
+    ".wav": ("WAV", "PCM_16"),
+    ".flac": ("FLAC", "PCM_16"),
+    ".ogg": ("OGG", "VORBIS"),
+    ".mp3": ("MP3", "MPEG_LAYER_III"),
+}
+
+
+def output_formats() -> dict[str, tuple[str, str]]:
+    """The extensions this libsndfile can write, with their (format, subtype)."""
+    import soundfile
+
+    available = soundfile.available_formats()
+    return {ext: fmt for ext, fmt in _WRITE_FORMATS.items() if fmt[0] in available}
+
+
+def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] | None = None) -> Path:
+    """Refuse, before any work is done, a path audio could not be written to.
+
+    ``suffixes``: the extensions allowed (default: every one :func:`write_audio` can write).
+    Raises :class:`BadArgumentError` with one line: a folder, an unsupported extension, a
+    folder that cannot be created or written to.
+    """
+    file = Path(path).expanduser()
+    allowed = suffixes if suffixes is not None else tuple(output_formats())
+    if os.fspath(path).endswith(os.sep) or file.is_dir():
+        raise BadArgumentError(f"{path} is a folder; give a file name such as {file / ('reply' + allowed[0])}")
+    if file.suffix.lower() not in allowed:
+        raise _unsupported(file, allowed)
+    _check_writable(file)
+    return file
+
+
+def _unsupported(file: Path, allowed: tuple[str, ...]) -> BadArgumentError:
+    what = f"a {file.suffix} file" if file.suffix else "a file without an extension"
+    names = allowed[0] if len(allowed) == 1 else f"{', '.join(allowed[:-1])} or {allowed[-1]}"
+    return BadArgumentError(f"{file}: cannot write {what}; name it {names}")
+
+
+def _check_writable(file: Path) -> None:
+    folder = file.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise BadArgumentError(f"cannot write {file}: {folder} is not a folder")
+    if folder != file.parent:        # the folders will be created: can they be?
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise BadArgumentError(f"cannot write {file}: {folder} is not writable")
+        return
+    existed = file.exists()
+    try:
+        with open(file, "ab"):       # appends nothing: an existing file is left as it is
+            pass
+    except OSError as exc:
+        raise BadArgumentError(f"cannot write {file} ({exc.strerror or exc})") from None
+    if not existed:
+        file.unlink(missing_ok=True)
+
+
+def write_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> None:
+    """Write float32 samples in the format the extension names (.wav, .flac, .ogg, .mp3).
+
+    Raises :class:`BadArgumentError` (one line) when the extension is not one of those or the
+    file cannot be written.
+    """
+    import soundfile
+
+    file = Path(path)
+    formats = output_formats()
+    fmt = formats.get(file.suffix.lower())
+    if fmt is None:
+        raise _unsupported(file, tuple(formats))
+    data = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(str(file), data, int(sample_rate), format=fmt[0], subtype=fmt[1])
+    except (OSError, RuntimeError) as exc:   # LibsndfileError is a RuntimeError
+        raise BadArgumentError(f"cannot write {file} ({exc})") from None
+
+
 def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> None:
     """Write float32 samples in [-1, 1] (mono, or frames x channels) as 16-bit PCM WAV."""
     import soundfile

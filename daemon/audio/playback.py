@@ -21,18 +21,34 @@ def _output_device(name: str) -> int | str | None:
     return int(name) if name.isdigit() else name
 
 
+def check_output_device(name: str) -> int | str | None:
+    """The sounddevice id of output device ``name`` ("default", an index or a name).
+
+    Raises :class:`NoDeviceError` (one line) when PortAudio is missing or finds no such
+    device, e.g. on a machine without a sound card.
+    """
+    try:
+        import sounddevice as sd
+    except (OSError, ImportError) as exc:     # OSError: the PortAudio library is missing
+        raise NoDeviceError(f"no audio output device: PortAudio unavailable ({exc}); "
+                            "use --out FILE.wav") from None
+    device = _output_device(name)
+    try:
+        sd.query_devices(device, "output")
+    except (sd.PortAudioError, ValueError) as exc:
+        raise NoDeviceError(f"no audio output device {name!r} ({exc}); use --out FILE.wav") from None
+    return device
+
+
 class DeviceSink:
-    """Streams chunks to ``audio.output`` through sounddevice from a writer thread."""
+    """Streams chunks to ``audio.output`` through sounddevice from a writer thread.
+
+    Made before any work: raises :class:`NoDeviceError` when there is no such device."""
 
     def __init__(self, cfg: AudioConfig) -> None:
-        try:
-            import sounddevice as sd
+        self._device = check_output_device(cfg.output)
+        import sounddevice as sd
 
-            self._device = _output_device(cfg.output)
-            sd.query_devices(self._device, "output")
-        except (OSError, ValueError, ImportError) as exc:
-            raise NoDeviceError(
-                f"no audio output device {cfg.output!r} ({exc}); use --out FILE.wav") from None
         self._sd = sd
         self._queue: "queue.Queue[AudioChunk | None]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="cli-playback", daemon=True)

@@ -1,4 +1,4 @@
-"""Where a turn's audio goes when no live speaker is involved: a WAV file or a buffer."""
+"""Where a turn's audio goes when no live speaker is involved: an audio file or a buffer."""
 
 from __future__ import annotations
 
@@ -32,16 +32,19 @@ class BufferSink:
         return np.concatenate([c.samples for c in self.chunks]).astype(np.float32)
 
 
-class WavFileSink(BufferSink):
-    """Collects audio and writes it as 16-bit PCM WAV on ``close()``."""
+class AudioFileSink(BufferSink):
+    """Collects audio and writes it on ``close()`` in the format the extension names
+    (.wav: 16-bit PCM, .flac, .ogg, .mp3). The path is checked when the sink is made, so a
+    bad one fails before any work (:class:`~daemon.errors.BadArgumentError`)."""
 
     def __init__(self, path: str | Path) -> None:
+        from daemon.audio.fileio import check_output_file
+
         super().__init__()
-        self.path = Path(path)
+        self.path = check_output_file(path)
 
     def close(self) -> Path:
-        from daemon.audio.fileio import write_wav
+        from daemon.audio.fileio import write_audio
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_wav(self.path, self.audio(), self.sample_rate)
+        write_audio(self.path, self.audio(), self.sample_rate)
         return self.path

@@ -81,6 +81,8 @@ def _status(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from daemon.errors import BadArgumentError
 
+    if not args.query.strip():
+        raise BadArgumentError("kb search: the query is empty; give some words to look for")
     if args.top_k is not None and args.top_k < 1:
         raise BadArgumentError("kb search: --top-k must be 1 or more")
     kb = _open(args)

@@ -6,10 +6,11 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from daemon.config import Config, dump_config, load_config
 from daemon.errors import (
@@ -25,12 +26,18 @@ from daemon.messages import Emotion, TurnResult
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ask = sub.add_parser("ask", help="ask a question (typed or spoken) and hear the answer",
                          description="Answer a question out loud, grounded in the knowledge base. "
-                         "Uses the running service when there is one, otherwise runs in-process.")
+                         "A typed question goes to the running service when there is one (it "
+                         "answers through its own speaker, knowledge base and conversation). "
+                         "--wav, --out, --kb, --no-streaming and --local run in-process instead: "
+                         "the models load first (several seconds), the answer plays on audio.output "
+                         "(or goes to --out), and the conversation is "
+                         "this question alone (the service's history is neither read nor written).")
     src = ask.add_mutually_exclusive_group(required=True)
     src.add_argument("text", nargs="?", help="the question as text")
     src.add_argument("--wav", metavar="FILE", help="the question as audio (WAV/FLAC/MP3, any rate)")
     ask.add_argument("--kb", metavar="DIR", help="knowledge-base folder (default: rag.knowledge_base)")
-    ask.add_argument("--out", metavar="FILE.wav", help="write the spoken reply here instead of playing it")
+    ask.add_argument("--out", metavar="FILE.wav",
+                     help="write the spoken reply here instead of playing it (.wav, .flac, .ogg or .mp3)")
     ask.add_argument("--emotion", metavar="NAME[=0..1]", help="style of the reply, e.g. humorous=0.8")
     ask.add_argument("--local", action="store_true", help="run in-process even if the service is running")
     ask.add_argument("--no-streaming", action="store_true",
@@ -38,17 +45,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ask.add_argument("--json", action="store_true", help="print transcript, reply, sources and timings as JSON")
     ask.set_defaults(handler=cmd_ask)
 
-    tr = sub.add_parser("transcribe", help="print the text spoken in an audio file")
+    tr = sub.add_parser("transcribe", help="print the text spoken in an audio file",
+                        description="Print the words spoken in an audio file (runs in-process).")
     tr.add_argument("file", help="WAV/FLAC/MP3 at any sample rate, mono or stereo")
     tr.set_defaults(handler=cmd_transcribe)
 
-    sp = sub.add_parser("speak", help="synthesize text into a WAV file (or the default device)")
+    sp = sub.add_parser("speak", help="synthesize text into an audio file (or the default device)",
+                        description="Say the text with the configured voice (runs in-process).")
     sp.add_argument("text", help="what to say")
-    sp.add_argument("--out", metavar="FILE.wav", help="output WAV (default: play on the default device)")
+    sp.add_argument("--out", metavar="FILE.wav",
+                    help="output file, .wav, .flac, .ogg or .mp3 (default: play on the default device)")
     sp.add_argument("--emotion", metavar="NAME[=0..1]", help="voice style where the TTS supports it")
     sp.set_defaults(handler=cmd_speak)
 
-    cfg = sub.add_parser("config", help="show the effective configuration")
+    cfg = sub.add_parser("config", help="show the effective configuration",
+                         description="Show the effective configuration (defaults and your file, merged).")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     show = cfg_sub.add_parser("show", help="print the merged config as YAML")
     show.set_defaults(handler=cmd_config_show)
@@ -74,6 +85,8 @@ def parse_emotion(spec: str | None, cfg: Config) -> Emotion:
 
 
 def check_kb_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise KnowledgeBaseError(f"knowledge base {folder} is not a folder; pass --kb DIR with a folder of documents")
     if not folder.is_dir():
         raise KnowledgeBaseError(f"knowledge-base folder {folder} does not exist; create it or pass --kb DIR")
     if not any(p.is_file() and not p.name.startswith(".") for p in folder.rglob("*")):
@@ -88,28 +101,94 @@ def _config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def _progress(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    if getattr(args, "json", False) or not sys.stderr.isatty():
-        return None
-    return lambda msg: print(f"\r\033[K… {msg}", end="", file=sys.stderr, flush=True)
+# What build_pipeline reports while the knowledge base embeds new or changed files.
+_INDEXING = re.compile(r"indexing (\d+)/(\d+) ?(.*)")
+
+
+class LoadProgress:
+    """What `ask` shows on stderr while the in-process pipeline loads.
+
+    On a terminal: each loading step on one rewritten line, and indexing with the progress bar
+    of `sottovoce kb rebuild` (steps only without --json: then stdout is for the JSON).
+    Elsewhere (a log, a pipe): one line when indexing starts, saying how many files, since
+    embedding a large folder can take minutes.
+    """
+
+    def __init__(self, stream: TextIO, steps: bool) -> None:
+        from daemon.cli.kb import ProgressBar
+
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._steps = steps and self._tty
+        self._bar = ProgressBar(stream) if self._tty else None
+        self._noted = False
+        self.drew = False
+
+    def __call__(self, msg: str) -> None:
+        match = _INDEXING.fullmatch(msg)
+        if match:
+            self._indexing(int(match[1]), int(match[2]), match[3])
+        elif self._steps:
+            self._line(f"\r\033[K… {msg}")
+
+    def _indexing(self, done: int, total: int, name: str) -> None:
+        if self._bar is not None:
+            self._bar(done, total, name)
+            self.drew = True
+        elif not self._noted:
+            self._noted = True
+            files = "1 file" if total == 1 else f"{total} files"
+            print(f"sottovoce: indexing {files} of the knowledge base (new or changed); "
+                  "this can take a while", file=self._stream, flush=True)
+
+    def _line(self, text: str) -> None:
+        print(text, end="", file=self._stream, flush=True)
+        self.drew = True
+
+    def done(self) -> None:
+        """Clear the last step line (on a terminal)."""
+        if self.drew:
+            self._line("\r\033[K")
 
 
 # ------------------------------------------------------------------ commands
 def cmd_ask(args: argparse.Namespace) -> int:
     cfg = _config(args)
     emotion = parse_emotion(args.emotion, cfg)
-    if args.text is not None and not args.text.strip():
-        raise BadArgumentError("the question is empty")
-    if not args.local and args.text and not args.out and not args.no_streaming:
+    if args.text is not None:
+        check_question(args.text)
+    if _uses_service(args):
         remote = _try_remote(args.text)
         if remote is not None:
             return _print_result(args, remote)
     from daemon.audio.fileio import load_audio
 
-    audio = load_audio(args.wav) if args.wav else None   # bad audio fails before models load
+    audio = load_audio(args.wav, quiet=True) if args.wav else None   # bad audio: before models load
+    sink = _output_sink(args, cfg)                       # no device / bad --out: likewise
     check_kb_folder(Path(cfg.rag.knowledge_base))
-    result = asyncio.run(_ask_local(args, cfg, emotion, audio))
+    result = asyncio.run(_ask_local(args, one_shot(cfg), emotion, audio, sink))
     return _print_result(args, result)
+
+
+def check_question(text: str) -> None:
+    """The limits the service's Ask() sets, so both paths refuse the same questions."""
+    from daemon.service.dbus_service import MAX_TEXT_CHARS
+
+    if not text.strip():
+        raise BadArgumentError("the question is empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise BadArgumentError(f"the question is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
+
+
+def _uses_service(args: argparse.Namespace) -> bool:
+    """A typed question goes to the service unless something only in-process can do is asked:
+    another knowledge base, a file for the reply, the sequential plan."""
+    return bool(args.text) and not (args.local or args.out or args.kb or args.no_streaming)
+
+
+def one_shot(cfg: Config) -> Config:
+    """An in-process question stands alone: a memory-only history, the service's file untouched."""
+    return cfg.replace("conversation", history_file="")
 
 
 def _try_remote(text: str) -> TurnResult | None:
@@ -124,20 +203,20 @@ def _try_remote(text: str) -> TurnResult | None:
     return TurnResult(transcript=text, reply=reply, sources=tuple(sources), timings={})
 
 
-async def _ask_local(args: argparse.Namespace, cfg: Config, emotion: Emotion, audio: Any) -> TurnResult:
+async def _ask_local(args: argparse.Namespace, cfg: Config, emotion: Emotion, audio: Any,
+                     sink: Any) -> TurnResult:
     from daemon.pipeline import build_pipeline
     from daemon.threads import run_blocking
     from daemon.turn import TurnRequest, run_turn
 
-    progress = _progress(args)
+    progress = LoadProgress(sys.stderr, steps=not args.json)
     stages = ("vad", "stt", "kb", "llm", "tts") if audio is not None else ("kb", "llm", "tts")
     pipe = await run_blocking(lambda: build_pipeline(cfg, progress=progress, stages=stages, strict_kb=True))
-    if progress:
-        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    progress.done()
     question, speech_end, stt_s = args.text, time.monotonic(), 0.0
     if audio is not None:
         question, speech_end, stt_s = await run_blocking(_hear, pipe, audio, args.wav)
-    sink = _output_sink(args, cfg)
+        check_question(question)
     req = TurnRequest(question=question, turn=1, should_stop=lambda: False, emotion=emotion,
                       streaming=not args.no_streaming, speech_end=speech_end, stt_s=stt_s)
     try:
@@ -162,10 +241,11 @@ def _hear(pipe: Any, audio: Any, name: str) -> tuple[str, float, float]:
 
 
 def _output_sink(args: argparse.Namespace, cfg: Config) -> Any:
+    """Where the spoken reply goes; raises at once when it cannot go there."""
     if args.out:
-        from daemon.audio.sinks import WavFileSink
+        from daemon.audio.sinks import AudioFileSink
 
-        return WavFileSink(args.out)
+        return AudioFileSink(args.out)
     from daemon.audio.playback import DeviceSink
 
     return DeviceSink(cfg.audio)
@@ -198,7 +278,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     from daemon.audio.fileio import load_audio
     from daemon.stages.stt import WhisperTranscriber
 
-    audio = load_audio(args.file)
+    audio = load_audio(args.file, quiet=True)
     cfg = load_config(args.config)
     text, _ = WhisperTranscriber(cfg.stt).transcribe(audio)
     if not text.strip():
@@ -208,20 +288,22 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_speak(args: argparse.Namespace) -> int:
-    if not args.text.strip():
-        raise BadArgumentError("nothing to say: the text is empty")
-    cfg = load_config(args.config)
-    emotion = parse_emotion(args.emotion, cfg)
-    from daemon.pipeline import build_tts
     from daemon.stages.speech_text import to_speakable
 
-    tts = build_tts(cfg)
     speakable = to_speakable(args.text)
+    if not any(ch.isalnum() for ch in speakable):    # emoji, punctuation, a code block: no words
+        what = "the text is empty" if not args.text.strip() else "the text has no words to speak"
+        raise BadArgumentError(f"nothing to say: {what}")
+    cfg = load_config(args.config)
+    emotion = parse_emotion(args.emotion, cfg)
+    sink = _output_sink(args, cfg)               # no device / bad --out: before the voice loads
+    from daemon.pipeline import build_tts
+
+    tts = build_tts(cfg)
 
     async def run() -> None:
         from daemon.messages import AudioChunk
 
-        sink = _output_sink(args, cfg)
         try:
             for i, samples in enumerate(tts.synthesize(speakable, emotion=emotion)):
                 sink.write(AudioChunk(turn=1, samples=samples, sample_rate=tts.sample_rate, chunk_index=i))

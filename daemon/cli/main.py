@@ -31,7 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in groups.REGISTRARS:
         register(sub)
+    _describe_subcommands(parser)
     return parser
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand without a description its one-line help as one, so that
+    `sottovoce COMMAND --help` says what COMMAND does (nested groups too)."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {choice.dest: choice.help for choice in action._choices_actions}
+        for name, child in action.choices.items():
+            text = helps.get(name)
+            if child.description is None and text:
+                child.description = text[0].upper() + text[1:] + "."
+            _describe_subcommands(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

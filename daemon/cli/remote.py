@@ -28,6 +28,10 @@ _ABSENT_ERRORS = ("org.freedesktop.DBus.Error.ServiceUnknown",
                   "org.freedesktop.DBus.Error.Spawn.", "org.freedesktop.systemd1.")
 
 
+# Exit codes for the service's error names whose class's own code does not fit the CLI.
+_EXIT_FOR_ERROR = {"NotReady": EXIT_NO_SERVICE}   # still loading: not ready to serve yet
+
+
 class ServiceAbsent(Exception):
     """Nobody owns org.sottovoce.Assistant on the session bus (or there is no bus)."""
 
@@ -53,6 +57,8 @@ def _raise_for(reply: Message) -> None:
         code = name[len(ERROR_PREFIX):]
         exc = _error_class(code)(text)
         exc.code = code
+        if code in _EXIT_FOR_ERROR:
+            exc.exit_code = _EXIT_FOR_ERROR[code]
         raise exc
     if name == "org.freedesktop.DBus.Error.NoReply":
         raise SottovoceError("the service did not answer (it may have stopped); "
@@ -243,7 +249,9 @@ def remote_ask(text: str, timeout: float = 120.0) -> tuple[str, list[str]] | Non
 # ---------------------------------------------------------------------- register
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the D-Bus subcommands to `sottovoce`."""
-    p = sub.add_parser("status", help="show what the running service is doing")
+    p = sub.add_parser("status", help="show what the running service is doing",
+                       description="Show the running service's state, emotion, last exchange, "
+                       "knowledge base and models.")
     p.add_argument("--json", action="store_true", help="print the properties as JSON")
     p.set_defaults(handler=cmd_status)
     for name, member, done, text in (
@@ -251,19 +259,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             ("resume", "Resume", "listening", "listen to the microphone again"),
             ("interrupt", "Interrupt", "interrupted", "stop the current reply at once"),
             ("reload", "Reload", "configuration reloaded", "re-read the configuration file")):
-        sub.add_parser(name, help=text).set_defaults(handler=_simple(member, done))
-    p = sub.add_parser("emotion", help="set the emotional style of the replies")
+        sub.add_parser(name, help=text, description=f"Tell the running service to {text}.") \
+            .set_defaults(handler=_simple(member, done))
+    p = sub.add_parser("emotion", help="set the emotional style of the replies",
+                       description="Set the emotional style of the running service's replies.")
     p.add_argument("name", help="a style from the config (neutral, cheerful, empathetic, ...)")
     p.add_argument("intensity", nargs="?", type=float,
                    help="0 to 1 (default: keep the current intensity)")
     p.set_defaults(handler=cmd_emotion)
-    p = sub.add_parser("say", help="speak the given text through the service")
+    p = sub.add_parser("say", help="speak the given text through the service",
+                       description="Have the running service say the text, as given, on its speaker.")
     p.add_argument("text", nargs="+", help="what to say")
     p.set_defaults(handler=cmd_say)
-    p = sub.add_parser("reindex", help="rebuild the knowledge-base index now")
+    p = sub.add_parser("reindex", help="rebuild the knowledge-base index now",
+                       description="Have the running service rebuild its knowledge-base index now.")
     p.add_argument("--json", action="store_true", help="print the index summary as JSON")
     p.set_defaults(handler=cmd_reindex)
-    p = sub.add_parser("watch", help="follow the service's signals live (Ctrl-C to stop)")
+    p = sub.add_parser("watch", help="follow the service's signals live (Ctrl-C to stop)",
+                       description="Print the running service's signals as they come (Ctrl-C to stop).")
     p.add_argument("--json", action="store_true", help="one JSON object per signal")
     p.set_defaults(handler=cmd_watch)
-
