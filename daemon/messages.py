@@ -12,6 +12,9 @@ from typing import Mapping
 
 import numpy as np
 
+# The longest question or text to say, in characters (D-Bus Ask/Say and the CLI alike).
+MAX_TEXT_CHARS = 2000
+
 
 # ------------------------------------------------------------------ data messages
 @dataclass(frozen=True)

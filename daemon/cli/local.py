@@ -172,7 +172,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def check_question(text: str) -> None:
     """The limits the service's Ask() sets, so both paths refuse the same questions."""
-    from daemon.service.dbus_service import MAX_TEXT_CHARS
+    from daemon.messages import MAX_TEXT_CHARS
 
     if not text.strip():
         raise BadArgumentError("the question is empty")

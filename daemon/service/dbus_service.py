@@ -24,7 +24,7 @@ from dbus_fast import introspection as intr
 
 from daemon.errors import AlreadyRunningError, SottovoceError
 from daemon.messages import (
-    ErrorEvent, IndexUpdatedEvent, InterruptedEvent, ReplyEvent, ServiceEvent, StateChanged,
+    MAX_TEXT_CHARS, ErrorEvent, IndexUpdatedEvent, InterruptedEvent, ReplyEvent, ServiceEvent, StateChanged,
     TranscriptEvent,
 )
 from daemon.service.api import Controller
@@ -35,7 +35,6 @@ BUS_NAME = "org.sottovoce.Assistant"
 OBJECT_PATH = "/org/sottovoce/Assistant"
 INTERFACE = "org.sottovoce.Assistant1"
 ERROR_PREFIX = INTERFACE + ".Error."
-MAX_TEXT_CHARS = 2000
 
 DBusEmotion = Annotated[list[Any], DBusSignature("(sd)")]
 DBusStrMap = Annotated[dict[str, str], DBusSignature("a{ss}")]

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Mapping
 
 from daemon.errors import BadArgumentError, SottovoceError
-from daemon.messages import AudioChunk, TextChunk, TurnResult
-
-MAX_TEXT = 2000
+from daemon.messages import MAX_TEXT_CHARS, AudioChunk, TextChunk, TurnResult
 
 
 class NotReadyError(SottovoceError):
@@ -31,8 +29,8 @@ def check_text(text: str) -> str:
     text = (text or "").strip()
     if not text:
         raise BadArgumentError("the text is empty")
-    if len(text) > MAX_TEXT:
-        raise BadArgumentError(f"the text is too long ({len(text)} characters; at most {MAX_TEXT})")
+    if len(text) > MAX_TEXT_CHARS:
+        raise BadArgumentError(f"the text is too long ({len(text)} characters; at most {MAX_TEXT_CHARS})")
     return text
 
 
