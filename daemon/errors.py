@@ -59,6 +59,12 @@ class UnknownEmotionError(BadArgumentError):
     code = "UnknownEmotion"
 
 
+class NotReadyError(SottovoceError):
+    """The service is on the bus but still loading its models."""
+    exit_code = EXIT_NO_SERVICE
+    code = "NotReady"
+
+
 class AlreadyRunningError(SottovoceError):
     exit_code = EXIT_ALREADY_RUNNING
     code = "AlreadyRunning"

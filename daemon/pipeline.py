@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from daemon.history import ConversationHistory
 from daemon.messages import Emotion, Passage
 from daemon.stages.base import ChatModel, SpeechSynthesizer
 from daemon.stages.prompt import PromptBuilder
+
+if TYPE_CHECKING:
+    from daemon.kb.index import Progress as IndexProgress   # (done, total, file) while embedding
 
 _LOGGER = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -129,16 +132,19 @@ def _timed(name: str, times: dict[str, float], progress: Progress | None, fn: Ca
     return value
 
 
-def load_knowledge_base(cfg: Config, progress: Progress | None = None, strict: bool = False) -> Any:
-    """The knowledge base, opened (and synced); None when it cannot be used and not strict."""
+def load_knowledge_base(cfg: Config, progress: Progress | None = None, strict: bool = False,
+                        indexing: IndexProgress | None = None) -> Any:
+    """The knowledge base, opened (and synced); None when it cannot be used and not strict.
+    Files being embedded are reported to ``indexing`` (done, total, name) when given, else as
+    a ``progress`` line."""
     from daemon.kb import KnowledgeBase
 
     kb = KnowledgeBase(cfg.rag)
     try:
         if strict:
             kb.check_folder()
-        kb.open(progress=(lambda done, total, name: progress(f"indexing {done}/{total} {name}"))
-                if progress else None)
+        kb.open(progress=indexing or ((lambda done, total, name: progress(f"indexing {done}/{total} {name}"))
+                                      if progress else None))
     except KnowledgeBaseError as exc:
         if strict:
             raise
@@ -157,8 +163,10 @@ def build_pipeline(
     progress: Progress | None = None,
     stages: Sequence[str] = ("vad", "stt", "kb", "llm", "tts"),
     strict_kb: bool = False,
+    indexing: IndexProgress | None = None,
 ) -> Pipeline:
-    """Load the requested stages (all by default) and wire them together."""
+    """Load the requested stages (all by default) and wire them together; ``progress`` gets a
+    line per step, ``indexing`` (if given) the knowledge base's files as they are embedded."""
     times: dict[str, float] = {}
     vad = stt = kb = None
     from daemon.stages.vad import load_silero
@@ -173,7 +181,7 @@ def build_pipeline(
     llm = _timed("llm", times, progress, lambda: build_llm(cfg)) if "llm" in stages else None
     tts = _timed("tts", times, progress, lambda: build_tts(cfg)) if "tts" in stages else None
     if "kb" in stages:
-        kb = _timed("kb", times, progress, lambda: load_knowledge_base(cfg, progress, strict_kb))
+        kb = _timed("kb", times, progress, lambda: load_knowledge_base(cfg, progress, strict_kb, indexing))
     history = ConversationHistory(cfg.conversation.max_turns, cfg.conversation.max_tokens,
                                   path=cfg.conversation.history_file or None)
     pipe = Pipeline(cfg=cfg, llm=llm, tts=tts, history=history, stt=stt, vad_model=vad, kb=kb)  # type: ignore[arg-type]

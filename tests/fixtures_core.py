@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -13,6 +15,22 @@ from daemon.config import Config, load_config
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 DATA = TESTS / "data"
+
+
+def sottovoce(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The `sottovoce` CLI, run as a user would (its own process, ``env``)."""
+    return subprocess.run([sys.executable, "-m", "daemon.cli.main", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, cwd=ROOT)
+
+
+def one_line_error(res: subprocess.CompletedProcess[str], code: int, *words: str, ignore: str = "") -> None:
+    """Exit ``code``, one line on stderr holding ``words``, no traceback. Lines starting with
+    ``ignore`` (a note the run may print first) are not counted."""
+    assert res.returncode == code, (res.returncode, res.stderr)
+    lines = [line for line in res.stderr.splitlines() if line.strip() and not (ignore and line.startswith(ignore))]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    for word in words:
+        assert word in res.stderr, res.stderr
 
 
 @pytest.fixture(scope="session")

@@ -182,11 +182,14 @@ class ServiceHome:
             f"  index_dir: {self.home / 'index'}\n" + extra)
 
 
-def make_service_home(base: Path) -> ServiceHome:
+def make_service_home(base: Path, kb: Path | None = None) -> ServiceHome:
+    """A home, runtime folder and config for one `sottovoced` under ``base``; its knowledge
+    base a copy of the sample one, or ``kb`` as it is (which may not exist yet)."""
     home = base / "home"
-    kb = base / "kb"
-    if not kb.exists():
-        shutil.copytree(ROOT / "knowledge_base", kb)
+    if kb is None:
+        kb = base / "kb"
+        if not kb.exists():
+            shutil.copytree(ROOT / "knowledge_base", kb)
     runtime = base / "runtime"
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
     home.mkdir(parents=True, exist_ok=True)

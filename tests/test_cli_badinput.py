@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from daemon import errors
-from daemon.service.dbus_service import MAX_TEXT_CHARS
-from tests.fixtures_core import DATA, ROOT
+from daemon.messages import MAX_TEXT_CHARS
+from tests.fixtures_core import DATA, ROOT, one_line_error, sottovoce
 from tests.fixtures_dbus import (
     SOTTOVOCE, SOTTOVOCED, ServiceProcess, busctl, make_service_home,
     start_private_bus, start_sottovoced, wait_until,
@@ -30,19 +30,6 @@ pytestmark = pytest.mark.timeout(600)
 
 A = ("org.sottovoce.Assistant", "/org/sottovoce/Assistant", "org.sottovoce.Assistant1")
 MOON_FACT = "The moon base of the Artemis Four mission is called Selene Nine.\n"
-
-
-def sottovoce(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon.cli.main", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=ROOT)
-
-
-def one_line_error(res: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
-    assert res.returncode == code, (res.returncode, res.stderr)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    for word in words:
-        assert word in res.stderr, res.stderr
 
 
 def no_card(env: dict[str, str]) -> dict[str, str]:

@@ -154,13 +154,11 @@ def test_service_started_without_its_folder_uses_it_once_it_appears(tmp_path: Pa
     file. The embedding model must be ready for that first file: start-up loads it only when
     there is something to search, and loading it when the file arrives (importing torch,
     5-10 s on two cores) left questions without the document that the log said was back."""
-    from tests.fixtures_dbus import ServiceHome, start_private_bus, start_sottovoced, wait_until
+    from tests.fixtures_dbus import make_service_home, start_private_bus, start_sottovoced, wait_until
     from tests.fixtures_service import BusThread
 
     kb_folder = tmp_path / "kb_late"
-    home = ServiceHome(tmp_path / "home", tmp_path / "config.yaml", kb_folder, tmp_path / "spoken.wav")
-    home.home.mkdir()
-    (tmp_path / "runtime").mkdir(mode=0o700)
+    home = make_service_home(tmp_path, kb=kb_folder)
     home.write_config("conversation:\n  history_file: ''\n")
     bus = start_private_bus(tmp_path / "bus")
     service = client = None

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -101,10 +100,6 @@ def _config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-# What build_pipeline reports while the knowledge base embeds new or changed files.
-_INDEXING = re.compile(r"indexing (\d+)/(\d+) ?(.*)")
-
-
 class LoadProgress:
     """What `ask` shows on stderr while the in-process pipeline loads.
 
@@ -125,13 +120,11 @@ class LoadProgress:
         self.drew = False
 
     def __call__(self, msg: str) -> None:
-        match = _INDEXING.fullmatch(msg)
-        if match:
-            self._indexing(int(match[1]), int(match[2]), match[3])
-        elif self._steps:
+        if self._steps:
             self._line(f"\r\033[K… {msg}")
 
-    def _indexing(self, done: int, total: int, name: str) -> None:
+    def indexing(self, done: int, total: int, name: str) -> None:
+        """The knowledge base's files as they are embedded (build_pipeline's ``indexing``)."""
         if self._bar is not None:
             self._bar(done, total, name)
             self.drew = True
@@ -172,12 +165,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def check_question(text: str) -> None:
     """The limits the service's Ask() sets, so both paths refuse the same questions."""
-    from daemon.messages import MAX_TEXT_CHARS
+    from daemon.service.turns import check_text
 
-    if not text.strip():
-        raise BadArgumentError("the question is empty")
-    if len(text) > MAX_TEXT_CHARS:
-        raise BadArgumentError(f"the question is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
+    check_text(text, what="question")
 
 
 def _uses_service(args: argparse.Namespace) -> bool:
@@ -211,7 +201,8 @@ async def _ask_local(args: argparse.Namespace, cfg: Config, emotion: Emotion, au
 
     progress = LoadProgress(sys.stderr, steps=not args.json)
     stages = ("vad", "stt", "kb", "llm", "tts") if audio is not None else ("kb", "llm", "tts")
-    pipe = await run_blocking(lambda: build_pipeline(cfg, progress=progress, stages=stages, strict_kb=True))
+    pipe = await run_blocking(lambda: build_pipeline(cfg, progress=progress, stages=stages, strict_kb=True,
+                                                        indexing=progress.indexing))
     progress.done()
     question, speech_end, stt_s = args.text, time.monotonic(), 0.0
     if audio is not None:

@@ -28,10 +28,6 @@ _ABSENT_ERRORS = ("org.freedesktop.DBus.Error.ServiceUnknown",
                   "org.freedesktop.DBus.Error.Spawn.", "org.freedesktop.systemd1.")
 
 
-# Exit codes for the service's error names whose class's own code does not fit the CLI.
-_EXIT_FOR_ERROR = {"NotReady": EXIT_NO_SERVICE}   # still loading: not ready to serve yet
-
-
 class ServiceAbsent(Exception):
     """Nobody owns org.sottovoce.Assistant on the session bus (or there is no bus)."""
 
@@ -57,8 +53,6 @@ def _raise_for(reply: Message) -> None:
         code = name[len(ERROR_PREFIX):]
         exc = _error_class(code)(text)
         exc.code = code
-        if code in _EXIT_FOR_ERROR:
-            exc.exit_code = _EXIT_FOR_ERROR[code]
         raise exc
     if name == "org.freedesktop.DBus.Error.NoReply":
         raise SottovoceError("the service did not answer (it may have stopped); "

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from daemon import __version__
 from daemon.config import Config
-from daemon.errors import BadArgumentError, SottovoceError, UnknownEmotionError
+from daemon.errors import BadArgumentError, NotReadyError, SottovoceError, UnknownEmotionError
 from daemon.interruption import InterruptionScope
 from daemon.messages import (
     Emotion, ErrorEvent, IndexUpdatedEvent, PropertyChanged, ServiceEvent, StateChanged, TurnResult,
@@ -23,7 +23,7 @@ from daemon.pipeline import Pipeline
 from daemon.service.events import EventHub
 from daemon.service.hearing import Hearing
 from daemon.service.turn_keeping import TurnKeeper
-from daemon.service.turns import NotReadyError, StageError, check_text, spoken_part
+from daemon.service.turns import StageError, check_text, spoken_part
 from daemon.threads import run_blocking
 from daemon.turn import speak_text
 

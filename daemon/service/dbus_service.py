@@ -22,11 +22,12 @@ from dbus_fast.errors import DBusFastError
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, method, signal
 from dbus_fast import introspection as intr
 
-from daemon.errors import AlreadyRunningError, SottovoceError
+from daemon.errors import AlreadyRunningError, BadArgumentError, SottovoceError
 from daemon.messages import (
-    MAX_TEXT_CHARS, ErrorEvent, IndexUpdatedEvent, InterruptedEvent, ReplyEvent, ServiceEvent, StateChanged,
+    ErrorEvent, IndexUpdatedEvent, InterruptedEvent, ReplyEvent, ServiceEvent, StateChanged,
     TranscriptEvent,
 )
+from daemon.service import turns
 from daemon.service.api import Controller
 
 _LOGGER = logging.getLogger(__name__)
@@ -86,14 +87,11 @@ def _interrupted() -> DBusError:
 
 
 def check_text(text: str) -> str:
-    """Refuse empty or over-long text with InvalidArgument."""
-    if not text.strip():
-        raise dbus_error("InvalidArgument", "the text is empty: give 1 to "
-                         f"{MAX_TEXT_CHARS} characters")
-    if len(text) > MAX_TEXT_CHARS:
-        raise dbus_error("InvalidArgument", f"the text is {len(text)} characters long; "
-                         f"the limit is {MAX_TEXT_CHARS}")
-    return text.strip()
+    """Refuse empty or over-long text with InvalidArgument (the controller's own check)."""
+    try:
+        return turns.check_text(text)
+    except BadArgumentError as exc:
+        raise _to_dbus_error(exc) from None
 
 
 class AssistantInterface(ServiceInterface):

@@ -14,24 +14,20 @@ from daemon.errors import BadArgumentError, SottovoceError
 from daemon.messages import MAX_TEXT_CHARS, AudioChunk, TextChunk, TurnResult
 
 
-class NotReadyError(SottovoceError):
-    code = "NotReady"
-
-
 class StageError(SottovoceError):
     """A stage failed on one question; the service goes on listening."""
 
     code = "Stage"
 
 
-def check_text(text: str) -> str:
-    """Typed text for Ask/Say, stripped; BadArgumentError when empty or too long."""
-    text = (text or "").strip()
-    if not text:
-        raise BadArgumentError("the text is empty")
+def check_text(text: str, what: str = "text") -> str:
+    """Typed text for Ask/Say (D-Bus, the controller, the CLI), stripped; BadArgumentError
+    when empty or too long. ``what`` names it in the message ("question")."""
+    if not (text or "").strip():
+        raise BadArgumentError(f"the {what} is empty: give 1 to {MAX_TEXT_CHARS} characters")
     if len(text) > MAX_TEXT_CHARS:
-        raise BadArgumentError(f"the text is too long ({len(text)} characters; at most {MAX_TEXT_CHARS})")
-    return text
+        raise BadArgumentError(f"the {what} is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
+    return text.strip()
 
 
 @dataclass
