@@ -21,6 +21,13 @@ def rough_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def without_oldest(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """History messages (as :meth:`ConversationHistory.messages` gives them) less the oldest
+    exchange: its question and, when there is one, its reply."""
+    drop = 2 if len(messages) > 1 and messages[1].role == "assistant" else 1
+    return messages[drop:]
+
+
 class ConversationHistory:
     """The last ``max_turns`` exchanges, trimmed further to ``max_tokens``."""
 

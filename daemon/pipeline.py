@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from daemon.config import Config
-from daemon.errors import KnowledgeBaseError, NoSpeechError, SottovoceError
-from daemon.history import ConversationHistory
-from daemon.messages import Emotion, Passage
+from daemon.errors import BadArgumentError, KnowledgeBaseError, NoSpeechError, SottovoceError
+from daemon.history import ConversationHistory, without_oldest
+from daemon.messages import ChatMessage, Emotion, Passage
 from daemon.stages.base import ChatModel, SpeechSynthesizer
 from daemon.stages.prompt import PromptBuilder
 
@@ -60,6 +60,24 @@ class Pipeline:
             if note.source not in sources:
                 sources.append(note.source)
         return list(notes), sources
+
+    def messages_for(self, question: str, notes: Sequence[Passage], emotion: Emotion) -> list[ChatMessage]:
+        """The prompt for ``question``: the oldest remembered exchanges are left out until it
+        and a full reply fit the LLM's context window. BadArgumentError when the question
+        alone does not fit (a typed question dense in numbers can: ~1 token a character)."""
+        history = self.history.messages()
+        max_tokens = self.cfg.llm.max_tokens
+        while True:
+            messages = self.prompts.build(question, notes, history, emotion)
+            over = self.llm.prompt_overflow(messages, max_tokens)
+            if over <= 0:
+                return messages
+            if not history:
+                raise BadArgumentError(
+                    f"the question is too long for the language model: {over} tokens more than its "
+                    "context window holds with the instructions and a reply; ask something shorter")
+            history = without_oldest(history)
+            _LOGGER.info("left out the oldest remembered exchange: the prompt was %d tokens too long", over)
 
     def temperature_for(self, emotion: Emotion) -> float:
         return min(2.0, self.cfg.llm.temperature + _LIVELY.get(emotion.name, 0.0) * emotion.intensity)
@@ -110,7 +128,7 @@ class Pipeline:
         if self.llm is None:
             return
         notes = [Passage(_PRIME_NOTE, "prime", 1.0)]     # a note: the grounded prompt's shape
-        messages = self.prompts.build("?", notes, self.history.messages(), emotion)
+        messages = self.messages_for("?", notes, emotion)
         for _ in self.llm.stream(messages, max_tokens=1, temperature=0.0):
             pass
 

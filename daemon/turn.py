@@ -62,7 +62,7 @@ async def run_turn(p: "Pipeline", req: TurnRequest, sink: AudioSink) -> TurnResu
     t0 = time.monotonic()
     notes, sources = await run_blocking(p.find_notes, req.question)
     retrieve_s = time.monotonic() - t0
-    messages = p.prompts.build(req.question, notes, p.history.messages(), req.emotion)
+    messages = p.messages_for(req.question, notes, req.emotion)
     prog = _Progress(req)
     if req.streaming:
         await _streamed(p, messages, prog, sink)

@@ -54,6 +54,11 @@ class ChatModel(Protocol):
         """Yield text pieces as they are generated; stop early when should_stop() is true."""
         ...
 
+    def prompt_overflow(self, messages: Sequence[ChatMessage], max_tokens: int) -> int:
+        """Tokens by which these messages plus a ``max_tokens`` reply would pass the model's
+        context window; 0 when they fit, or when only a server can tell (it says so itself)."""
+        ...
+
 
 class SpeechSynthesizer(Protocol):
     name: str

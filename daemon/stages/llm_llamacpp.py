@@ -17,6 +17,7 @@ from daemon.stages.prompt import grounding_note
 from daemon.stages.wrap_up import SentenceWrapUp
 
 _LOGGER = logging.getLogger(__name__)
+_TEMPLATE_TOKENS = 8   # per message, for the chat template's role markers (an upper bound)
 
 
 class LlamaCppChatModel:
@@ -102,6 +103,15 @@ class LlamaCppChatModel:
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
+
+    def prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """The chat prompt's length in tokens, never less than what the chat template makes of
+        it: each message's text plus room for its role markers (ChatML, Llama 3 and Phi-3 use
+        4-5 tokens a message), and the assistant header the reply starts after."""
+        return sum(self.count_tokens(m.content) + _TEMPLATE_TOKENS for m in messages) + _TEMPLATE_TOKENS
+
+    def prompt_overflow(self, messages: Sequence[ChatMessage], max_tokens: int) -> int:
+        return max(0, self.prompt_tokens(messages) + max_tokens - self._llm.n_ctx())
 
     def stream(
         self,

@@ -131,6 +131,11 @@ class OpenAIChatModel:
         # Leaving the `with` closes the response: on a cancel that drops the connection
         # mid-reply, and vLLM aborts the request when its client goes away.
 
+    def prompt_overflow(self, messages: Sequence[ChatMessage], max_tokens: int) -> int:
+        """0: the server knows its own context window and answers a prompt that is too long
+        with an error, which :meth:`stream` reports in one line."""
+        return 0
+
     def _piece(self, data: str) -> str:
         try:
             event = json.loads(data)
