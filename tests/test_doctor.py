@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from daemon.config import PROJECT_ROOT, load_config
 from daemon.errors import EXIT_CONFIG, EXIT_MODEL
 from daemon.gpu.doctor import budget, parse_smi, render
+from tests.fixtures_core import sottovoce
 
 RTX4090 = PROJECT_ROOT / "config" / "rtx4090.yaml"
 # Captured from the H100 machine this project's benchmark ran on (nvidia-smi 580.159.04).
@@ -19,20 +18,15 @@ H100_QUERY = "NVIDIA H100 80GB HBM3, 81559, 0, 580.159.04\n"
 H100_HEADER = ("| NVIDIA-SMI 580.159.04             Driver Version: 580.159.04     CUDA Version: 13.0     |\n")
 
 
-def _sottovoce(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "daemon.cli.main", *args], capture_output=True, text=True,
-                          timeout=120, cwd=cwd or PROJECT_ROOT)
-
-
-def test_cpu_machine_says_there_is_no_gpu_and_embedded_needs_none(tmp_path: Path):
-    done = _sottovoce("--config", str(PROJECT_ROOT / "config" / "default.yaml"), "doctor")
+def test_cpu_machine_says_there_is_no_gpu_and_embedded_needs_none(cli_env: dict[str, str]):
+    done = sottovoce("--config", str(PROJECT_ROOT / "config" / "default.yaml"), "doctor", env=cli_env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("GPU: none found")
     assert "every model runs on the CPU; no GPU is needed" in done.stdout
 
 
-def test_rtx4090_profile_fits_24_gib_and_says_a_gpu_is_missing():
-    done = _sottovoce("doctor", "--profile", "rtx4090", "--json")
+def test_rtx4090_profile_fits_24_gib_and_says_a_gpu_is_missing(cli_env: dict[str, str]):
+    done = sottovoce("doctor", "--profile", "rtx4090", "--json", env=cli_env)
     report = json.loads(done.stdout)
     assert done.returncode == EXIT_MODEL                     # the profile needs CUDA; this machine has none
     assert report["gpu"] is None and report["needs_gpu"] and report["fits"] and not report["problems"]
@@ -42,15 +36,15 @@ def test_rtx4090_profile_fits_24_gib_and_says_a_gpu_is_missing():
     assert report["total_gb"] <= 24.0 - 0.5                  # room left for activation peaks
     vllm = report["items"][0]
     assert vllm["total_gb"] == pytest.approx(0.55 * 24.0, abs=0.01)   # vLLM reserves its whole share
-    text = _sottovoce("doctor", "--profile", "rtx4090").stdout
+    text = sottovoce("doctor", "--profile", "rtx4090", env=cli_env).stdout
     assert "GPU: none found" in text and "| **total** |" in text and "fits" in text
 
 
-def test_too_small_a_vllm_share_is_refused_with_the_fix(tmp_path: Path):
+def test_too_small_a_vllm_share_is_refused_with_the_fix(tmp_path: Path, cli_env: dict[str, str]):
     cfg_file = tmp_path / "small.yaml"
     cfg_file.write_text(RTX4090.read_text().replace("vllm_gpu_memory_utilization: 0.55",
                                                     "vllm_gpu_memory_utilization: 0.35"))
-    done = _sottovoce("--config", str(cfg_file), "doctor")
+    done = sottovoce("--config", str(cfg_file), "doctor", env=cli_env)
     assert done.returncode == EXIT_CONFIG
     assert "Refused: vLLM's share (0.35 x 24.0 GiB" in done.stdout
     assert "raise gpu.vllm_gpu_memory_utilization or lower gpu.vllm_max_model_len" in done.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -16,20 +15,20 @@ from daemon.config import PROJECT_ROOT, load_config
 from daemon.errors import EXIT_BAD_ARG, EXIT_MODEL, EXIT_NETWORK, ModelError
 from daemon.gpu.download import download, specs_for, write_llm_env
 from daemon.stages.llm_openai import served_model_name
+from tests.fixtures_core import sottovoce
 from tests.fixtures_gpu import free_port
 
 
-def _sottovoce(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
-    env.pop("HF_TOKEN", None)
-    return subprocess.run([sys.executable, "-m", "daemon.cli.main", *args], capture_output=True, text=True,
-                          timeout=180, cwd=PROJECT_ROOT, env=env)
+def _sottovoce(*args: str, home: Path, cli_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The CLI with ``home`` as HOME and no Hugging Face token."""
+    env = {k: v for k, v in cli_env.items() if k != "HF_TOKEN"}
+    return sottovoce(*args, env={**env, "HOME": str(home)})
 
 
-def test_offline_is_one_clear_line_with_its_own_exit_code(tmp_path: Path):
+def test_offline_is_one_clear_line_with_its_own_exit_code(tmp_path: Path, cli_env: dict[str, str]):
     unreachable = f"http://127.0.0.1:{free_port()}"           # nothing listens: connection refused
     done = _sottovoce("models", "download", "--profile", "rtx4090", "--only", "stt", "--dest",
-                      str(tmp_path / "models"), "--endpoint", unreachable, home=tmp_path)
+                      str(tmp_path / "models"), "--endpoint", unreachable, home=tmp_path, cli_env=cli_env)
     assert done.returncode == EXIT_NETWORK, done.stderr
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("sottovoce:")]
     assert len(errors) == 1 and "Traceback" not in done.stderr
@@ -72,10 +71,10 @@ def test_gated_repo_names_the_access_to_request_and_the_token(tmp_path: Path, ga
     assert "HF_TOKEN=hf_... sottovoce models download --profile rtx4090" in message
 
 
-def test_unknown_profile_and_embedded_profile(tmp_path: Path):
-    bad = _sottovoce("models", "download", "--profile", "nosuch", home=tmp_path)
+def test_unknown_profile_and_embedded_profile(tmp_path: Path, cli_env: dict[str, str]):
+    bad = _sottovoce("models", "download", "--profile", "nosuch", home=tmp_path, cli_env=cli_env)
     assert bad.returncode == EXIT_BAD_ARG and "unknown profile 'nosuch'" in bad.stderr
-    embedded = _sottovoce("models", "download", "--profile", "embedded", home=tmp_path)
+    embedded = _sottovoce("models", "download", "--profile", "embedded", home=tmp_path, cli_env=cli_env)
     assert embedded.returncode == 0 and "ship inside PyPI packages" in embedded.stdout
 
 
