@@ -40,6 +40,12 @@ CASES = [
      "Grow ten to the power of six cells at one times ten to the power of minus five molar."),
     ("Open Mon-Fri; closed Sun 3 May.", "Open Monday to Friday; closed Sunday the third of May."),
     ("I sat - Sun was out.", "I sat - Sun was out."),                  # words, not weekdays
+    ("Open Mon–Fri 9am–5pm, Sat 9-11 am.",
+     "Open Monday to Friday nine a m to five p m, Saturday nine to eleven a m."),
+    ("A 120 m² flat, 2,000 sq ft, 5 m³ of soil, 3 km2.",
+     "A one hundred twenty square metres flat, two thousand square feet, five cubic metres of soil, "
+     "three square kilometres."),
+    ("#3 on the list", "number three on the list"),                  # not a heading: no space after #
 ]
 
 

@@ -30,7 +30,7 @@ _AUTOLINK = re.compile(r"<(?:https?|ftp|mailto):[^>\s]*>")
 _URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>()\"']*[^\s<>()\"'.,;:!?]", re.IGNORECASE)
 _EMAIL = re.compile(r"\b([\w.+-]+)@([\w-]+(?:\.[\w-]+)+)\b")
 _DOMAIN = re.compile(r"\b([a-z0-9-]+)\.(com|org|net|io|dev|co\.uk|co|uk|de|fr|it|eu)\b", re.IGNORECASE)
-_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]*(.*?)[ \t]*#*[ \t]*$", re.MULTILINE)
+_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}(?:[ \t]+(.*?))?[ \t]*#*[ \t]*$", re.MULTILINE)   # "#3" is a number
 _BULLET = re.compile(r"^[ \t]*(?:[-*+•‣◦▪●]|\d{1,2}[.)])[ \t]+", re.MULTILINE)
 _QUOTE = re.compile(r"^[ \t]*>+[ \t]?", re.MULTILINE)
 _RULE = re.compile(r"^[ \t]*(?:[-*_=][ \t]*){3,}$", re.MULTILINE)
@@ -66,7 +66,7 @@ def _strip_markup(text: str) -> str:
     text = _DOMAIN.sub(lambda m: f"{m.group(1)} dot {_dotted(m.group(2))}", text)
     text = _RULE.sub("", text)
     text = _TABLE_SEP.sub("", text)
-    text = _HEADING.sub(lambda m: _end_sentence(m.group(1)), text)
+    text = _HEADING.sub(lambda m: _end_sentence(m.group(1) or ""), text)
     text = _QUOTE.sub("", text)
     text = _BULLET.sub("", text)
     for pattern in _EMPHASIS:
@@ -160,6 +160,12 @@ _UNITS: dict[str, tuple[str, str]] = {
     "°": ("degree", "degrees"), "dB": ("decibel", "decibels"), "x": ("times", "times"),
     "k": ("thousand", "thousand"), "K": ("thousand", "thousand"), "M": ("million", "million"),
     "bn": ("billion", "billion"), "%": ("percent", "percent"),
+    # "m²" is "m2" once NFKC-normalised
+    "m2": ("square metre", "square metres"), "km2": ("square kilometre", "square kilometres"),
+    "cm2": ("square centimetre", "square centimetres"), "mm2": ("square millimetre", "square millimetres"),
+    "sq m": ("square metre", "square metres"), "sqm": ("square metre", "square metres"),
+    "ft2": ("square foot", "square feet"), "sq ft": ("square foot", "square feet"),
+    "m3": ("cubic metre", "cubic metres"), "cm3": ("cubic centimetre", "cubic centimetres"),
 }
 _UNIT_ALT = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
 _NUM = r"\d+(?:,\d{3})*(?:\.\d+)?"
@@ -209,6 +215,9 @@ _AMPM = r"(?:\s?([ap])\.?m(\.?)(?!\w))"
 _TIME = re.compile(rf"(?<![\d:.])(\d{{1,2}}):(\d{{2}})(?![\d:]){_AMPM}?", re.IGNORECASE)
 _COMPACT_TIME = re.compile(rf"(?<![\d:.])(\d{{1,2}})[.]?(\d{{2}}){_AMPM}", re.IGNORECASE)  # 645 PM, 6.45am
 _TIME_RANGE = re.compile(r"(?<=\d:\d\d)\s?[-–]\s?(?=\d{1,2}:\d\d)")
+# "7am-9pm", "9-11 am", "9:30am – 5pm": a range of hours is read "to", not "minus" or a pause.
+_HOUR_RANGE = re.compile(r"(?<![\d:.])(\d{1,2}(?::\d\d)?(?:\s?[ap]\.?m\.?)?)\s?[-–—]\s?"
+                         r"(?=\d{1,2}(?::\d\d)?\s?[ap]\.?m(?!\w))", re.IGNORECASE)
 _HOUR_AMPM = re.compile(rf"(?<![\d:.])(\d{{1,2}}){_AMPM}", re.IGNORECASE)
 _CODE = re.compile(r"(?<![\w-])(?P<letters>[A-Z]{1,4})-?(?P<num>\d{1,6})(?P<suffix>[A-Z]{0,2})(?![\w])")
 _DIGIT_CODE = re.compile(r"(?<![\w.])(?P<num>\d{1,4})(?P<letters>[A-Z]{1,2})(?![\w])")
@@ -385,6 +394,7 @@ def _numbers(text: str) -> str:
     text = _CURRENCY.sub(_currency, text)
     text = _SCIENTIFIC.sub(lambda m: _power(m, True), text)
     text = _POWER.sub(lambda m: _power(m, False), text)
+    text = _HOUR_RANGE.sub(r"\1 to ", text)
     text = _TIME_RANGE.sub(" to ", text)
     text = _TIME.sub(_time, text)
     text = _COMPACT_TIME.sub(_time, text)
