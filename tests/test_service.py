@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -249,21 +250,6 @@ def test_text_asks_share_the_bounded_history(live: LiveService, idle: BusThread)
     assert any("flash" in q.lower() for q, _ in turns[:-1]), "no live turn next to the Ask"
 
 
-def test_a_failing_stage_is_reported_and_listening_goes_on(
-        live: LiveService, idle: BusThread, pulse: PulseRig, spoken: Callable[[str], Path]) -> None:
-    mark = idle.mark()
-    # 2000 digits are ~2000 tokens: the prompt no longer fits the LLM's context window.
-    with pytest.raises(DBusError) as err:
-        idle.call("Ask", "s", ["7" * 2000])
-    assert err.value.type == ERROR_PREFIX + "Stage", err.value
-    code, message = idle.wait("Error", after=mark, timeout=10)
-    assert code == "Stage" and "still listening" in message
-    assert live.proc.poll() is None
-    idle.wait_state("listening", mark, 30)
-    heard, reply, sources = ask_aloud(pulse, idle, spoken(FLASH_Q))
-    assert reply.strip() and "skerrimore_lighthouse.md" in sources, (heard, reply, sources)
-
-
 # ---------------------------------------------------------------- config reload
 def test_sighup_reloads_the_config(live: LiveService, idle: BusThread,
                                    service_files: ServiceFiles) -> None:
@@ -338,31 +324,55 @@ def test_reset_forgets_the_history_and_sigint_stops_it_while_loading(
     assert took < 3.0, took
 
 
-def test_five_failures_in_a_row_exit_non_zero_for_a_restart(
-        pulse: PulseRig, service_files: ServiceFiles, tmp_path: Path) -> None:
-    """Failures that are not the user's (here: a prompt that overflows the LLM's context) are
-    reported one by one; five in a row mean something is broken for good, and the service
-    exits non-zero so that systemd restarts it afresh. A success in between resets the count."""
+def test_stage_failures_are_reported_and_five_in_a_row_exit_for_a_restart(
+        pulse: PulseRig, service_files: ServiceFiles, spoken: Callable[[str], Path], tmp_path: Path) -> None:
+    """The speech program disappears under the running service (as an upgrade that removes
+    espeak-ng would do; here the link to it on the service's PATH is deleted): each reply fails
+    with an error nobody planned for, reported as Error("Stage") while the service keeps
+    listening, and answers again once the program is back. Five such failures in a row mean
+    something is broken for good: the service exits non-zero so that systemd restarts it
+    afresh. A success in between resets the count."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    program = tools / "espeak-ng"
+    real = shutil.which("espeak-ng")
+    assert real, "espeak-ng is not installed (make setup)"
+    program.symlink_to(real)
     bus = start_private_bus(tmp_path / "bus")
-    service = launch(pulse, bus, service_files, tmp_path / "svc", ("--input", "none"))
+    service = start_live_service(pulse, bus, service_files, tmp_path / "svc",
+                                 extra_config="tts:\n  engine: espeak\n", path_first=tools)
     client: BusThread | None = None
     try:
-        service.wait_line("state: listening", 150)
         client = BusThread(bus.address)
+        wait_until(lambda: client.get("State") == "listening", 60, "the service listening")
 
         def fail() -> None:
-            with pytest.raises(DBusError):
-                client.call("Ask", "s", ["7" * 2000])
+            with pytest.raises(DBusError) as err:
+                client.call("Say", "s", ["Hello there."])
+            assert err.value.type == ERROR_PREFIX + "Stage", err.value
 
+        program.unlink()
+        mark = client.mark()
+        fail()
+        code, message = client.wait("Error", after=mark, timeout=10)
+        assert code == "Stage" and "still listening" in message and "FileNotFoundError" in message
+        client.wait_state("listening", mark, 30)
+        assert service.proc.poll() is None
+        program.symlink_to(real)
+        heard, reply, sources = ask_aloud(pulse, client, spoken(FLASH_Q))
+        assert reply.strip() and "skerrimore_lighthouse.md" in sources, (heard, reply, sources)
+
+        program.unlink()
         for _ in range(4):
             fail()
-        reply, _ = client.call("Ask", "s", ["Say hello."])
-        assert reply.strip() and service.proc.poll() is None
+        program.symlink_to(real)
+        client.call("Say", "s", ["Hello."])         # a success: the failures are no longer in a row
+        program.unlink()
         for _ in range(4):
             fail()
-        assert service.proc.poll() is None                # four in a row: still serving
+        assert service.proc.poll() is None          # four in a row: still serving
         with pytest.raises(Exception):     # the fifth: an error, or the bus connection gone
-            client.call("Ask", "s", ["7" * 2000], timeout=30)
+            client.call("Say", "s", ["Hello there."], timeout=30)
         code = service.proc.wait(30)
     finally:
         if client is not None:
