@@ -94,3 +94,36 @@ def test_spoken_part_keeps_only_what_was_played() -> None:
         "The lighthouse was lit in 1873, and it flashes"
     assert spoken_part(chunks, {}, 7) == ""
     assert spoken_part(chunks, {(6, 0): 1.0}, 7) == ""
+
+
+def test_a_reply_the_speaker_never_plays_out_is_reported(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A speaker that takes the audio but never plays it out (a stuck device: the edge is
+    faked here) does not hold the turn forever, and the user is told, not only the log."""
+    from daemon.service import turn_keeping
+    from daemon.service.events import EventHub
+    from daemon.service.turn_keeping import TurnKeeper
+    from daemon.service.turns import ActiveTurn
+
+    class StuckSpeaker:
+        async def wait_done(self) -> None:
+            await asyncio.Event().wait()
+
+    class Host:
+        def __init__(self) -> None:
+            self.errors: list[tuple[str, str]] = []
+
+        def stage_failed(self, code: str, message: str, exc: BaseException | None = None) -> None:
+            self.errors.append((code, message))
+
+    monkeypatch.setattr(turn_keeping, "PLAYOUT_SLACK_S", 0.05)
+    host = Host()
+
+    async def play_out() -> None:
+        keeper = TurnKeeper(host, StuckSpeaker(), InterruptionScope(), EventHub())  # type: ignore[arg-type]
+        active = ActiveTurn(turn=1, question="Hi?")
+        active.audio_s = 0.05
+        await asyncio.wait_for(keeper._played_out(active), 5)
+
+    asyncio.run(play_out())
+    assert host.errors and host.errors[0][0] == "Device", host.errors
+    assert "did not play 0.1 s of reply out" in host.errors[0][1] and "still listening" in host.errors[0][1]

@@ -198,8 +198,10 @@ class TurnKeeper:
             _LOGGER.info("turn %d: %.2f s of reply audio played", active.turn, active.audio_s)
         except asyncio.TimeoutError:
             describe = getattr(self.output, "describe", lambda: "")
-            _LOGGER.warning("the speaker did not play %.1f s of reply out within %.1f s; going on (%s)",
-                            active.audio_s, limit, describe())
+            _LOGGER.warning("speaker state: %s", describe())
+            # Said, not only logged: the user heard (part of) nothing and should know why.
+            self.host.stage_failed("Device", f"the speaker did not play {active.audio_s:.1f} s of reply out "
+                                             f"within {limit:.1f} s; check the output device; still listening")
 
     def _turn_failed(self, active: ActiveTurn, exc: Exception) -> None:
         if isinstance(exc, SottovoceError):
