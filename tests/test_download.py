@@ -33,7 +33,15 @@ def test_offline_is_one_clear_line_with_its_own_exit_code(tmp_path: Path, cli_en
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("sottovoce:")]
     assert len(errors) == 1 and "Traceback" not in done.stderr
     assert errors[0].startswith(f"sottovoce: cannot reach {unreachable} to download Systran/faster-whisper-large-v3")
-    assert "models/faster-whisper-large-v3 by hand" in errors[0]
+    assert f"copy the model folder to {tmp_path / 'models' / 'faster-whisper-large-v3'} by hand" in errors[0]
+
+
+def test_a_long_failure_is_cut_at_a_word() -> None:
+    from daemon.gpu.download import _short
+
+    text = "An error happened while trying to locate the files on the Hub, and we cannot find the snapshot"
+    assert _short(text, 60) == "An error happened while trying to locate the files on the..."
+    assert _short("  short\n text ", 60) == "short text"
 
 
 class _GatedHub(http.server.BaseHTTPRequestHandler):

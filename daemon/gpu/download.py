@@ -62,8 +62,17 @@ def specs_for(profile: str, llm_repo: str = "", only: str | None = None) -> list
     return specs
 
 
-def _classify(exc: Exception, spec: ModelSpec, endpoint: str) -> Exception:
-    """Turn huggingface_hub/HTTP failures into one-line errors that say what to do."""
+def _short(text: str, limit: int) -> str:
+    """``text`` on one line, cut at a word boundary with "..." when longer than ``limit``."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "..."
+
+
+def _classify(exc: Exception, spec: ModelSpec, endpoint: str, target: Path) -> Exception:
+    """Turn huggingface_hub/HTTP failures into one-line errors that say what to do; ``target``
+    is the folder the model was to be written to."""
     from huggingface_hub import errors as hf
 
     page = f"{endpoint.rstrip('/')}/{spec.repo}"
@@ -77,13 +86,13 @@ def _classify(exc: Exception, spec: ModelSpec, endpoint: str) -> Exception:
                           "check gpu.vllm_model_repo / the repo name")
     offline = isinstance(exc, (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled))
     if isinstance(exc, hf.HfHubHTTPError) and not offline:
-        return ModelError(f"downloading {spec.repo} failed: {' '.join(str(exc).split())[:200]}")
+        return ModelError(f"downloading {spec.repo} failed: {_short(str(exc), 200)}")
     if offline or isinstance(exc, OSError) or \
             type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "requests", "urllib3"):
-        why = " ".join(str(exc).split())[:160] or type(exc).__name__
+        why = _short(str(exc), 160) or type(exc).__name__
         return NetworkError(f"cannot reach {endpoint} to download {spec.repo} ({type(exc).__name__}: {why}); "
                             "check the network or proxy (HTTPS_PROXY), or copy the model folder to "
-                            f"models/{spec.folder} by hand (models/README.md)")
+                            f"{target} by hand (models/README.md)")
     return exc
 
 
@@ -103,7 +112,7 @@ def download(specs: list[ModelSpec], dest: Path, *, token: str | None = None, en
             snapshot_download(spec.repo, local_dir=target, token=token or None, endpoint=endpoint,
                               allow_patterns=list(spec.allow) if spec.allow else None, etag_timeout=15)
         except Exception as exc:  # noqa: BLE001 - classified into one clear line below
-            mapped = _classify(exc, spec, endpoint)
+            mapped = _classify(exc, spec, endpoint, target)
             if mapped is exc:
                 raise
             raise mapped from None
