@@ -16,6 +16,7 @@ EXIT_ALREADY_RUNNING = 9  # a second instance of the service
 EXIT_KB_EMPTY = 10        # knowledge-base folder holds no documents
 EXIT_NO_DEVICE = 11       # no usable audio device
 EXIT_NETWORK = 12         # a download could not reach its server (offline, proxy, DNS)
+EXIT_INTERRUPTED = 13     # the reply was cut short (barge-in, Interrupt(), a newer question)
 
 
 class SottovoceError(Exception):
@@ -87,3 +88,9 @@ class KnowledgeBaseEmptyError(KnowledgeBaseError):
 class NoDeviceError(SottovoceError):
     exit_code = EXIT_NO_DEVICE
     code = "NoDevice"
+
+
+class ReplyInterruptedError(SottovoceError):
+    """The reply was cut short before it was complete (what the service calls Interrupted)."""
+    exit_code = EXIT_INTERRUPTED
+    code = "Interrupted"

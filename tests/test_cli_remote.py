@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from daemon.cli.remote import NOT_RUNNING, remote_ask
-from daemon.errors import EXIT_BAD_ARG, EXIT_NO_SERVICE, BadArgumentError
-from tests.fixtures_dbus import SOTTOVOCE, PrivateBus, ServiceProcess, busctl, run_cli
+from daemon.errors import EXIT_BAD_ARG, EXIT_INTERRUPTED, EXIT_NO_SERVICE, BadArgumentError
+from tests.fixtures_dbus import SOTTOVOCE, PrivateBus, ServiceProcess, busctl, run_cli, wait_until
 
 A = ("org.sottovoce.Assistant", "/org/sottovoce/Assistant", "org.sottovoce.Assistant1")
 
@@ -49,6 +49,23 @@ def test_pause_resume_interrupt_reload(assistant: ServiceProcess) -> None:
     for command in ("interrupt", "reload"):
         out = run_cli(env, command)
         assert out.returncode == 0, out.stderr
+    assert run_cli(env, "interrupt").stdout.strip() == "nothing to interrupt (the service was listening)"
+
+
+def test_an_interrupted_ask_has_its_own_exit_code(assistant: ServiceProcess) -> None:
+    env = assistant.bus.env
+    ask = subprocess.Popen([str(SOTTOVOCE), "ask", "Tell me a long story about a dragon and a knight."],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _prop(assistant, "State") in ("thinking", "speaking"), 60, "the reply under way")
+        done = run_cli(env, "interrupt")
+        assert done.returncode == 0 and done.stdout.strip() == "interrupted", done
+        _, err = ask.communicate(timeout=60)
+    finally:
+        if ask.poll() is None:
+            ask.kill()
+    assert ask.returncode == EXIT_INTERRUPTED, (ask.returncode, err)
+    assert "cut short" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_emotion(assistant: ServiceProcess) -> None:

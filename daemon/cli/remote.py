@@ -136,6 +136,16 @@ def _simple(member: str, done: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def cmd_interrupt(args: argparse.Namespace) -> int:
+    async def session(bus: MessageBus) -> int:
+        (state,) = await call(bus, "Get", "ss", [INTERFACE, "State"], interface=PROPERTIES_IFACE)
+        state = str(unwrap(state))
+        await call(bus, "Interrupt")     # harmless when idle; the state may change meanwhile
+        print("interrupted" if state in ("thinking", "speaking") else f"nothing to interrupt (the service was {state})")
+        return EXIT_OK
+    return _run(session)
+
+
 def cmd_emotion(args: argparse.Namespace) -> int:
     async def session(bus: MessageBus) -> int:
         intensity = args.intensity
@@ -251,10 +261,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for name, member, done, text in (
             ("pause", "Pause", "paused", "stop listening to the microphone"),
             ("resume", "Resume", "listening", "listen to the microphone again"),
-            ("interrupt", "Interrupt", "interrupted", "stop the current reply at once"),
             ("reload", "Reload", "configuration reloaded", "re-read the configuration file")):
         sub.add_parser(name, help=text, description=f"Tell the running service to {text}.") \
             .set_defaults(handler=_simple(member, done))
+    sub.add_parser("interrupt", help="stop the current reply at once",
+                   description="Tell the running service to stop the current reply at once.") \
+        .set_defaults(handler=cmd_interrupt)
     p = sub.add_parser("emotion", help="set the emotional style of the replies",
                        description="Set the emotional style of the running service's replies.")
     p.add_argument("name", help="a style from the config (neutral, cheerful, empathetic, ...)")

@@ -22,7 +22,7 @@ from dbus_fast.errors import DBusFastError
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, method, signal
 from dbus_fast import introspection as intr
 
-from daemon.errors import AlreadyRunningError, BadArgumentError, SottovoceError
+from daemon.errors import AlreadyRunningError, BadArgumentError, ReplyInterruptedError, SottovoceError
 from daemon.messages import (
     ErrorEvent, IndexUpdatedEvent, InterruptedEvent, ReplyEvent, ServiceEvent, StateChanged,
     TranscriptEvent,
@@ -82,8 +82,8 @@ def _to_dbus_error(exc: BaseException) -> DBusError:
 
 
 def _interrupted() -> DBusError:
-    return dbus_error("Interrupted", "the reply was cut short (by the user speaking, Interrupt() "
-                      "or a newer question) before it was complete")
+    return _to_dbus_error(ReplyInterruptedError(
+        "the reply was cut short (by the user speaking, Interrupt() or a newer question) before it was complete"))
 
 
 def check_text(text: str) -> str:
