@@ -68,6 +68,17 @@ def test_an_interrupted_ask_has_its_own_exit_code(assistant: ServiceProcess) -> 
     assert "cut short" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_kb_status_comes_from_the_running_service(assistant: ServiceProcess, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {**assistant.bus.env, "HOME": str(tmp_path)}          # no index of its own here
+    out = run_cli(env, "kb", "status", "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    prop = _prop(assistant, "KnowledgeBase")
+    assert info["source"] == "the running service" and "indexing" not in out.stderr, (info, out.stderr)
+    assert info["documents"] == prop["documents"]["data"] > 0 and info["chunks"] == prop["chunks"]["data"]
+    assert not (tmp_path / ".local").exists()                   # nothing embedded or written locally
+
+
 def test_emotion(assistant: ServiceProcess) -> None:
     env = assistant.bus.env
     out = run_cli(env, "emotion", "humorous", "0.9")

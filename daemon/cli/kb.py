@@ -1,7 +1,8 @@
 """`sottovoce kb status|search|rebuild`: the knowledge base from the command line.
 
 These work on the index directly (no service needed): status and search first bring the
-index up to date with the folder, embedding only what changed.
+index up to date with the folder, embedding only what changed. `status` asks the running
+service instead when there is one (and no --kb is given): it keeps its index up to date itself.
 """
 
 from __future__ import annotations
@@ -60,22 +61,42 @@ def _open(args: argparse.Namespace) -> Any:
 
 
 def _status(args: argparse.Namespace) -> int:
-    kb = _open(args)
-    kb.open(ProgressBar(sys.stderr))
-    info = kb.status()
+    info = None if getattr(args, "kb", None) else _service_status(args)
+    if info is None:
+        kb = _open(args)
+        kb.open(ProgressBar(sys.stderr))
+        info = kb.status()
     if args.json:
         print(json.dumps(info, indent=2))
         return EXIT_OK
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["last_indexed"])) if info["last_indexed"] else "never"
     print(f"Knowledge base  {info['folder']}")
     print(f"Index           {info['index_dir']}")
-    print(f"Documents       {info['documents']} ({info['chunks']} chunks)")
+    print(f"Documents       {info['documents']} ({info['chunks']} chunks)"
+          + (f", as {info['source']} has them" if info.get("source") else ""))
     print(f"Last update     {when}")
     failed = info["failed"]
     print(f"Failed files    {len(failed) if failed else 'none'}")
     for name, reason in failed.items():
         print(f"  {name}: {reason}")
     return EXIT_OK
+
+
+def _service_status(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The running service's view of its own knowledge base, or None when it is not running:
+    the service keeps the index up to date itself, and a second process embedding the same
+    files into the same index would only duplicate its work."""
+    from daemon.cli.remote import remote_kb_status
+    from daemon.config import load_config
+
+    remote = remote_kb_status()
+    if remote is None:
+        return None
+    rag = load_config(args.config).rag
+    return {"folder": rag.knowledge_base, "index_dir": rag.index_dir, "source": "the running service",
+            "documents": int(remote.get("documents", 0)), "chunks": int(remote.get("chunks", 0)),
+            "last_indexed": float(remote.get("last_indexed", 0.0)),
+            "failed": dict(remote.get("failed", {}))}
 
 
 def _search(args: argparse.Namespace) -> int:

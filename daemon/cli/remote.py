@@ -221,6 +221,32 @@ async def call_bus(bus: MessageBus, member: str, signature: str, body: list[Any]
     return list(reply.body)
 
 
+# ------------------------------------------------------------- for `kb status`
+def remote_kb_status(timeout: float = 10.0) -> dict[str, Any] | None:
+    """The running service's KnowledgeBase property; None when it is not on the bus (never
+    starts it: a local status is as good then)."""
+    async def main() -> dict[str, Any] | None:
+        try:
+            bus = await connect_session_bus()
+        except SottovoceError:
+            return None
+        try:
+            if not await has_owner(bus):
+                return None
+            (value,) = await asyncio.wait_for(call(bus, "Get", "ss", [INTERFACE, "KnowledgeBase"],
+                                                   interface=PROPERTIES_IFACE, autostart=False), timeout)
+        except ServiceAbsent:
+            return None
+        except asyncio.TimeoutError:
+            raise SottovoceError(f"the service did not answer within {timeout:.0f} s; "
+                                 "see `journalctl --user -u sottovoce`") from None
+        finally:
+            bus.disconnect()
+        return {str(k): unwrap(v) for k, v in unwrap(value).items()}
+
+    return asyncio.run(main())
+
+
 # ------------------------------------------------------------------- for `ask`
 def remote_ask(text: str, timeout: float = 120.0) -> tuple[str, list[str]] | None:
     """Ask the running service; None when it is not on the bus (then ask in-process).
