@@ -23,6 +23,9 @@ def test_cpu_machine_says_there_is_no_gpu_and_embedded_needs_none(cli_env: dict[
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("GPU: none found")
     assert "every model runs on the CPU; no GPU is needed" in done.stdout
+    report = json.loads(sottovoce("--config", str(PROJECT_ROOT / "config" / "default.yaml"), "doctor", "--json",
+                                  env=cli_env).stdout)
+    assert report["card_gb"] is None and not report["needs_gpu"], report
 
 
 def test_rtx4090_profile_fits_24_gib_and_says_a_gpu_is_missing(cli_env: dict[str, str]):

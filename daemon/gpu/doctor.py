@@ -89,7 +89,8 @@ class Report:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "gpu": asdict(self.gpu) if self.gpu else None, "profile": self.profile, "card_gb": self.card_gb,
+            "gpu": asdict(self.gpu) if self.gpu else None, "profile": self.profile,
+            "card_gb": self.card_gb if self.needs_gpu else None,     # no card to budget for on the CPU
             "items": [{**asdict(i), "total_gb": round(i.total_gb, 2)} for i in self.items],
             "total_gb": round(self.total_gb, 2), "fits": self.fits, "problems": self.problems,
         }
