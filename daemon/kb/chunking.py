@@ -3,6 +3,13 @@
 Splitting is llama-index's ``SentenceSplitter`` (sentence-aware, token-counted with overlap),
 counting tokens with the embedding model's own WordPiece tokenizer so that a chunk of
 ``chunk_size`` tokens fits the model's window with its heading in front.
+
+Long sections are split in pieces of at most ``PIECE_CHARS`` characters first (at a paragraph
+break where there is one). The tokenizer holds the GIL for a whole call, and the splitter's
+first call counts the tokens of everything it is given: a 19 MB section held it for about ten
+seconds, and with it the event loop and the audio callbacks of the service. A piece takes
+milliseconds, and the caller's ``check`` runs between pieces (to stop, or to drop a file that
+changed meanwhile).
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ from typing import Any, Callable
 from daemon.kb.loaders import LoadedDocument
 
 _LOGGER = logging.getLogger(__name__)
+
+PIECE_CHARS = 20_000          # at most this much text per splitter call (about 10 ms of tokenizing)
+_BREAKS = ("\n\n", "\n", ". ", " ")   # where a piece may end, best first
 
 
 @dataclass(frozen=True)
@@ -84,18 +94,41 @@ class Chunker:
                 _LOGGER.warning("cannot load %s (%s); counting words instead", self._tokenizer_file, exc)
         return _word_count_tokenizer
 
-    def chunk(self, source: str, doc: LoadedDocument) -> list[ChunkDraft]:
-        """All chunks of one document, numbered in reading order."""
+    def chunk(self, source: str, doc: LoadedDocument, check: Callable[[], None] | None = None) -> list[ChunkDraft]:
+        """All chunks of one document, numbered in reading order; ``check()`` runs between
+        pieces of text and may raise to give up."""
         splitter = self._get_splitter()
         drafts: list[ChunkDraft] = []
         fallback_heading = doc.title or _humanize(source)
         for section in doc.sections:
             heading = section.heading or fallback_heading
-            for piece in splitter.split_text(section.text):
-                piece = piece.strip()
-                if piece:
-                    drafts.append(ChunkDraft(source, len(drafts), heading, piece))
+            for part in bounded_pieces(section.text):
+                if check is not None:
+                    check()
+                for piece in splitter.split_text(part):
+                    piece = piece.strip()
+                    if piece:
+                        drafts.append(ChunkDraft(source, len(drafts), heading, piece))
         return drafts
+
+
+def bounded_pieces(text: str, limit: int = PIECE_CHARS) -> list[str]:
+    """``text`` cut into pieces of at most ``limit`` characters, each ending at the best
+    break found in its second half (a paragraph, a line, a sentence, a space); a text within
+    the limit is returned whole, so ordinary documents chunk exactly as before."""
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > limit:
+        end = start + limit
+        for mark in _BREAKS:
+            cut = text.rfind(mark, start + limit // 2, end)
+            if cut >= 0:
+                end = cut + len(mark)
+                break
+        pieces.append(text[start:end])
+        start = end
+    pieces.append(text[start:])
+    return pieces
 
 
 def _humanize(source: str) -> str:

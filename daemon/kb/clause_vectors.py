@@ -64,14 +64,28 @@ class ClauseVectors:
     def needs_refresh(self, chunk_digests: Iterable[str]) -> bool:
         return frozenset(chunk_digests) != self._covered
 
-    def refresh(self, clauses_by_chunk: dict[str, list[str]], embed: Embed) -> int:
+    def refresh(self, clauses_by_chunk: dict[str, list[str]], embed: Embed, batch: int = 0) -> int:
         """Hold exactly the clauses of these chunks (digest -> clause texts); embeds the new
-        ones with ``embed`` and returns how many that was."""
+        ones with ``embed``, ``batch`` at a time (0: all at once), and returns how many that was.
+
+        When ``embed`` raises (it is asked to stop), the vectors computed so far are kept and
+        the exception goes on; a later refresh computes only the rest."""
         wanted = {self._key(t): t for texts in clauses_by_chunk.values() for t in texts}
         with self._lock:
             missing = [k for k in wanted if k not in self._vectors]
-        if missing:
-            fresh = np.asarray(embed([wanted[k] for k in missing]), dtype=np.float32)
+        step = batch if batch > 0 else max(1, len(missing))
+        done: list[str] = []
+        rows: list[np.ndarray] = []
+        try:
+            for start in range(0, len(missing), step):
+                keys = missing[start:start + step]
+                rows.extend(np.asarray(embed([wanted[k] for k in keys]), dtype=np.float32))
+                done.extend(keys)
+        except BaseException:
+            with self._lock:
+                self._vectors = {**self._vectors, **dict(zip(done, rows))}
+                self._dirty |= bool(done)
+            raise
         with self._lock:
             kept = self._vectors
             stale = len(kept) - sum(1 for k in wanted if k in kept)
@@ -81,9 +95,8 @@ class ClauseVectors:
                 kept = {k: v for k, v in kept.items() if k in wanted}
             else:
                 kept = dict(kept)
-            if missing:
-                kept.update(zip(missing, fresh))
-            self._dirty |= len(kept) != len(self._vectors) or bool(missing)
+            kept.update(zip(done, rows))
+            self._dirty |= len(kept) != len(self._vectors) or bool(done)
             self._vectors = kept
             covered = frozenset(clauses_by_chunk)
             self._dirty |= covered != self._covered

@@ -19,7 +19,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 from rank_bm25 import BM25Okapi
@@ -67,6 +67,23 @@ class _Concept:
     ideal: float
 
 
+@dataclass(frozen=True)
+class CountedTerms:
+    """The keyword statistics of one document's chunks, counted before they are merged:
+    a Counter per chunk and, per term, the positions of the chunks that hold it."""
+
+    counts: list[Counter[str]]
+    positions: dict[str, list[int]]
+
+    @classmethod
+    def of(cls, counts: list[Counter[str]]) -> "CountedTerms":
+        positions: dict[str, list[int]] = defaultdict(list)
+        for i, tf in enumerate(counts):
+            for term in tf:
+                positions[term].append(i)
+        return cls(counts, dict(positions))
+
+
 @dataclass
 class KeywordIndex:
     """Term statistics for every chunk, searchable by BM25 with sound-alike expansion."""
@@ -87,16 +104,29 @@ class KeywordIndex:
             self._postings[term].add(chunk_id)
         self._dirty = True
 
-    def remove(self, chunk_id: int) -> None:
-        tf = self._tf.pop(chunk_id, None)
-        if tf is None:
-            return
-        for term in tf:
+    def add_counted(self, chunk_ids: Sequence[int], counted: "CountedTerms") -> None:
+        """Index chunks whose terms were counted beforehand (outside the lock searches wait
+        for): one set update per term, not one per term of every chunk."""
+        ids = list(chunk_ids)
+        for cid, tf in zip(ids, counted.counts):
+            self._tf[cid] = tf
+        for term, where in counted.positions.items():
+            self._postings[term].update(map(ids.__getitem__, where))
+        self._dirty = True
+
+    def remove_many(self, chunk_ids: Iterable[int]) -> None:
+        """Forget many chunks (a whole document): one set difference per term they hold."""
+        gone = set(chunk_ids)
+        counts = [tf for tf in (self._tf.pop(cid, None) for cid in gone) if tf is not None]
+        for term in set().union(*counts):
             posting = self._postings.get(term)
-            if posting is not None:
-                posting.discard(chunk_id)
-                if not posting:
-                    del self._postings[term]
+            if posting is None:
+                continue
+            rest = posting - gone
+            if rest:
+                self._postings[term] = rest
+            else:
+                del self._postings[term]
         self._dirty = True
 
     def refresh(self) -> None:

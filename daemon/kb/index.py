@@ -1,8 +1,15 @@
 """The live knowledge base: documents in a folder, searchable by meaning and by keyword.
 
 Writers (start-up sync, the folder watcher, rebuild) take ``_write_lock`` one at a time and do
-their slow work (reading, parsing, embedding) without blocking searches; only the short
-commit of a batch takes ``_lock``, which searches hold too.
+their slow work (reading, parsing, chunking, counting terms, embedding) without blocking
+searches; only the short merge of a finished batch takes ``_lock``, which searches hold too.
+The embedding model is shared through an :class:`EmbedGate`: indexing embeds ``EMBED_BATCH``
+chunks per turn and a question goes next, so it waits for one batch at most.
+
+Between two steps (a piece of text, a batch of chunks) indexing checks whether to go on:
+:meth:`stop` makes it give up (see :mod:`daemon.kb.cancel`), and a file that changed or
+vanished on disk meanwhile is dropped and indexed again as it is now (or forgotten). The
+index only ever holds whole files.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,12 +27,15 @@ import numpy as np
 
 from daemon.config import RagConfig
 from daemon.errors import KnowledgeBaseError
+from daemon.kb.cancel import FileChanged, IndexingStopped, Interrupted, Superseded, same_on_disk
 from daemon.kb.chunking import Chunker
+from daemon.kb.embed_gate import EmbedGate
 from daemon.kb.embedder import EMBED_BATCH, load_embedder, model_dir, single_thread
 from daemon.kb.files import _reason, scan_folder
 from daemon.kb.hybrid import KEYWORD_WEIGHT, fuse
-from daemon.kb.indexer import FileIndexer, Prepared
+from daemon.kb.indexer import Check, FileIndexer, Prepared
 from daemon.kb.live import LiveChanges
+from daemon.kb.progress import IndexingProgress
 from daemon.kb.clause_vectors import ClauseVectors
 from daemon.kb.select import clause_contexts, select_sentences
 from daemon.kb.state import IndexState
@@ -39,6 +50,9 @@ Progress = Callable[[int, int, str], None]
 COMMIT_CHUNKS = 256          # embed and commit in batches of about this many chunks
 SAVE_EVERY_S = 30.0          # during a long build, persist progress this often
 DENSE_CANDIDATES = 50
+STOP_WAIT_S = 0.5            # stop() waits this long for the batch in progress, then leaves it
+STATUS_WAIT_S = 0.05         # status() (read on the event loop) waits no longer for a merge
+MAX_RETRIES = 2              # a file that changed while indexed is started again this often
 
 
 class KnowledgeBase(LiveChanges):
@@ -51,7 +65,9 @@ class KnowledgeBase(LiveChanges):
         self.index_dir = Path(cfg.index_dir).expanduser().absolute() / f"{self.folder.name or 'kb'}-{key}"
         self._embedder = embedder
         self._model_id = str(getattr(embedder, "model_id", "") or cfg.embedding_model)
-        self._embed_lock = threading.Lock()
+        self._gate = EmbedGate()
+        self._stopping = threading.Event()
+        self._progress = IndexingProgress()
         self._lock = threading.RLock()
         self._write_lock = threading.RLock()
         self._state = IndexState(cfg.device)
@@ -62,7 +78,9 @@ class KnowledgeBase(LiveChanges):
         self._last_saved = 0.0
         self._defer_saves = False     # True while the watcher applies a batch: save after notifying
         self._unsaved = False
+        self._clauses_pending = False  # a sentence-vector refresh was interrupted: finish it later
         self._problems: dict[str, str] = {}
+        self._summary: tuple[int, int, dict[str, str]] = (0, 0, {})   # status() during a merge
         self._folder_reason = ""
         self._query_cache: tuple[str, np.ndarray] | None = None
         self._clauses = ClauseVectors(self.index_dir, self._model_id)
@@ -83,18 +101,23 @@ class KnowledgeBase(LiveChanges):
 
     def open(self, progress: Progress | None = None) -> None:
         """Load the persisted index, then bring it in line with the folder."""
+        self._stopping.clear()
         with self._write_lock:
             if not self._opened:
                 self._load_persisted()
                 self._opened = True
-            self._sync_folder(progress)
+            try:
+                self._sync_folder(progress)
+            except Interrupted:
+                _LOGGER.info("knowledge base: stopped while indexing the folder")
+                return
             if self._folder_reason:
                 # The service goes on without documents and the watcher picks the folder up
                 # when it appears; say so now, not only in status().
                 _LOGGER.warning("knowledge base: %s; answering without it until it appears "
                                 "(set rag.knowledge_base or --kb to use another folder)", self._folder_reason)
-            if self._refresh_clauses():     # an index saved before sentence vectors were kept
-                self._clauses.save()
+            if self._clauses.needs_refresh(self._chunk_digests()):
+                self._save_clauses()            # an index saved before sentence vectors were kept
 
     def warm_up(self) -> None:
         """Load the embedding model now (about 10 s on 2 cores) rather than at the first question."""
@@ -102,16 +125,21 @@ class KnowledgeBase(LiveChanges):
 
     def rebuild(self, progress: Progress | None = None) -> None:
         """Forget the index and embed every document again."""
+        self._stopping.clear()
         with self._write_lock:
             with self._lock:
                 self._state = IndexState(self.cfg.device)
             self._opened = True
-            self._sync_folder(progress, force_save=True)
+            try:
+                self._sync_folder(progress, force_save=True)
+            except Interrupted:
+                _LOGGER.info("knowledge base: stopped while rebuilding the index")
 
     def start_watching(self, on_update: Callable[[int, int], None] | None = None) -> None:
         """Follow the folder live; ``on_update(documents, chunks)`` runs on the watcher's thread."""
         from daemon.kb.watcher import FolderWatcher
 
+        self._stopping.clear()
         if not self._opened:
             self.open()
         if self._watcher is None:
@@ -119,11 +147,26 @@ class KnowledgeBase(LiveChanges):
             self._watcher.start()
 
     def stop(self) -> None:
-        """Stop watching (pending changes are dropped; the index on disk stays consistent)."""
+        """Stop watching and indexing, within about ``STOP_WAIT_S`` even in the middle of a
+        batch: the work in progress gives up at its next step (a torch call cannot be
+        interrupted; the watcher's thread is a daemon and does not keep the process alive).
+        Pending changes are dropped; what is committed is saved when the writer lets go in
+        time, and the index on disk is always a consistent one. ``open()``, ``rebuild()`` or
+        ``start_watching()`` start again."""
+        self._stopping.set()
+        deadline = time.monotonic() + STOP_WAIT_S
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
-            watcher.stop()
-        self.flush()
+            watcher.stop(timeout=STOP_WAIT_S)
+        if not self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            _LOGGER.info("knowledge base: stopped in the middle of a batch; it is dropped "
+                         "(the index on disk is the last one saved)")
+            return
+        try:
+            if self._unsaved:
+                self._save()
+        finally:
+            self._write_lock.release()
 
     # ------------------------------------------------------------------ queries
     def retrieve(self, query: str, top_k: int | None = None) -> list[Passage]:
@@ -225,11 +268,21 @@ class KnowledgeBase(LiveChanges):
         return not any(weight >= floor for weight in heard.values())
 
     def status(self) -> dict[str, Any]:
-        """documents, chunks, last_indexed (unix time), failed {file: reason}, folder, index_dir."""
-        with self._lock:
-            documents, chunks = self._state.counts()
-            failed = {src: rec.error for src, rec in self._state.documents.items() if rec.error}
-        failed.update(self._problems)
+        """documents, chunks, last_indexed (unix time), failed {file: reason}, folder, index_dir,
+        watching, reason (why the folder is unusable) and indexing ("" when idle, else e.g.
+        "file 1 of 3: big.txt, 3200 of 24310 chunks embedded")."""
+        # The D-Bus property is read on the event loop: during the merge of a large file it
+        # gets the figures from just before rather than wait.
+        if self._lock.acquire(timeout=STATUS_WAIT_S):
+            try:
+                documents, chunks = self._state.counts()
+                failed = {src: rec.error for src, rec in self._state.documents.items() if rec.error}
+                failed.update(self._problems)
+                self._summary = (documents, chunks, dict(failed))
+            finally:
+                self._lock.release()
+        else:
+            documents, chunks, failed = self._summary[0], self._summary[1], dict(self._summary[2])
         if self._folder_reason:
             failed["."] = self._folder_reason
         return {
@@ -241,6 +294,7 @@ class KnowledgeBase(LiveChanges):
             "index_dir": str(self.index_dir),
             "watching": self._watcher is not None,
             "reason": self._folder_reason,
+            "indexing": self._progress.describe(),
         }
 
     # ------------------------------------------------------------------ internals
@@ -280,11 +334,11 @@ class KnowledgeBase(LiveChanges):
                 for source in list(self._state.documents):
                     self._state.remove_document(source)
                 self._state.refresh()
-            self._problems = {}
+                self._problems = {}
             return   # the last index stays on disk for when the folder comes back
         self._folder_reason = ""
         scan = scan_folder(self.folder, skip=self.index_dir)
-        self._problems = scan.problems
+        self._replace_problems(scan.problems)
         with self._lock:
             known = dict(self._state.documents)
         changed = False
@@ -298,67 +352,172 @@ class KnowledgeBase(LiveChanges):
             self._finish_batch()
 
     def _index_items(self, items: list[tuple[str, os.stat_result]], progress: Progress | None) -> bool:
-        """Prepare, embed and commit files in batches; True if the index changed."""
+        """Prepare, embed and commit files in batches; True if the index changed.
+
+        Raises :class:`Interrupted` when stopped; everything committed before stays."""
         indexer = self._file_indexer()
+        queue = deque(items)
+        retries: dict[str, int] = {}
         batch: list[Prepared] = []
         pending = 0
         changed = False
-        for done, (source, st) in enumerate(items):
-            if progress:
-                progress(done, len(items), source)
-            with self._lock:
-                old = self._state.documents.get(source)
-            prepared = indexer.prepare(source, st, old)
-            batch.append(prepared)
-            pending += len(prepared.drafts or ())
-            if pending >= COMMIT_CHUNKS:
-                changed |= self._commit(batch)
+        done, total = 0, len(items)
+        self._progress.begin(total)
+        try:
+            while queue or batch:
+                if queue:
+                    source, st = queue.popleft()
+                    if progress:
+                        progress(done, total, source)
+                    done += 1
+                    self._check_stop()
+                    with self._lock:
+                        old = self._state.documents.get(source)
+                    self._progress.preparing(source)
+                    try:
+                        prepared = indexer.prepare(source, st, old, self._file_check(source, st))
+                    except FileChanged:
+                        total += self._index_again([source], queue, retries)
+                        continue
+                    batch.append(prepared)
+                    pending += len(prepared.drafts or ())
+                    if pending < COMMIT_CHUNKS and queue:
+                        continue
+                if batch:
+                    changed |= self._commit_batch(batch, queue, retries)
                 batch, pending = [], 0
-                if time.time() - self._last_saved > SAVE_EVERY_S:
+                total = done + len(queue)
+                if queue and time.time() - self._last_saved > SAVE_EVERY_S:
                     self._save()
-        if batch:
-            changed |= self._commit(batch)
+        finally:
+            self._progress.end()
         if progress and items:
-            progress(len(items), len(items), "")
+            progress(total, total, "")
         return changed
 
-    def _commit(self, batch: list[Prepared]) -> bool:
-        vectors = self._vectors_for(batch)
+    def _commit_batch(self, batch: list[Prepared], queue: deque[tuple[str, os.stat_result]],
+                      retries: dict[str, int]) -> bool:
+        changed, dropped = self._commit(batch)
+        if dropped:
+            self._index_again(sorted(dropped), queue, retries)
+        return changed
+
+    def _index_again(self, sources: list[str], queue: deque[tuple[str, os.stat_result]],
+                     retries: dict[str, int]) -> int:
+        """These files changed or vanished while they were indexed, and their work was
+        dropped: queue them again as they are now (a few times), or forget them if gone.
+        Returns how many were queued."""
+        queued = 0
+        for source in sources:
+            retries[source] = retries.get(source, 0) + 1
+            now = self._stat_paths([self.folder / source])    # forgets it if it is gone
+            if not now:
+                _LOGGER.info("knowledge base: %s went away while it was being indexed; dropped it", source)
+            elif retries[source] > MAX_RETRIES:
+                _LOGGER.warning("knowledge base: %s keeps changing; it is indexed once it settles", source)
+            else:
+                _LOGGER.info("knowledge base: %s changed while it was being indexed; starting it again", source)
+                queue.extend(now)
+                queued += len(now)
+        self._progress.add_files(queued)
+        return queued
+
+    def _commit(self, batch: list[Prepared]) -> tuple[bool, set[str]]:
+        """Embed the new chunks of ``batch`` and merge it into the index; (changed, the files
+        dropped because they changed on disk meanwhile)."""
+        vectors, dropped = self._vectors_for(batch)
+        kept = [p for p in batch if p.source not in dropped]
+        matrices: dict[str, np.ndarray] = {}
+        for prepared in kept:
+            drafts = prepared.drafts or []
+            if not prepared.unchanged:
+                rows = [vectors[(prepared.source, i)] for i in range(len(drafts))]
+                matrices[prepared.source] = np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+        self._check_stop()
         with self._lock:
-            for prepared in batch:
+            for prepared in kept:
                 if prepared.unchanged:
                     self._state.documents[prepared.source] = prepared.record
                     continue
-                drafts = prepared.drafts or []
-                rows = [vectors[(prepared.source, i)] for i in range(len(drafts))]
-                matrix = np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
-                self._state.put_document(prepared.source, prepared.record, drafts, matrix)
+                self._state.put_document(prepared.source, prepared.record, prepared.drafts or [],
+                                         matrices[prepared.source], prepared.counted)
             self._state.refresh()
             self._last_indexed = time.time()
-        return any(not p.unchanged for p in batch)
+        for prepared in kept:
+            if prepared.drafts and not prepared.unchanged:
+                count = len(prepared.drafts)
+                _LOGGER.info("knowledge base: indexed %s: %d chunk%s", prepared.source, count,
+                             "" if count == 1 else "s")
+        self._progress.files_done(len(batch))
+        return any(not p.unchanged for p in kept), dropped
 
-    def _vectors_for(self, batch: list[Prepared]) -> dict[tuple[str, int], np.ndarray]:
-        """A vector for every new chunk: reused when the same text was embedded before."""
+    def _vectors_for(self, batch: list[Prepared]) -> tuple[dict[tuple[str, int], np.ndarray], set[str]]:
+        """A vector for every new chunk (reused when the same text was embedded before),
+        embedded ``EMBED_BATCH`` at a time; and the files dropped on the way because they
+        changed or vanished on disk (their remaining chunks are not embedded)."""
         out: dict[tuple[str, int], np.ndarray] = {}
-        missing: dict[str, list[tuple[str, int]]] = {}
-        texts: list[str] = []
-        with self._lock:
-            for prepared in batch:
+        missing: dict[str, tuple[str, list[tuple[str, int]]]] = {}
+        for prepared in batch:
+            with self._lock:      # per file: a search waits for one file's lookups at most
                 for i, draft in enumerate(prepared.drafts or []):
+                    slot = (prepared.source, i)
+                    if draft.digest in missing:
+                        missing[draft.digest][1].append(slot)
+                        continue
                     known = self._state.known_vector(draft.digest)
                     if known is not None:
-                        out[(prepared.source, i)] = np.array(known, dtype=np.float32)
-                        continue
-                    if draft.digest not in missing:
-                        missing[draft.digest] = []
-                        texts.append(draft.embed_text)
-                    missing[draft.digest].append((prepared.source, i))
-        if texts:
-            fresh = self._embed_texts(texts)
-            for row, slots in zip(fresh, missing.values()):
+                        out[slot] = np.array(known, dtype=np.float32)
+                    else:
+                        missing[draft.digest] = (draft.embed_text, [slot])
+        fresh = [p for p in batch if p.drafts and not p.unchanged]
+        todo = list(missing.values())
+        if todo:
+            self._progress.embedding(list(dict.fromkeys(slots[0][0] for _, slots in todo)), len(todo))
+        dropped: set[str] = set()
+        pos = 0
+        while pos < len(todo):
+            self._check_stop()
+            dropped |= self._changed_on_disk(fresh, dropped)
+            take: list[tuple[str, list[tuple[str, int]]]] = []
+            while pos < len(todo) and len(take) < EMBED_BATCH:
+                text, slots = todo[pos]
+                pos += 1
+                if any(source not in dropped for source, _ in slots):
+                    take.append((text, slots))
+            if not take:
+                break
+            rows = self._embed_batch([text for text, _ in take])
+            for (_, slots), row in zip(take, rows):
                 for slot in slots:
                     out[slot] = row
-        return out
+            self._progress.embedded(len(take))
+        dropped |= self._changed_on_disk(fresh, dropped)
+        return out, dropped
+
+    def _changed_on_disk(self, prepared: list[Prepared], skip: set[str]) -> set[str]:
+        return {p.source for p in prepared if p.source not in skip and not same_on_disk(
+            self.folder / p.source, p.record.size, p.record.mtime_ns, p.record.ctime_ns)}
+
+    def _file_check(self, source: str, st: os.stat_result) -> Check:
+        """Run between pieces of one file's preparation: stop, or drop it if it changed."""
+        path = self.folder / source
+
+        def check() -> None:
+            self._check_stop()
+            if not same_on_disk(path, st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                raise FileChanged(source)
+        return check
+
+    def _check_stop(self) -> None:
+        if self._stopping.is_set():
+            raise IndexingStopped()
+
+    def _check_cache_work(self) -> None:
+        """Work that only fills a cache also yields to folder changes waiting to be applied."""
+        self._check_stop()
+        watcher = self._watcher
+        if watcher is not None and watcher.pending():
+            raise Superseded()
 
     def _finish_batch(self) -> None:
         self._last_indexed = time.time()
@@ -368,10 +527,13 @@ class KnowledgeBase(LiveChanges):
             self._save()
 
     def flush(self) -> None:
-        """Write pending changes to disk now (the watcher does this right after announcing them)."""
+        """Write pending changes to disk now (the watcher does this right after announcing
+        them), or finish sentence vectors that newer changes interrupted (when it is idle)."""
         with self._write_lock:
             if self._unsaved:
                 self._save()
+            elif self._clauses_pending:
+                self._save_clauses()
 
     def _save(self) -> None:
         self._unsaved = False
@@ -385,8 +547,20 @@ class KnowledgeBase(LiveChanges):
         except OSError as exc:   # a full disk must not take the service down; the index stays in memory
             _LOGGER.error("knowledge base: cannot save the index to %s: %s", self.index_dir, exc)
             return
-        self._refresh_clauses()
+        self._save_clauses()
+
+    def _save_clauses(self) -> None:
+        try:
+            self._refresh_clauses()
+        except Interrupted:      # the rest at the next flush; a question embeds what it lacks
+            self._clauses_pending = True
+            return
+        self._clauses_pending = False
         self._clauses.save()
+
+    def _chunk_digests(self) -> list[str]:
+        with self._lock:
+            return [c.digest for c in self._state.chunks.values()]
 
     def _refresh_clauses(self) -> bool:
         """Compute the vectors of new clauses now, so questions only look them up."""
@@ -396,9 +570,9 @@ class KnowledgeBase(LiveChanges):
             return False
         by_chunk = {digest: [context for _, context in clause_contexts(text, heading)]
                     for digest, text, heading in chunks}
-        # In small batches: a question waiting for the embedder waits for one batch at most.
-        added = self._clauses.refresh(by_chunk, lambda texts: np.concatenate(
-            [self._embed_texts(texts[i:i + EMBED_BATCH]) for i in range(0, len(texts), EMBED_BATCH)]))
+        # In batches: a question waits for one batch at most, and folder changes or a stop
+        # interrupt the refresh between two (what was computed is kept).
+        added = self._clauses.refresh(by_chunk, self._embed_cache_batch, EMBED_BATCH)
         if added:
             _LOGGER.info("knowledge base: %d sentence vectors computed", added)
         return True
@@ -409,14 +583,19 @@ class KnowledgeBase(LiveChanges):
             self._embedder = load_embedder(self.cfg)
         return self._embedder
 
-    def _embed_texts(self, texts: list[str]) -> np.ndarray:
-        with self._embed_lock:
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        """At most ``EMBED_BATCH`` texts for indexing: one turn of the shared model."""
+        with self._gate.batch():
             vectors = self._get_embedder().get_text_embedding_batch(texts)
         return np.asarray(vectors, dtype=np.float32)
 
+    def _embed_cache_batch(self, texts: list[str]) -> np.ndarray:
+        self._check_cache_work()
+        return self._embed_batch(texts)
+
     def _embed_few(self, texts: list[str]) -> np.ndarray:
         """Short texts on the answer's critical path (sentence selection): one thread."""
-        with self._embed_lock, single_thread():
+        with self._gate.urgent(), single_thread():
             vectors = self._get_embedder().get_text_embedding_batch(texts)
         return np.asarray(vectors, dtype=np.float32)
 
@@ -424,7 +603,7 @@ class KnowledgeBase(LiveChanges):
         cached = self._query_cache
         if cached and cached[0] == query:
             return cached[1]
-        with self._embed_lock, single_thread():
+        with self._gate.urgent(), single_thread():
             vector = np.asarray(self._get_embedder().get_query_embedding(query), dtype=np.float32)
         self._query_cache = (query, vector)
         return vector

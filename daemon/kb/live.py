@@ -6,12 +6,16 @@ as "load, sync, search" and this one as "a file appeared, changed, moved or went
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from daemon.kb.cancel import Interrupted
 from daemon.kb.files import _reason, is_candidate, stat_document
+
+_LOGGER = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from daemon.kb.state import IndexState
@@ -27,6 +31,7 @@ class LiveChanges:
     _opened: bool
     _problems: dict[str, str]
     _defer_saves: bool
+    _unsaved: bool
     _folder_reason: str
 
     if TYPE_CHECKING:
@@ -62,6 +67,10 @@ class LiveChanges:
             self._defer_saves = not save
             try:
                 return self._apply(moves, paths, rescan)
+            except Interrupted:    # stop(): the batch in progress is dropped, what it committed is kept
+                _LOGGER.info("knowledge base: stopped while applying folder changes")
+                self._unsaved = True
+                return False
             finally:
                 self._defer_saves = False
 
@@ -98,9 +107,10 @@ class LiveChanges:
                 st = stat_document(path)
             except OSError as exc:
                 self._remove_under(rel)
-                self._problems[rel] = _reason(exc)
+                self._note_problem(rel, _reason(exc))
                 continue
-            self._problems.pop(rel, None)
+            with self._lock:
+                self._problems.pop(rel, None)
             with self._lock:
                 old = self._state.documents.get(rel)
             if old is None or not old.same_file(st.st_size, st.st_mtime_ns, st.st_ctime_ns):
@@ -131,9 +141,25 @@ class LiveChanges:
                 self._state.remove_document(source)
             if sources:
                 self._state.refresh()
-        for key in [k for k in self._problems if k == rel or k.startswith(rel + "/")]:
-            del self._problems[key]
+            for key in [k for k in self._problems if k == rel or k.startswith(rel + "/")]:
+                del self._problems[key]
         return bool(sources)
+
+    def _note_problem(self, rel: str, reason: str) -> None:
+        """A path that cannot be indexed (kept in status()); logged like any skipped file."""
+        with self._lock:
+            before = self._problems.get(rel)
+            self._problems[rel] = reason
+        if before != reason:
+            _LOGGER.warning("knowledge base: skipping %s: %s", rel, reason)
+
+    def _replace_problems(self, problems: dict[str, str]) -> None:
+        """The problems found by a full scan of the folder; the new ones are logged."""
+        with self._lock:
+            before, self._problems = self._problems, dict(problems)
+        for rel, reason in problems.items():
+            if before.get(rel) != reason:
+                _LOGGER.warning("knowledge base: skipping %s: %s", rel, reason)
 
     def _relative(self, path: Path) -> str | None:
         try:
@@ -142,9 +168,12 @@ class LiveChanges:
             return None
         return None if rel == "." or rel.startswith("..") else rel
 
-    def _fingerprint(self) -> tuple[int, int, int, str]:
-        # The folder's own state counts too: status() (the KnowledgeBase property) says when
-        # it is missing, so its going and coming back is an update even with no documents.
+    def _fingerprint(self) -> tuple[int, int, int, str, frozenset[tuple[str, str]]]:
+        # The folder's own state and the failed files count too: status() (the KnowledgeBase
+        # property) lists them, so a folder going and coming back, or a file newly skipped
+        # (a symlink loop, say), is an update to announce even when no chunk changed.
         with self._lock:
+            failed = {(src, rec.error) for src, rec in self._state.documents.items() if rec.error}
+            failed.update(self._problems.items())
             return (len(self._state.documents), len(self._state.chunks), self._state.next_id,
-                    self._folder_reason)
+                    self._folder_reason, frozenset(failed))

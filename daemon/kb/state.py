@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from daemon.kb.chunking import ChunkDraft
-from daemon.kb.hybrid import KeywordIndex
+from daemon.kb.hybrid import CountedTerms, KeywordIndex
 from daemon.kb.store import Snapshot
 from daemon.kb.vectors import VectorIndex
 from daemon.kb.vocab import Vocabulary
@@ -79,8 +79,10 @@ class IndexState:
         return self._recycle.get(digest)
 
     # ------------------------------------------------------------------ updates
-    def put_document(self, source: str, record: DocRecord, drafts: list[ChunkDraft], vectors: np.ndarray) -> None:
-        """Replace everything stored for ``source`` by these chunks."""
+    def put_document(self, source: str, record: DocRecord, drafts: list[ChunkDraft], vectors: np.ndarray,
+                     counted: CountedTerms | None = None) -> None:
+        """Replace everything stored for ``source`` by these chunks (``counted``: their
+        keyword statistics, when counted beforehand)."""
         self.remove_document(source)
         if drafts:
             if self.vectors is None:
@@ -88,17 +90,23 @@ class IndexState:
             ids = np.arange(self.next_id, self.next_id + len(drafts), dtype=np.int64)
             self.next_id += len(drafts)
             self.vectors.add(ids, vectors)
-            for cid, draft in zip(ids.tolist(), drafts):
-                chunk = ChunkRecord(cid, source, draft.position, draft.heading, draft.text, draft.digest)
-                self._add_chunk(chunk)
+            if counted is not None and len(counted.counts) == len(drafts):
+                for cid, draft in zip(ids.tolist(), drafts):
+                    self._add_chunk(ChunkRecord(cid, source, draft.position, draft.heading, draft.text,
+                                                draft.digest), keywords=False)
+                self.keywords.add_counted(ids.tolist(), counted)
+            else:
+                for cid, draft in zip(ids.tolist(), drafts):
+                    self._add_chunk(ChunkRecord(cid, source, draft.position, draft.heading, draft.text, draft.digest))
             record.chunk_ids = ids.tolist()
         self.documents[source] = record
         if not record.error:
             self.vocab.set_document(source, record.terms)
 
-    def _add_chunk(self, chunk: ChunkRecord) -> None:
+    def _add_chunk(self, chunk: ChunkRecord, keywords: bool = True) -> None:
         self.chunks[chunk.id] = chunk
-        self.keywords.add(chunk.id, chunk.embed_text)
+        if keywords:
+            self.keywords.add(chunk.id, chunk.embed_text)
         self._by_digest.setdefault(chunk.digest, set()).add(chunk.id)
 
     def remove_document(self, source: str) -> bool:
@@ -113,12 +121,12 @@ class IndexState:
                     continue
                 self._recycle[chunk.digest] = self.vectors.vector(cid)
                 self._recycle.move_to_end(chunk.digest)
-                self.keywords.remove(cid)
                 same = self._by_digest.get(chunk.digest)
                 if same is not None:
                     same.discard(cid)
                     if not same:
                         del self._by_digest[chunk.digest]
+            self.keywords.remove_many(record.chunk_ids)
             self.vectors.remove(record.chunk_ids)
             while len(self._recycle) > RECYCLE_LIMIT:
                 self._recycle.popitem(last=False)

@@ -57,15 +57,25 @@ class FolderWatcher:
         self._thread = threading.Thread(target=self._run, name="kb-watch", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop watching; waits at most ``timeout`` for the worker (the knowledge base's own
+        stop flag makes a batch in progress give up at its next step)."""
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                _LOGGER.info("knowledge base: the watcher is still in a batch; leaving it behind")
         if self._observer is not None:
             self._observer.stop()
-            self._observer.join(timeout=5)
+            self._observer.join(max(0.0, deadline - time.monotonic()))
+
+    def pending(self) -> bool:
+        """True when folder changes are waiting to be applied (or the watcher is stopping)."""
+        with self._cond:
+            return self._stopping or self._root_lost or bool(self._first_event)
 
     def _schedule(self) -> bool:
         """Watch the folder if it exists; True when a watch is active."""
@@ -183,6 +193,7 @@ class FolderWatcher:
             _LOGGER.info("knowledge base: folder %s is back; rescanning", self._root)
             rescan = self._schedule() or rescan
         if not (moves or paths or rescan):
+            self._kb.flush()        # finishes work that newer changes interrupted, if any
             return
         if self._kb.apply_changes(moves, paths, rescan=rescan, save=False):
             self._notify()

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, NoReturn, Sequence
+from typing import Any, Coroutine, NoReturn, Sequence
 
 from daemon import __version__
 from daemon.config import Config, load_config
@@ -16,6 +16,8 @@ from daemon.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, Sotto
 
 _LOGGER = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 2.0
+LEAVE_BUS_S = 0.5            # after a stuck shutdown step: time left to give the bus name back
+CANCEL_TASKS_S = 0.5         # for tasks still running when the service returns
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,13 +65,35 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
     setup_logging(cfg.service.log_level)
     try:
-        code = asyncio.run(Service(cfg, args).run())
+        code = _run_loop(Service(cfg, args).run())
     except SottovoceError as exc:
         print(f"sottovoced: {exc}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         code = EXIT_OK
     _exit(code)
+
+
+def _run_loop(main_coro: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run`` without its last step, which waits, with no limit, for every thread of
+    the loop's default executor: one stuck in model code (a torch batch of the knowledge
+    base) kept the service alive long after SIGTERM. Tasks still running are cancelled and
+    given ``CANCEL_TASKS_S``; threads are left to :func:`_exit`."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main_coro)
+    finally:
+        try:
+            leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                loop.run_until_complete(asyncio.wait(leftover, timeout=CANCEL_TASKS_S))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()          # shuts the default executor down without waiting
 
 
 def _exit(code: int) -> NoReturn:
@@ -199,24 +223,37 @@ class Service:
         self.stop.set()
 
     async def _shutdown(self, ctl: Any, mic: Any, output: Any, bus: Any, tasks: list[Any]) -> None:
+        step = "starting"
+
         async def steps() -> None:
+            nonlocal step
+            step = "closing the microphone"
             if mic is not None:
                 await mic.stop()
-            _LOGGER.debug("microphone closed")
+            step = "stopping the controller and the knowledge base"
             await ctl.close()
-            _LOGGER.debug("controller closed")
+            step = "closing the speaker"
             await output.stop()
-            _LOGGER.debug("speaker closed")
+            step = "leaving the bus"
             if bus is not None:
                 await bus.close()
-            _LOGGER.debug("bus closed")
+            step = "done"
 
         for task in tasks:
             task.cancel()
         try:
             await asyncio.wait_for(steps(), STOP_TIMEOUT_S)
-        except (asyncio.TimeoutError, Exception):
-            _LOGGER.warning("clean shutdown took too long or failed", exc_info=True)
+        except asyncio.TimeoutError:
+            _LOGGER.warning("clean shutdown took too long (over %.0f s while %s); exiting anyway",
+                            STOP_TIMEOUT_S, step)
+        except Exception as exc:
+            _LOGGER.warning("clean shutdown failed while %s (%s); exiting anyway", step, exc, exc_info=True)
+        if step != "done" and bus is not None:
+            # Give the name back now: a restarted service must not find it taken.
+            try:
+                await asyncio.wait_for(bus.close(), LEAVE_BUS_S)
+            except Exception:   # the process exits right after, which closes the connection anyway
+                pass
         from daemon.threads import executor
 
         executor().shutdown(wait=False, cancel_futures=True)
