@@ -133,7 +133,7 @@ class RagConfig:
     top_k: int = field(default=3, metadata=_rng(1, 50))
     relevance_threshold: float = field(default=0.3, metadata=_rng(-1.0, 1.0))
     hybrid: bool = True
-    max_file_mb: float = field(default=20.0, metadata=_rng(0.001, 10000))
+    max_file_mb: float = field(default=5.0, metadata=_rng(0.001, 10000))
     debounce_ms: int = field(default=250, metadata=_rng(0, 60000))
     max_context_sentences: int = field(default=1, metadata=_rng(1, 100))
 
