@@ -221,11 +221,12 @@ async def call_bus(bus: MessageBus, member: str, signature: str, body: list[Any]
     return list(reply.body)
 
 
-# ------------------------------------------------------------- for `kb status`
-def remote_kb_status(timeout: float = 10.0) -> dict[str, Any] | None:
-    """The running service's KnowledgeBase property; None when it is not on the bus (never
-    starts it: a local status is as good then)."""
-    async def main() -> dict[str, Any] | None:
+# ------------------------------------------------- for `kb status` and `ask`
+def _call_if_running(member: str, signature: str, body: list[Any], timeout: float,
+                     interface: str = INTERFACE) -> list[Any] | None:
+    """One call to the running service; None when it is not on the bus. Never starts it
+    through activation: a cold start would be slower than doing the work in-process."""
+    async def main() -> list[Any] | None:
         try:
             bus = await connect_session_bus()
         except SottovoceError:
@@ -233,8 +234,8 @@ def remote_kb_status(timeout: float = 10.0) -> dict[str, Any] | None:
         try:
             if not await has_owner(bus):
                 return None
-            (value,) = await asyncio.wait_for(call(bus, "Get", "ss", [INTERFACE, "KnowledgeBase"],
-                                                   interface=PROPERTIES_IFACE, autostart=False), timeout)
+            return await asyncio.wait_for(
+                call(bus, member, signature, body, interface=interface, autostart=False), timeout)
         except ServiceAbsent:
             return None
         except asyncio.TimeoutError:
@@ -242,38 +243,21 @@ def remote_kb_status(timeout: float = 10.0) -> dict[str, Any] | None:
                                  "see `journalctl --user -u sottovoce`") from None
         finally:
             bus.disconnect()
-        return {str(k): unwrap(v) for k, v in unwrap(value).items()}
 
     return asyncio.run(main())
 
 
-# ------------------------------------------------------------------- for `ask`
+def remote_kb_status(timeout: float = 10.0) -> dict[str, Any] | None:
+    """The running service's KnowledgeBase property; None when it is not running."""
+    reply = _call_if_running("Get", "ss", [INTERFACE, "KnowledgeBase"], timeout, PROPERTIES_IFACE)
+    return None if reply is None else {str(k): unwrap(v) for k, v in unwrap(reply[0]).items()}
+
+
 def remote_ask(text: str, timeout: float = 120.0) -> tuple[str, list[str]] | None:
     """Ask the running service; None when it is not on the bus (then ask in-process).
-
-    Never starts the service through activation: a cold start would be slower than
-    answering in-process. Raises SottovoceError when the service refuses the question.
-    """
-    async def main() -> tuple[str, list[str]] | None:
-        try:
-            bus = await connect_session_bus()
-        except SottovoceError:
-            return None
-        try:
-            if not await has_owner(bus):
-                return None
-            body = await asyncio.wait_for(
-                call(bus, "Ask", "s", [text], autostart=False), timeout)
-        except ServiceAbsent:
-            return None
-        except asyncio.TimeoutError:
-            raise SottovoceError(f"the service did not answer within {timeout:.0f} s; "
-                                 "see `journalctl --user -u sottovoce`") from None
-        finally:
-            bus.disconnect()
-        return str(body[0]), [str(s) for s in body[1]]
-
-    return asyncio.run(main())
+    Raises SottovoceError when the service refuses the question."""
+    reply = _call_if_running("Ask", "s", [text], timeout)
+    return None if reply is None else (str(reply[0]), [str(s) for s in reply[1]])
 
 
 # ---------------------------------------------------------------------- register
