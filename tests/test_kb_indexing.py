@@ -104,6 +104,48 @@ def test_a_question_waits_for_one_batch_at_most_while_a_large_file_is_embedded(
     assert f"embedding big.txt: {EMBED_BATCH}/" in caplog.text
 
 
+def test_the_progress_listener_hears_each_step_of_a_large_file(
+        make_kb: Any, kb_folder: Path, minilm: Any, monkeypatch: Any) -> None:
+    """What the service announces as the KnowledgeBase property's ``indexing`` while it runs."""
+    monkeypatch.setattr(progress, "NOTIFY_EVERY_S", 0.0)
+    embedder = HeldEmbedder(minilm)
+    kb = make_kb(kb_folder, embedder=embedder, debounce_ms=100)
+    kb.open()
+    heard: list[str] = []
+    waiter = UpdateWaiter()
+    kb.start_watching(waiter, lambda: heard.append(kb.status()["indexing"]))
+    _drop_big_file(kb_folder, embedder, filler_text(BIG))
+    assert any(line.startswith("file 1 of 1: big.txt, 0 of ") for line in heard), heard
+    embedder.release.set()
+    waiter.wait_for(lambda: "big.txt" in _sources(kb) and kb.status()["indexing"] == "", timeout=DEADLINE_S)
+    assert _until(lambda: heard[-1:] == [""], 10), heard[-3:]
+    assert any(f", {EMBED_BATCH} of " in line for line in heard), heard
+    kb.stop()
+    count = len(heard)
+    (kb_folder / "otters.txt").write_text(OTTERS.format(n=3), encoding="utf-8")
+    kb.sync_path(kb_folder / "otters.txt")       # indexed after stop(): nobody is told
+    assert len(heard) == count
+
+
+def test_the_progress_listener_is_told_at_most_once_a_second_but_always_of_start_and_end() -> None:
+    seen: list[str] = []
+    prog = progress.IndexingProgress()
+
+    def listener() -> None:
+        seen.append(prog.describe())
+        raise RuntimeError("a listener that fails does not stop the indexing")
+
+    prog.listen(listener)
+    prog.begin(2)
+    prog.preparing("a.txt")
+    prog.embedding(["a.txt"], 100)
+    prog.embedded(32)
+    prog.files_done(1)
+    prog.end()
+    prog.end()                                    # idle already: nothing new to tell
+    assert seen == ["file 1 of 2", ""]
+
+
 def test_a_file_deleted_while_it_is_embedded_is_dropped_at_the_next_batch(
         make_kb: Any, kb_folder: Path, minilm: Any, caplog: Any) -> None:
     caplog.set_level(logging.INFO, logger="daemon.kb")

@@ -4,9 +4,13 @@ watcher's on_update events (with a deadline) until search reflects the change.""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +201,95 @@ def test_service_started_without_its_folder_uses_it_once_it_appears(tmp_path: Pa
         info = {k: v.value for k, v in client.get("KnowledgeBase").items()}
         assert info["documents"] == 1 and "." not in info["failed"], info
     finally:
+        if client is not None:
+            client.close()
+        if service is not None:
+            service.stop()
+        bus.stop()
+
+
+class _Lines:
+    """A process's stdout lines as they come."""
+
+    def __init__(self, proc: "subprocess.Popen[str]") -> None:
+        self.lines: list[str] = []
+        self._proc = proc
+        self._reader = threading.Thread(target=self._read, daemon=True, name="watch-lines")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def join(self) -> list[str]:
+        self._reader.join(10)
+        return self.lines
+
+
+def _kb_changes(client: Any, after: int) -> list[dict[str, Any]]:
+    """Every KnowledgeBase value announced by PropertiesChanged since ``after``, unwrapped."""
+    return [{k: v.value for k, v in body[1]["KnowledgeBase"].value.items()}
+            for body in client.since(after, "PropertiesChanged") if "KnowledgeBase" in body[1]]
+
+
+def test_service_announces_indexing_progress_and_status_shows_it(tmp_path: Path) -> None:
+    """A large file dropped into the running service's folder: the KnowledgeBase property's
+    ``indexing`` says which file and how many chunks, announced by PropertiesChanged as it
+    goes; `sottovoce status` prints it; it is empty again once IndexUpdated has come."""
+    from tests.fixtures_dbus import (
+        SOTTOVOCE, make_service_home, run_cli, start_private_bus, start_sottovoced, wait_until,
+    )
+    from tests.fixtures_kb import filler_text
+    from tests.fixtures_service import BusThread
+
+    kb_folder = tmp_path / "kb"
+    kb_folder.mkdir()
+    (kb_folder / "m.txt").write_text(MOON, encoding="utf-8")
+    home = make_service_home(tmp_path, kb=kb_folder)
+    home.write_config("conversation:\n  history_file: ''\n")
+    bus = start_private_bus(tmp_path / "bus")
+    service = client = watch = None
+    try:
+        service = start_sottovoced(bus, home, tmp_path)
+        client = BusThread(bus.address)
+        watch = subprocess.Popen([str(SOTTOVOCE), "watch"], env=bus.env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        printed = _Lines(watch)
+        wait_until(lambda: bool(printed.lines), 30, "`sottovoce watch` to print the state")
+        mark = client.mark()
+        (kb_folder / "big.txt").write_text(filler_text(300_000), encoding="utf-8")   # ~240 chunks
+
+        def embedding_started(body: list[Any]) -> bool:
+            kb = body[1].get("KnowledgeBase")
+            return kb is not None and ", 0 of " not in kb.value["indexing"].value and \
+                "big.txt, " in kb.value["indexing"].value
+
+        client.wait("PropertiesChanged", embedding_started, after=mark, timeout=120)
+        out = run_cli(bus.env, "status")
+        assert out.returncode == 0, out.stderr
+        line = next((ln.strip() for ln in out.stdout.splitlines() if "indexing" in ln), "")
+        assert line.startswith("indexing file 1 of 1: big.txt, ") and line.endswith(" chunks embedded"), out.stdout
+
+        client.wait("IndexUpdated", lambda body: body[0] == 2, after=mark, timeout=300)
+        wait_until(lambda: _kb_changes(client, mark)[-1]["indexing"] == "", 10, "the idle KnowledgeBase")
+        progress = [kb["indexing"] for kb in _kb_changes(client, mark)]
+        done = [int(p.split(", ")[1].split(" of ")[0]) for p in progress if "chunks embedded" in p]
+        assert done == sorted(done) and len(set(done)) >= 2, progress
+        assert client.get("KnowledgeBase")["indexing"].value == ""
+        assert "indexing" not in run_cli(bus.env, "status").stdout
+        assert json.loads(run_cli(bus.env, "status", "--json").stdout)["knowledge_base"]["indexing"] == ""
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(30) == 0
+        lines = printed.join()
+        assert any(ln.startswith("knowledge base: indexing file 1 of 1: big.txt, ") for ln in lines), lines
+        assert "index updated: 2 documents" in "\n".join(lines), lines
+        assert [ln for ln in lines if ln.startswith("knowledge base: ")][-1].startswith(
+            "knowledge base: 2 documents, "), lines
+    finally:
+        if watch is not None and watch.poll() is None:
+            watch.kill()
+            watch.wait(10)
         if client is not None:
             client.close()
         if service is not None:

@@ -17,13 +17,14 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+from dbus_fast import Variant
 
 from daemon.config import Config, load_config
 from tests.fixtures_dbus import ServiceProcess, make_service_home, start_sottovoced
 from tests.fixtures_x11 import ARTIFACTS, ROOT, Desktop, program, stop_process, wait_for
 from tray import icons
 from tray.app import config_template, ensure_user_config, open_in_editor
-from tray.client import ServiceView
+from tray.client import ServiceView, apply_properties
 from tray.menu import INTENSITY_LEVELS, Entry, build_menu, intensity_level, selectable, tooltip
 
 EMOTIONS = ("neutral", "cheerful", "empathetic", "humorous", "calm", "serious")
@@ -111,6 +112,11 @@ def test_intensity_levels_and_tooltip() -> None:
     assert text.startswith("Sottovoce: Thinking\nLast heard: how tall is the lighthouse")
     assert len(text.splitlines()[1]) <= len("Last heard: ") + 60 and "\n" not in text.splitlines()[1]
     assert tooltip(ServiceView(online=False, last_transcript="x")) == "Sottovoce: Service offline"
+    busy = apply_properties(ServiceView(online=True, state="listening"), {"KnowledgeBase": {
+        "documents": Variant("u", 3), "indexing": Variant("s", "file 1 of 2: big.txt, 64 of 160 chunks embedded")}})
+    assert tooltip(busy) == "Sottovoce: Listening\nIndexing file 1 of 2: big.txt, 64 of 160 chunks embedded"
+    idle = apply_properties(busy, {"KnowledgeBase": {"documents": Variant("u", 4), "indexing": Variant("s", "")}})
+    assert tooltip(idle) == "Sottovoce: Listening"
 
 
 def test_config_template_is_the_default_commented_out(tmp_path: Path, default_config: Config) -> None:

@@ -50,6 +50,7 @@ class ServiceView:
     last_transcript: str = ""
     last_reply: str = ""
     version: str = ""
+    indexing: str = ""           # the knowledge base's progress while it indexes, else ""
 
 
 class CallFailed(Exception):
@@ -81,6 +82,9 @@ def apply_properties(view: ServiceView, props: dict[str, Any]) -> ServiceView:
     if "Emotion" in values:
         name, intensity = values["Emotion"]
         changes["emotion"], changes["intensity"] = str(name), float(intensity)
+    if "KnowledgeBase" in values:
+        kb = {k: (v.value if isinstance(v, Variant) else v) for k, v in values["KnowledgeBase"].items()}
+        changes["indexing"] = str(kb.get("indexing", ""))
     return dataclasses.replace(view, **changes)
 
 

@@ -60,13 +60,16 @@ def intensity_level(intensity: float) -> str:
 
 
 def tooltip(view: ServiceView) -> str:
-    """The icon's title: the state, and the last transcript when there is one."""
+    """The icon's title: the state, the last transcript when there is one, and the knowledge
+    base's progress while it indexes."""
     text = f"Sottovoce: {state_label(view)}"
     heard = " ".join(view.last_transcript.split())
     if view.online and heard:
         if len(heard) > _TRANSCRIPT_CHARS:
             heard = heard[: _TRANSCRIPT_CHARS - 1] + "…"
         text += f"\nLast heard: {heard}"
+    if view.online and view.indexing:
+        text += f"\nIndexing {view.indexing}"
     return text
 
 

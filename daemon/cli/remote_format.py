@@ -27,14 +27,21 @@ def status_json(props: Mapping[str, Any]) -> str:
 
 
 def kb_text(kb: Mapping[str, Any]) -> str:
-    """One line (plus one per failed file) about the knowledge base."""
+    """One line about the knowledge base, plus one per failed file and one while it indexes."""
     stamp = float(kb.get("last_indexed", 0.0))
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "never"
     failed = dict(kb.get("failed", {}))
     lines = [f"{kb.get('documents', 0)} documents, {kb.get('chunks', 0)} chunks, "
              f"indexed {when}, {len(failed)} failed"]
     lines += [f"  failed: {path}: {reason}" for path, reason in sorted(failed.items())]
+    if kb.get("indexing"):
+        lines.append(f"  indexing {kb['indexing']}")
     return "\n".join(lines)
+
+
+def _kb_now(kb: Mapping[str, Any]) -> str:
+    """What the knowledge base is doing: its indexing line while it indexes, else its summary."""
+    return f"indexing {kb['indexing']}" if kb.get("indexing") else kb_text(kb).splitlines()[0]
 
 
 def status_text(props: Mapping[str, Any]) -> str:
@@ -70,10 +77,12 @@ def _text_line(member: str, args: list[Any]) -> str | None:
     if member == "PropertiesChanged":
         # State changes already have their own line.
         changed = {k: v for k, v in args[1].items() if k != "State"}
-        if not changed:
-            return None
-        return "changed: " + ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
-                                       for k, v in sorted(changed.items()))
+        kb = changed.pop("KnowledgeBase", None)
+        lines = [f"knowledge base: {_kb_now(kb)}"] if kb is not None else []
+        if changed:
+            lines.append("changed: " + ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
+                                                 for k, v in sorted(changed.items())))
+        return "\n".join(lines) or None
     return None
 
 

@@ -135,11 +135,15 @@ class KnowledgeBase(LiveChanges):
             except Interrupted:
                 _LOGGER.info("knowledge base: stopped while rebuilding the index")
 
-    def start_watching(self, on_update: Callable[[int, int], None] | None = None) -> None:
-        """Follow the folder live; ``on_update(documents, chunks)`` runs on the watcher's thread."""
+    def start_watching(self, on_update: Callable[[int, int], None] | None = None,
+                       on_progress: Callable[[], None] | None = None) -> None:
+        """Follow the folder live; ``on_update(documents, chunks)`` runs on the watcher's thread
+        after each batch of changes, ``on_progress()`` on the indexing thread when the
+        ``indexing`` line of :meth:`status` may have moved (at most about once a second)."""
         from daemon.kb.watcher import FolderWatcher
 
         self._stopping.clear()
+        self._progress.listen(on_progress)
         if not self._opened:
             self.open()
         if self._watcher is None:
@@ -154,6 +158,7 @@ class KnowledgeBase(LiveChanges):
         time, and the index on disk is always a consistent one. ``open()``, ``rebuild()`` or
         ``start_watching()`` start again."""
         self._stopping.set()
+        self._progress.listen(None)
         deadline = time.monotonic() + STOP_WAIT_S
         watcher, self._watcher = self._watcher, None
         if watcher is not None:

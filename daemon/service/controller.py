@@ -29,6 +29,7 @@ from daemon.turn import speak_text
 
 if TYPE_CHECKING:
     from daemon.audio.devices import AudioOutput
+    from daemon.kb.index import KnowledgeBase
 
 _LOGGER = logging.getLogger(__name__)
 # Unexpected failures in a row after which the service gives up (systemd restarts it afresh).
@@ -76,15 +77,24 @@ class AssistantController:
         self.turns.pipe = pipe
         self.hearing = Hearing(self.cfg.vad, pipe, self)
         if pipe.kb is not None:
-            pipe.kb.start_watching(self._index_updated_threadsafe(asyncio.get_running_loop()))
+            self.watch_kb(pipe.kb)
         if len(pipe.history):           # remembered from before: warm up with it in the prompt
             self.spawn(self.turns.prime(pipe, self._emotion), "llm-prime")
         self.set_state(self.idle_state())
 
-    def _index_updated_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[int, int], None]:
+    def watch_kb(self, kb: KnowledgeBase) -> None:
+        """Follow the knowledge-base folder; its updates and indexing progress are announced
+        (IndexUpdated, the KnowledgeBase property) from the event loop."""
+        loop = asyncio.get_running_loop()
+
         def on_update(documents: int, chunks: int) -> None:
             loop.call_soon_threadsafe(self._index_updated, documents, chunks)
-        return on_update
+
+        def on_progress() -> None:
+            if not loop.is_closed():      # a last batch may end after the service has stopped
+                loop.call_soon_threadsafe(self.hub.publish, PropertyChanged("KnowledgeBase"))
+
+        kb.start_watching(on_update, on_progress)
 
     def _index_updated(self, documents: int, chunks: int) -> None:
         self.hub.publish(IndexUpdatedEvent(documents, chunks))

@@ -292,6 +292,7 @@ def _kb_variants(info: Mapping[str, Any]) -> dict[str, Variant]:
         "chunks": Variant("u", int(info.get("chunks", 0))),
         "last_indexed": Variant("d", float(info.get("last_indexed", 0.0))),
         "failed": Variant("a{ss}", {str(k): str(v) for k, v in failed.items()}),
+        "indexing": Variant("s", str(info.get("indexing", ""))),
     }
 
 

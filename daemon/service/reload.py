@@ -60,9 +60,7 @@ async def reload_config(ctl: "AssistantController") -> None:
             if name in stages:
                 setattr(pipe, attr, getattr(fresh, attr))
         if "kb" in stages and pipe.kb is not None:
-            import asyncio
-
-            pipe.kb.start_watching(ctl._index_updated_threadsafe(asyncio.get_running_loop()))
+            ctl.watch_kb(pipe.kb)
     old, ctl.cfg = ctl.cfg, new
     if pipe is not None:
         pipe.cfg = new
