@@ -20,7 +20,7 @@ from daemon.kb.embedder import EMBED_BATCH
 from daemon.kb.loaders import LoadedDocument, Section, load_document
 from tests.fixtures_kb import HeldEmbedder, UpdateWaiter, filler_text, top_source
 
-BIG = 200_000                 # characters: about 160 chunks, five embedding batches
+BIG = 200_000                 # characters: about 160 chunks, twenty embedding batches
 QUESTION = "How tall is Skerrimore lighthouse?"
 OTTERS = "The otter colony at Brannock Weir has {n} otters and a heron called Pim.\n"
 OTTER_QUESTION = "How many otters live at Brannock Weir?"
@@ -139,7 +139,7 @@ def test_the_progress_listener_is_told_at_most_once_a_second_but_always_of_start
     prog.begin(2)
     prog.preparing("a.txt")
     prog.embedding(["a.txt"], 100)
-    prog.embedded(32)
+    prog.embedded(8)
     prog.files_done(1)
     prog.end()
     prog.end()                                    # idle already: nothing new to tell
