@@ -522,6 +522,25 @@ def test_speaker_pacer_refuses_a_racing_device() -> None:
     assert pacer.allow(t, 441)                # back to real time: audio flows again
 
 
+def test_speaker_pacer_lets_audio_through_again_once_the_race_is_over() -> None:
+    """A stream that fills its buffer at open (or races a while) and then calls back at
+    exactly real-time pace: the refused blocks must not leave the pacer in debt for good.
+    They did: a tester's service, with a microphone stream and two recorders on the same
+    PulseAudio server, refused every block of a 44.1 kHz stream after its first ten (credit
+    stuck between -1520 and -4406 frames at 100 callbacks a second), silent until restarted."""
+    from daemon.audio.speaker import _Pacer
+
+    pacer = _Pacer(44100)
+    t = 100.0
+    opening = [pacer.allow(t + 0.0001 * i, 441) for i in range(40)]     # 0.4 s asked for at once
+    steady = []
+    for _ in range(300):                      # then 3 s of 10 ms blocks, no gap
+        t += 0.01
+        steady.append(pacer.allow(t, 441))
+    assert sum(opening) <= 12
+    assert all(steady[50:]), f"refused {steady[50:].count(False)} of the last 250 real-time blocks"
+
+
 def test_microphone_overruns_are_reported_at_most_every_few_seconds(
         caplog: pytest.LogCaptureFixture) -> None:
     import sounddevice

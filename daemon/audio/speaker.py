@@ -117,9 +117,15 @@ class _Pacer:
     A freshly opened stream on ALSA's pulse plugin sometimes races for up to a second:
     PortAudio calls back 12-14 times faster than real time and the audio is thrown away
     (measured: 6 of 12 fresh streams lost 30-100% of a 1 s chunk). A token bucket
-    filled at the stream's rate and charged for every block, audio or silence, catches
-    that; while it is empty the callback writes silence and leaves the queue alone.
+    charged for every block, audio or silence, catches that; while it is empty the
+    callback writes silence and leaves the queue alone. It refills a quarter faster than
+    real time: refilled at exactly the stream's rate, a stream that had raced (or filled
+    its buffer at open) and then called back at real-time pace never got out of debt, and
+    the speaker stayed silent for good. Now the debt (at most half the burst) is paid off
+    within about a quarter of a second of real-time callbacks.
     """
+
+    REFILL = 1.25        # refill rate, as a multiple of real time
 
     def __init__(self, rate: int, burst_s: float = 0.1) -> None:
         self._rate = rate
@@ -129,8 +135,8 @@ class _Pacer:
 
     def allow(self, now: float, frames: int) -> bool:
         if self._last is not None:
-            self._credit = min(self._cap, self._credit + (now - self._last) * self._rate)
+            self._credit = min(self._cap, self._credit + (now - self._last) * self._rate * self.REFILL)
         self._last = now
         ok = self._credit >= frames * 0.5
-        self._credit = max(-self._cap, self._credit - frames)
+        self._credit = max(-self._cap / 2, self._credit - frames)
         return ok
