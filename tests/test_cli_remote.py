@@ -37,7 +37,8 @@ def test_status_text_and_json(assistant: ServiceProcess) -> None:
     assert status["knowledge_base"]["documents"] == 3 and status["knowledge_base"]["failed"] == {}
     assert status["version"] == _prop(assistant, "Version")
     assert set(status) == {"state", "paused", "emotion", "last_transcript", "last_reply",
-                           "knowledge_base", "models", "version"}
+                           "knowledge_base", "models", "version", "problems"}
+    assert status["problems"] == {}
 
 
 def test_pause_resume_interrupt_reload(assistant: ServiceProcess) -> None:

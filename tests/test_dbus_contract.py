@@ -56,6 +56,7 @@ def test_contract_has_what_the_issue_asks() -> None:
         "State": ("s", "read"), "Paused": ("b", "read"), "Emotion": ("(sd)", "read"),
         "LastTranscript": ("s", "read"), "LastReply": ("s", "read"),
         "KnowledgeBase": ("a{sv}", "read"), "Models": ("a{ss}", "read"), "Version": ("s", "read"),
+        "Problems": ("a{ss}", "read"),
     }
     assert {name: [t for _, t, _ in a] for name, a in shape["signals"].items()} == {
         "StateChanged": ["s"], "Transcript": ["s"], "Reply": ["s", "as"], "Interrupted": ["s"],

@@ -107,7 +107,8 @@ def test_properties_through_a_client(assistant: ServiceProcess, default_config: 
 
 def test_properties_through_busctl(assistant: ServiceProcess) -> None:
     types = {"State": "s", "Paused": "b", "Emotion": "(sd)", "LastTranscript": "s",
-             "LastReply": "s", "KnowledgeBase": "a{sv}", "Models": "a{ss}", "Version": "s"}
+             "LastReply": "s", "KnowledgeBase": "a{sv}", "Models": "a{ss}", "Version": "s",
+             "Problems": "a{ss}"}
     for name, sig in types.items():
         out = busctl(assistant.bus, "--json=short", "get-property", *A, name)
         assert out.returncode == 0, out.stderr

@@ -292,6 +292,45 @@ def test_the_microphone_vanishes_and_comes_back(live: LiveService, idle: BusThre
     assert live.proc.poll() is None
 
 
+def test_without_a_speaker_say_is_refused_and_an_answer_is_not_claimed_as_spoken(
+        live: LiveService, idle: BusThread, pulse_clean: PulseRig, module_bus: PrivateBus) -> None:
+    """The speaker goes away: the state is 'error' and Problems (and `sottovoce status`) say
+    why; Say is refused with NoDevice (it said nothing yet returned success); an Ask still
+    gets its text, with an Error that it was not spoken (it had been logged as played)."""
+    from tests.fixtures_dbus import run_cli
+
+    mark = idle.mark()
+    pulse_clean.remove_device("speaker")
+    code, message = idle.wait("Error", after=mark, timeout=30)
+    assert code == "Device" and SPEAKER in message, message
+    wait_until(lambda: idle.get("State") == "error", 30, "State error", step=0.05)
+    problems = dict(idle.get("Problems"))
+    assert list(problems) == ["speaker"] and SPEAKER in problems["speaker"], problems
+    out = run_cli(module_bus.env, "status")
+    assert f"problem:       speaker: {problems['speaker']}" in out.stdout, out.stdout
+
+    with pytest.raises(DBusError) as refused:
+        idle.call("Say", "s", ["Dinner is ready at seven thirty."])
+    assert refused.value.type == ERROR_PREFIX + "NoDevice" and "nothing was said" in refused.value.text
+    mark = idle.mark()
+    reply, _sources = idle.call("Ask", "s", ["How tall is Skerrimore Lighthouse?"], timeout=REPLY_TIMEOUT)
+    assert reply.strip()
+    code, message = idle.wait("Error", lambda b: b[0] == "Device" and "was not spoken" in b[1],
+                              after=mark, timeout=30)
+    assert "no speaker" in message, message
+
+    pulse_clean.restore_device("speaker")
+    wait_until(lambda: idle.get("State") == "listening", 30, "State listening", step=0.05)
+    assert dict(idle.get("Problems")) == {}
+    assert live.proc.poll() is None
+
+
+def test_say_with_no_words_is_refused(idle: BusThread) -> None:
+    with pytest.raises(DBusError) as refused:
+        idle.call("Say", "s", ["🎉 🎉"])
+    assert refused.value.type == ERROR_PREFIX + "InvalidArgument" and "nothing to say" in refused.value.text
+
+
 # ---------------------------------------------------------------- process
 def test_a_second_instance_refuses_to_start(live: LiveService, pulse: PulseRig,
                                             module_bus: PrivateBus, service_files: ServiceFiles,

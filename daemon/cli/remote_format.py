@@ -19,6 +19,7 @@ def status_dict(props: Mapping[str, Any]) -> dict[str, Any]:
         "knowledge_base": dict(props.get("KnowledgeBase", {})),
         "models": dict(props.get("Models", {})),
         "version": props.get("Version", ""),
+        "problems": dict(props.get("Problems", {})),
     }
 
 
@@ -49,6 +50,7 @@ def status_text(props: Mapping[str, Any]) -> str:
     s = status_dict(props)
     lines = [
         f"state:           {s['state']}" + (" (paused)" if s["paused"] and s["state"] != "paused" else ""),
+        *[f"  problem:       {what}: {why}" for what, why in sorted(s["problems"].items())],
         f"emotion:         {s['emotion']['name']} ({float(s['emotion']['intensity']):.2f})",
         f"version:         {s['version']}",
         "knowledge base:  " + kb_text(s["knowledge_base"]).replace("\n", "\n                 "),

@@ -37,6 +37,11 @@ class Controller(Protocol):
         """role -> model description, e.g. {"stt": "...", "llm": "...", "tts": "..."}."""
         ...
 
+    def problems(self) -> Mapping[str, str]:
+        """What keeps the service from working, by what it concerns ("speaker", "microphone",
+        "startup"): why the state is 'error'. Empty when all is well."""
+        ...
+
     def emotion_names(self) -> tuple[str, ...]: ...
 
     # --- commands; all raise daemon.errors.SottovoceError subclasses on bad input/state

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from daemon import __version__
 from daemon.config import Config
-from daemon.errors import BadArgumentError, NotReadyError, SottovoceError, UnknownEmotionError
+from daemon.errors import (
+    BadArgumentError, NoDeviceError, NotReadyError, SottovoceError, UnknownEmotionError,
+)
 from daemon.interruption import InterruptionScope
 from daemon.messages import (
     Emotion, ErrorEvent, IndexUpdatedEvent, PropertyChanged, ServiceEvent, StateChanged, TurnResult,
@@ -24,6 +26,7 @@ from daemon.service.events import EventHub
 from daemon.service.hearing import Hearing
 from daemon.service.turn_keeping import TurnKeeper
 from daemon.service.turns import StageError, check_text, spoken_part
+from daemon.stages.speech_text import to_speakable
 from daemon.threads import run_blocking
 from daemon.turn import speak_text
 
@@ -54,6 +57,7 @@ class AssistantController:
         self._paused = False
         self._emotion = Emotion(cfg.emotion.default, cfg.emotion.intensity)
         self._device_errors: dict[str, str] = {}
+        self._startup_problem = ""
         self._failures = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._hold_timer: asyncio.TimerHandle | None = None
@@ -161,6 +165,12 @@ class AssistantController:
             "embeddings": c.rag.embedding_model, "profile": c.profile,
         }
 
+    def problems(self) -> Mapping[str, str]:
+        found = dict(self._device_errors)
+        if self._startup_problem:
+            found["startup"] = self._startup_problem
+        return found
+
     def emotion_names(self) -> tuple[str, ...]:
         return tuple(self.cfg.emotion.styles)
 
@@ -194,7 +204,9 @@ class AssistantController:
 
     def startup_failed(self, code: str, message: str) -> None:
         """The models could not be loaded: say why and stay in 'error' (D-Bus still answers)."""
+        self._startup_problem = f"{code}: {message}"
         self.report_error(code, message)
+        self.hub.publish(PropertyChanged("Problems"))
         self.set_state("error")
 
     def stage_failed(self, code: str, message: str, exc: BaseException | None = None) -> None:
@@ -214,6 +226,7 @@ class AssistantController:
         """The microphone or speaker is missing; the devices layer keeps reconnecting."""
         self._device_errors[role] = message
         self.report_error("Device", message)
+        self.hub.publish(PropertyChanged("Problems"))
         if not self.busy:
             self.set_state("error")
 
@@ -224,6 +237,7 @@ class AssistantController:
     def device_recovered(self, role: str, message: str = "") -> None:
         if self._device_errors.pop(role, None) is not None:
             _LOGGER.info("%s", message or f"{role} back")
+            self.hub.publish(PropertyChanged("Problems"))
         if role == "microphone" and self.hearing is not None:
             self.hearing.reset()       # whatever was half-heard before the loss is gone
         if not self.busy and self._state == "error":
@@ -309,7 +323,11 @@ class AssistantController:
     async def say(self, text: str) -> None:
         """Speak ``text`` as given; returns once it is synthesized (speech may go on)."""
         text = check_text(text)
+        if not any(ch.isalnum() for ch in to_speakable(text)):   # emoji, punctuation: no words
+            raise BadArgumentError("nothing to say: the text has no words to speak")
         self._require_ready()
+        if "speaker" in self._device_errors:
+            raise NoDeviceError(f"nothing was said: {self._device_errors['speaker']}")
         pipe = self.pipe
         assert pipe is not None
         active = self.turns.begin("")

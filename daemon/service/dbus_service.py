@@ -136,6 +136,7 @@ class AssistantInterface(ServiceInterface):
             "KnowledgeBase": _kb_variants(c.knowledge_base_info()),
             "Models": {str(k): str(v) for k, v in c.models_info().items()},
             "Version": c.version,
+            "Problems": {str(k): str(v) for k, v in c.problems().items()},
         }
 
     def _sync_properties(self) -> None:
@@ -257,6 +258,10 @@ class AssistantInterface(ServiceInterface):
     @dbus_property(access=PropertyAccess.READ)
     def Version(self) -> DBusStr:
         return self._controller.version
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Problems(self) -> DBusStrMap:
+        return {str(k): str(v) for k, v in self._controller.problems().items()}
 
     # ----------------------------------------------------------------- signals
     @signal()

@@ -193,6 +193,10 @@ class TurnKeeper:
     async def _played_out(self, active: ActiveTurn) -> None:
         """Until the speaker has played the reply; bounded, so a stuck device cannot hang us."""
         limit = active.audio_s + PLAYOUT_SLACK_S
+        if not getattr(self.output, "connected", True):
+            self.host.stage_failed("Device", f"the reply ({active.audio_s:.1f} s) was not spoken: "
+                                             "there is no speaker; check the output device")
+            return
         try:
             await asyncio.wait_for(self.output.wait_done(), limit)
             _LOGGER.info("turn %d: %.2f s of reply audio played", active.turn, active.audio_s)
