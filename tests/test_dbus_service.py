@@ -225,11 +225,12 @@ def test_say_then_interrupt(assistant: ServiceProcess, monitor: BusMonitor) -> N
 
 
 def test_ask_cut_short_by_interrupt(assistant: ServiceProcess) -> None:
-    async def scenario() -> tuple[DBusError, list[Any]]:
+    async def scenario() -> tuple[DBusError, list[Any], dict[str, Any]]:
         import asyncio
 
         client = await _client(assistant)
         try:
+            await client.call("Ask", "s", ["Tell me a joke about a kettle."])     # an earlier reply
             mark = client.mark()
             ask = asyncio.ensure_future(client.call("Ask", "s", ["How do I descale the Zephyr kettle?"]))
             await client.wait_signal("StateChanged", lambda a: a == ["thinking"], mark)
@@ -238,13 +239,16 @@ def test_ask_cut_short_by_interrupt(assistant: ServiceProcess) -> None:
                 await ask
             interrupted = await client.wait_signal("Interrupted", after=mark)
             await client.wait_signal("StateChanged", lambda a: a == ["listening"], mark)
-            return err.value, interrupted
+            return err.value, interrupted, await client.get_all()
         finally:
             client.close()
 
-    err, (spoken,) = run_async(scenario)
+    err, (spoken,), props = run_async(scenario)
     assert err.type == ERROR_PREFIX + "Interrupted" and "cut short" in err.text
     assert isinstance(spoken, str)
+    # The pair in status belongs together: not the earlier joke under the new question.
+    assert props["LastTranscript"] == "How do I descale the Zephyr kettle?"
+    assert props["LastReply"] == spoken
     assert assistant.proc.poll() is None
 
 

@@ -88,8 +88,10 @@ class TurnKeeper:
         self.output.hold(False)         # a reply that is announced is heard
         if active.question:
             self.last_transcript = active.question
+            self.last_reply = ""            # the previous one does not answer this question
             self.hub.publish(TranscriptEvent(active.question))
             self.hub.publish(PropertyChanged("LastTranscript"))
+            self.hub.publish(PropertyChanged("LastReply"))
         self.host.set_state("thinking")
 
     # ------------------------------------------------- replies begun early
@@ -251,6 +253,8 @@ class TurnKeeper:
         spoken = spoken_part(active.chunks, self._last_played, active.turn)
         if active.question:
             self._remember(active.question, spoken)
+            self.last_reply = spoken        # what was heard of it, as the history keeps it
+            self.hub.publish(PropertyChanged("LastReply"))
         active.interrupted(spoken)
         self.hub.publish(InterruptedEvent(spoken))
         return spoken
