@@ -286,6 +286,22 @@ def test_speaker_plays_tagged_chunks_onto_the_speaker(
     assert not got.off_loop and not got.errors
 
 
+def test_speak_plays_on_a_pulseaudio_sink_named_in_the_config(
+        pulse_clean: PulseRig, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """`audio.output: speaker` (a PulseAudio sink name, as the service takes it) for the
+    in-process `speak`: it was refused with "No output device matching 'speaker'"."""
+    from tests.fixtures_core import sottovoce
+
+    config = tmp_path / "config.yaml"
+    config.write_text("audio:\n  output: speaker\n", encoding="utf-8")
+    env = {**cli_env, **pulse_clean.subprocess_env()}
+    with pulse_clean.record_speaker() as rec:
+        res = sottovoce("--config", str(config), "speak", "Dinner is ready at seven thirty.", env=env)
+        time.sleep(0.3)
+    assert res.returncode == 0, res.stderr
+    assert float(np.sqrt(np.mean(rec.audio ** 2))) > 0.01, "nothing was heard on the speaker sink"
+
+
 def test_stop_now_silences_playback_and_reports_what_was_heard(pulse_clean: PulseRig) -> None:
     got = Collector()
     tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * 22050) / 22050)).astype(np.float32)

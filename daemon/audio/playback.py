@@ -8,6 +8,8 @@ import threading
 
 import numpy as np
 
+from daemon.audio import portaudio
+from daemon.audio.portaudio import DeviceChoice
 from daemon.config import AudioConfig
 from daemon.errors import NoDeviceError
 from daemon.messages import AudioChunk
@@ -15,29 +17,22 @@ from daemon.messages import AudioChunk
 _LOGGER = logging.getLogger(__name__)
 
 
-def _output_device(name: str) -> int | str | None:
-    if name in ("", "default"):
-        return None
-    return int(name) if name.isdigit() else name
-
-
-def check_output_device(name: str) -> int | str | None:
-    """The sounddevice id of output device ``name`` ("default", an index or a name).
+def check_output_device(name: str) -> DeviceChoice:
+    """The output device ``name`` names ("default", an index, a PortAudio name or a
+    PulseAudio sink, found as the service finds its speaker).
 
     Raises :class:`NoDeviceError` (one line) when PortAudio is missing or finds no such
     device, e.g. on a machine without a sound card.
     """
     try:
-        import sounddevice as sd
+        return portaudio.resolve(name or "default", "output")
     except (OSError, ImportError) as exc:     # OSError: the PortAudio library is missing
         raise NoDeviceError(f"no audio output device: PortAudio unavailable ({exc}); "
                             "use --out FILE.wav") from None
-    device = _output_device(name)
-    try:
-        sd.query_devices(device, "output")
-    except (sd.PortAudioError, ValueError) as exc:
+    except NoDeviceError as exc:
         raise NoDeviceError(f"no audio output device {name!r} ({exc}); use --out FILE.wav") from None
-    return device
+    except Exception as exc:  # noqa: BLE001 - PortAudioError: e.g. "Error querying device -1"
+        raise NoDeviceError(f"no audio output device {name!r} ({exc}); use --out FILE.wav") from None
 
 
 class DeviceSink:
@@ -47,9 +42,6 @@ class DeviceSink:
 
     def __init__(self, cfg: AudioConfig) -> None:
         self._device = check_output_device(cfg.output)
-        import sounddevice as sd
-
-        self._sd = sd
         self._queue: "queue.Queue[AudioChunk | None]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="cli-playback", daemon=True)
         self._started = False
@@ -66,20 +58,21 @@ class DeviceSink:
         try:
             while (chunk := self._queue.get()) is not None:
                 if stream is None:
-                    stream = self._sd.OutputStream(samplerate=chunk.sample_rate, channels=1,
-                                                   dtype="float32", device=self._device)
-                    stream.start()
+                    stream = portaudio.start_stream(portaudio.open_stream(
+                        self._device, samplerate=chunk.sample_rate, channels=1, dtype="float32"))
                 stream.write(np.ascontiguousarray(chunk.samples, dtype=np.float32).reshape(-1, 1))
         except Exception as exc:  # reported by close()
             self._error = exc
         finally:
             if stream is not None:
-                stream.stop()
-                stream.close()
+                try:
+                    stream.stop()               # plays out what was written
+                finally:
+                    portaudio.close_stream(stream)
 
     def close(self) -> None:
         if self._started:
             self._queue.put(None)
             self._thread.join()
         if self._error is not None:
-            raise NoDeviceError(f"playback on {self._device or 'the default device'} failed: {self._error}")
+            raise NoDeviceError(f"playback on {self._device.label} failed: {self._error}")
