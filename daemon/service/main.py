@@ -40,6 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def command_line_overrides(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The config keys the command line sets. The config keeps them, and a reload applies
+    them again over the re-read file."""
+    overrides: list[tuple[str, str]] = []
+    if args.kb:
+        overrides.append(("rag.knowledge_base", os.path.abspath(os.path.expanduser(args.kb))))
+    if args.input is not None:
+        overrides.append(("audio.input", args.input))
+    if args.output is not None:
+        overrides.append(("audio.output", args.output))
+    return overrides
+
+
 def _stop_early(signum: int, _frame: Any) -> None:
     """SIGTERM before the event loop took over: leave as cleanly as SIGINT does."""
     raise KeyboardInterrupt
@@ -55,12 +68,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, overrides=command_line_overrides(args))
     except ConfigError as exc:
         print(f"sottovoced: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
-    if args.kb:
-        cfg = cfg.replace("rag", knowledge_base=os.path.abspath(os.path.expanduser(args.kb)))
     from daemon.service.logsetup import setup_logging
 
     setup_logging(cfg.service.log_level)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from daemon.config import Config, load_config
-from daemon.errors import SottovoceError
+from daemon.errors import ConfigError, SottovoceError
 from daemon.history import ConversationHistory
+from daemon.messages import Emotion, ErrorEvent
 from daemon.threads import run_blocking
 
 if TYPE_CHECKING:
+    from daemon.pipeline import Pipeline
     from daemon.service.controller import AssistantController
 
 _LOGGER = logging.getLogger(__name__)
@@ -32,48 +35,86 @@ def changed_stages(old: Config, new: Config) -> list[str]:
     return stages
 
 
-async def reload_config(ctl: "AssistantController") -> None:
-    """Read the config again; rebuild only the stages whose section changed. On a bad file
-    or a stage that fails to load, report it and keep everything as it was."""
-    from daemon.pipeline import build_pipeline
-    from daemon.service.hearing import Hearing
+def restart_needed(old: Config, new: Config) -> list[str]:
+    """Changed keys that only a restart applies: the devices are opened once, at start, and
+    the watchdog is set up with systemd then."""
+    keys = [f"audio.{f.name}" for f in fields(old.audio)
+            if getattr(old.audio, f.name) != getattr(new.audio, f.name)]
+    if old.service.watchdog != new.service.watchdog:
+        keys.append("service.watchdog")
+    return keys
 
+
+async def reload_config(ctl: "AssistantController") -> None:
+    """Read the config again, the command line's overrides (``--kb``, ``--input``, ``--output``)
+    still applied; rebuild only the stages whose section changed. On a bad file or a stage that
+    fails to load, report it and keep everything as it was. Changed keys that only a restart
+    applies are named in an ``Error`` event (code Config) before the call returns."""
     try:
-        new = load_config(getattr(ctl, "config_path", None))
+        new = load_config(ctl.config_path, overrides=ctl.cfg.overrides)
     except SottovoceError as exc:
         ctl.report_error(exc.code, f"reload refused, keeping the running config: {exc}")
         raise
     pipe = ctl.pipe
     stages = changed_stages(ctl.cfg, new)
-    if new.audio != ctl.cfg.audio:
-        _LOGGER.warning("reload: audio device settings take effect when the service restarts")
     if pipe is not None and stages:
-        _LOGGER.info("reload: rebuilding %s", ", ".join(stages))
-        try:
-            fresh = await run_blocking(lambda: build_pipeline(new, stages=stages))
-        except SottovoceError as exc:
-            ctl.report_error(exc.code, f"reload failed, keeping the running models: {exc}")
-            raise
-        if "kb" in stages and pipe.kb is not None:
-            pipe.kb.stop()
-        for name, attr in (("vad", "vad_model"), ("stt", "stt"), ("llm", "llm"), ("tts", "tts"), ("kb", "kb")):
-            if name in stages:
-                setattr(pipe, attr, getattr(fresh, attr))
-        if "kb" in stages and pipe.kb is not None:
-            ctl.watch_kb(pipe.kb)
+        await _rebuild(ctl, pipe, new, stages)
     old, ctl.cfg = ctl.cfg, new
     if pipe is not None:
-        pipe.cfg = new
-        from daemon.stages.prompt import PromptBuilder
-
-        pipe.prompts = PromptBuilder(new)
-        if old.conversation != new.conversation:   # the new one reloads the saved turns
-            pipe.history = ConversationHistory(new.conversation.max_turns, new.conversation.max_tokens,
-                                               path=new.conversation.history_file or None)
-        if ctl.hearing is not None:
-            ctl.hearing.close()
-        ctl.hearing = Hearing(new.vad, pipe, ctl)
-        ctl.hearing.assistant_speaking(ctl.state in ("thinking", "speaking"))
-    if ctl.emotion.name not in new.emotion.styles:
-        await ctl.set_emotion(new.emotion.default, new.emotion.intensity)
+        _swap_config(ctl, pipe, old, new)
+    await _follow_emotion(ctl, old, new)
+    if old.service.log_level != new.service.log_level:
+        logging.getLogger().setLevel(new.service.log_level)
     _LOGGER.info("config reloaded from %s", ", ".join(new.sources))
+    pending = restart_needed(old, new)
+    if pending:
+        message = (f"restart the service for {', '.join(pending)} to take effect (systemctl --user "
+                   "restart sottovoce); the rest of the new configuration is in force")
+        _LOGGER.warning("reload: %s", message)
+        ctl.hub.publish(ErrorEvent(ConfigError.code, message))
+
+
+async def _rebuild(ctl: "AssistantController", pipe: "Pipeline", new: Config, stages: list[str]) -> None:
+    """Load the changed stages, then swap them in; on failure the running ones stay."""
+    from daemon.pipeline import build_pipeline
+
+    _LOGGER.info("reload: rebuilding %s", ", ".join(stages))
+    try:
+        fresh = await run_blocking(lambda: build_pipeline(new, stages=stages))
+    except SottovoceError as exc:
+        ctl.report_error(exc.code, f"reload failed, keeping the running models: {exc}")
+        raise
+    if "kb" in stages and pipe.kb is not None:
+        pipe.kb.stop()
+    for name, attr in (("vad", "vad_model"), ("stt", "stt"), ("llm", "llm"), ("tts", "tts"), ("kb", "kb")):
+        if name in stages:
+            setattr(pipe, attr, getattr(fresh, attr))
+    if "kb" in stages and pipe.kb is not None:
+        ctl.watch_kb(pipe.kb)
+
+
+def _swap_config(ctl: "AssistantController", pipe: "Pipeline", old: Config, new: Config) -> None:
+    """The new config's prompts, history limits and VAD settings for the running pipeline."""
+    from daemon.service.hearing import Hearing
+    from daemon.stages.prompt import PromptBuilder
+
+    pipe.cfg = new
+    pipe.prompts = PromptBuilder(new)
+    if old.conversation != new.conversation:   # the new one reloads the saved turns
+        pipe.history = ConversationHistory(new.conversation.max_turns, new.conversation.max_tokens,
+                                           path=new.conversation.history_file or None)
+    if ctl.hearing is not None:
+        ctl.hearing.close()
+    ctl.hearing = Hearing(new.vad, pipe, ctl)
+    ctl.hearing.assistant_speaking(ctl.state in ("thinking", "speaking"))
+
+
+async def _follow_emotion(ctl: "AssistantController", old: Config, new: Config) -> None:
+    """A changed ``emotion.default``/``intensity`` becomes the current emotion unless one was
+    chosen over D-Bus (SetEmotion) since: the current one is then kept, if the new styles
+    still have it."""
+    current = ctl.emotion
+    untouched = current == Emotion(old.emotion.default, old.emotion.intensity)
+    if untouched or current.name not in new.emotion.styles:
+        if current != Emotion(new.emotion.default, new.emotion.intensity):
+            await ctl.set_emotion(new.emotion.default, new.emotion.intensity)

@@ -1,0 +1,93 @@
+"""Reload (D-Bus Reload(), `sottovoce reload`, SIGHUP) on a real `sottovoced`: the command
+line's settings stay in force, and what only a restart applies is named to the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import pytest
+
+from tests.fixtures_dbus import (
+    PrivateBus, ServiceHome, ServiceProcess, make_service_home, run_cli, start_private_bus,
+    start_sottovoced,
+)
+from tests.fixtures_service import BusThread
+
+MOON = "The moon base is called Selene Nine.\n"
+BASE = "conversation:\n  history_file: ''\n"
+
+
+@dataclass
+class KbService:
+    """`sottovoced --kb DIR` whose config names another, missing, knowledge-base folder."""
+
+    service: ServiceProcess
+    home: ServiceHome
+    bus: PrivateBus
+    client: BusThread
+
+    def knowledge_base(self) -> dict[str, object]:
+        return {k: v.value for k, v in self.client.get("KnowledgeBase").items()}
+
+    def reload(self, config: str) -> list[str]:
+        """Write ``config`` (after BASE), run `sottovoce reload`; its stdout lines."""
+        self.home.write_config(BASE + config)
+        out = run_cli(self.bus.env, "reload")
+        assert out.returncode == 0, out.stderr + self.service.log_tail()
+        return out.stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def kb_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KbService]:
+    tmp = tmp_path_factory.mktemp("reload")
+    kb_alt = tmp / "kbalt"
+    kb_alt.mkdir()
+    (kb_alt / "m.txt").write_text(MOON, encoding="utf-8")
+    home = make_service_home(tmp, kb=tmp / "kb_of_the_config")    # never created
+    home.write_config(BASE)
+    bus = start_private_bus(tmp / "bus")
+    service = client = None
+    try:
+        service = start_sottovoced(bus, home, tmp, extra_args=("--kb", str(kb_alt)))
+        client = BusThread(bus.address)
+        yield KbService(service, home, bus, client)
+    finally:
+        if client is not None:
+            client.close()
+        if service is not None:
+            service.stop()
+        bus.stop()
+
+
+def test_reload_keeps_the_knowledge_base_given_on_the_command_line(kb_service: KbService) -> None:
+    """A reload re-read the file without --kb: the knowledge base became the config's folder."""
+    svc = kb_service
+    assert svc.knowledge_base()["documents"] == 1, svc.service.log_tail()
+    mark = svc.service.log.read_text(errors="replace")
+    svc.home.write_config(BASE + "tts:\n  speed: 1.1\n")
+    svc.client.call("Reload")
+    log = svc.service.log.read_text(errors="replace")[len(mark):]
+    assert "reload: rebuilding tts\n" in log, log
+    info = svc.knowledge_base()
+    assert info["documents"] == 1 and "." not in info["failed"], (info, log)
+    reply, sources = svc.client.call("Ask", "s", ["What is the moon base called?"])
+    assert sources == ["m.txt"], (reply, sources, svc.service.log_tail())
+
+
+def test_reload_applies_the_emotion_and_names_what_needs_a_restart(kb_service: KbService) -> None:
+    """emotion.default/intensity were not applied; audio changes were only logged."""
+    svc = kb_service
+    # audio.output is --output's on the command line: the file's value does not matter.
+    lines = svc.reload("emotion:\n  default: cheerful\n  intensity: 0.7\n"
+                       "audio:\n  output: elsewhere\n  reconnect_s: 3\n")
+    assert lines[0] == "configuration reloaded" and len(lines) == 2, lines
+    assert "restart the service for audio.reconnect_s to take effect" in lines[1], lines
+    assert "audio.output" not in lines[1], lines
+    assert list(svc.client.get("Emotion")) == ["cheerful", 0.7]
+
+    # An emotion chosen over D-Bus is the user's: a new default does not replace it.
+    svc.client.call("SetEmotion", "sd", ["calm", 0.3])
+    lines = svc.reload("emotion:\n  default: serious\naudio:\n  reconnect_s: 3\n")
+    assert lines == ["configuration reloaded"]
+    assert list(svc.client.get("Emotion")) == ["calm", 0.3]
