@@ -222,6 +222,26 @@ def test_every_subcommand_help_says_what_it_does() -> None:
     assert walk(build_parser(), "sottovoce") == []
 
 
+def test_words_options_and_empty_paths_as_a_user_types_them(cli_env, tmp_path: Path) -> None:
+    """Unquoted words, --config after the command, and an empty path or neither question
+    form: each a clear answer, not argparse's "unrecognized arguments"."""
+    out = tmp_path / "hello.wav"
+    res = sottovoce("speak", "hello", "there", "--out", str(out), env=cli_env)
+    assert res.returncode == 0 and out.stat().st_size > 1000, res.stderr
+    res = sottovoce("ask", "how", "tall", "is", "it", "--kb", str(tmp_path / "nowhere"), "--out", str(out), env=cli_env)
+    one_line_error(res, errors.EXIT_KB, "does not exist")
+    one_line_error(sottovoce("ask", env=cli_env), errors.EXIT_BAD_ARG, "text or as --wav")
+    one_line_error(sottovoce("ask", "hi", "--wav", str(out), env=cli_env), errors.EXIT_BAD_ARG, "text or as --wav")
+    for args in (["ask", "hi", "--out", ""], ["speak", "hi", "--out", ""], ["ask", "hi", "--kb", ""]):
+        one_line_error(sottovoce(*args, env=cli_env), errors.EXIT_BAD_ARG, "is empty")
+    config = tmp_path / "c.yaml"
+    config.write_text("vad:\n  threshold: 0.42\n", encoding="utf-8")
+    res = sottovoce("config", "show", "--config", str(config), env=cli_env)
+    assert res.returncode == 0 and "threshold: 0.42" in res.stdout, res.stderr
+    res = sottovoce("models", env=cli_env)
+    assert res.returncode == 2 and "required: ACTION" in res.stderr, res.stderr
+
+
 def test_ask_while_the_service_is_still_starting(tmp_path: Path) -> None:
     bus = start_private_bus(tmp_path / "bus")
     service = None

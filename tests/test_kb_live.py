@@ -286,6 +286,7 @@ def test_service_announces_indexing_progress_and_status_shows_it(tmp_path: Path)
         assert "index updated: 2 documents" in "\n".join(lines), lines
         assert [ln for ln in lines if ln.startswith("knowledge base: ")][-1].startswith(
             "knowledge base: 2 documents, "), lines
+        assert "swigfaiss" not in service.log.read_text(errors="replace")    # faiss's loader notes
     finally:
         if watch is not None and watch.poll() is None:
             watch.kill()

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     doctor.set_defaults(handler=run_doctor)
 
     models = sub.add_parser("models", help="manage the GPU profile's models")
-    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     down = msub.add_parser("download", help="download a profile's models into models/ (huggingface_hub)")
     down.add_argument("--profile", default="rtx4090", help="profile whose models to fetch (default rtx4090)")
     down.add_argument("--only", choices=("stt", "tts", "llm"), help="fetch one model only")
@@ -29,7 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     down.add_argument("--endpoint", help="Hub URL (default $HF_ENDPOINT or https://huggingface.co)")
     down.add_argument("--no-llm-env", action="store_true", help=f"do not write {LLM_ENV} for the vLLM unit")
     down.set_defaults(handler=run_download)
-    models.set_defaults(handler=lambda _args: (models.print_help(), EXIT_CONFIG)[1])
 
 
 def _profile_config(args: argparse.Namespace):  # noqa: ANN202 - a Config

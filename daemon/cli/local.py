@@ -27,21 +27,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                          description="Answer a question out loud, grounded in the knowledge base. "
                          "A typed question goes to the running service when there is one (it "
                          "answers through its own speaker, knowledge base and conversation). "
-                         "--wav, --out, --kb, --no-streaming and --local run in-process instead: "
+                         "--wav, --out, --kb, --emotion, --no-streaming and --local run in-process instead: "
                          "the models load first (several seconds), the answer plays on audio.output "
                          "(or goes to --out), and the conversation is "
                          "this question alone (the service's history is neither read nor written).")
-    src = ask.add_mutually_exclusive_group(required=True)
-    src.add_argument("text", nargs="?", help="the question as text")
-    src.add_argument("--wav", metavar="FILE", help="the question as audio (WAV/FLAC/MP3, any rate)")
+    ask.add_argument("text", nargs="*", help="the question as text (quotes optional)")
+    ask.add_argument("--wav", metavar="FILE", help="the question as audio (WAV/FLAC/MP3, any rate) "
+                     "instead of text")
     ask.add_argument("--kb", metavar="DIR", help="knowledge-base folder (default: rag.knowledge_base)")
     ask.add_argument("--out", metavar="FILE.wav",
                      help="write the spoken reply here instead of playing it (.wav, .flac, .ogg or .mp3)")
-    ask.add_argument("--emotion", metavar="NAME[=0..1]", help="style of the reply, e.g. humorous=0.8")
+    ask.add_argument("--emotion", metavar="NAME[=0..1]", help="style of the reply, e.g. humorous=0.8 "
+                     "(default: emotion.default; runs in-process)")
     ask.add_argument("--local", action="store_true", help="run in-process even if the service is running")
     ask.add_argument("--no-streaming", action="store_true",
                      help="sequential plan: whole reply, then whole synthesis (for comparison)")
-    ask.add_argument("--json", action="store_true", help="print transcript, reply, sources and timings as JSON")
+    ask.add_argument("--json", action="store_true", help="print transcript, reply, sources and timings as JSON "
+                     "(timings are measured in-process only: {} when the service answered)")
     ask.set_defaults(handler=cmd_ask)
 
     tr = sub.add_parser("transcribe", help="print the text spoken in an audio file",
@@ -51,10 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     sp = sub.add_parser("speak", help="synthesize text into an audio file (or the default device)",
                         description="Say the text with the configured voice (runs in-process).")
-    sp.add_argument("text", help="what to say")
+    sp.add_argument("text", nargs="+", help="what to say (quotes optional)")
     sp.add_argument("--out", metavar="FILE.wav",
                     help="output file, .wav, .flac, .ogg or .mp3 (default: play on the default device)")
-    sp.add_argument("--emotion", metavar="NAME[=0..1]", help="voice style where the TTS supports it")
+    sp.add_argument("--emotion", metavar="NAME[=0..1]", help="voice style where the TTS supports it "
+                    "(default: emotion.default)")
     sp.set_defaults(handler=cmd_speak)
 
     cfg = sub.add_parser("config", help="show the effective configuration",
@@ -90,7 +93,7 @@ def check_kb_folder(folder: Path) -> None:
         raise KnowledgeBaseError(f"knowledge-base folder {folder} does not exist; create it or pass --kb DIR")
     if not any(p.is_file() and not p.name.startswith(".") for p in folder.rglob("*")):
         raise KnowledgeBaseEmptyError(
-            f"knowledge-base folder {folder} holds no documents; add .txt/.md/.pdf files")
+            f"knowledge-base folder {folder} holds no documents; add .txt, .md, .pdf, .html or .docx files")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -146,6 +149,9 @@ class LoadProgress:
 
 # ------------------------------------------------------------------ commands
 def cmd_ask(args: argparse.Namespace) -> int:
+    args.text = " ".join(args.text) if args.text else None
+    if (args.text is None) == (args.wav is None):
+        raise BadArgumentError("give the question as text or as --wav FILE (one of them)")
     cfg = _config(args)
     emotion = parse_emotion(args.emotion, cfg)
     if args.text is not None:
@@ -172,8 +178,9 @@ def check_question(text: str) -> None:
 
 def _uses_service(args: argparse.Namespace) -> bool:
     """A typed question goes to the service unless something only in-process can do is asked:
-    another knowledge base, a file for the reply, the sequential plan."""
-    return bool(args.text) and not (args.local or args.out or args.kb or args.no_streaming)
+    another knowledge base, a file for the reply, a style for this question alone, the
+    sequential plan."""
+    return bool(args.text) and not (args.local or args.out or args.kb or args.emotion or args.no_streaming)
 
 
 def one_shot(cfg: Config) -> Config:
@@ -281,6 +288,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 def cmd_speak(args: argparse.Namespace) -> int:
     from daemon.stages.speech_text import to_speakable
 
+    args.text = " ".join(args.text)
     speakable = to_speakable(args.text)
     if not any(ch.isalnum() for ch in speakable):    # emoji, punctuation, a code block: no words
         what = "the text is empty" if not args.text.strip() else "the text has no words to speak"

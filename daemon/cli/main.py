@@ -10,7 +10,7 @@ import sys
 from typing import Callable, Sequence
 
 from daemon import __version__
-from daemon.errors import EXIT_CONFIG, EXIT_FAILURE, SottovoceError
+from daemon.errors import EXIT_BAD_ARG, EXIT_CONFIG, EXIT_FAILURE, SottovoceError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -32,7 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     for register in groups.REGISTRARS:
         register(sub)
     _describe_subcommands(parser)
+    _common_options_anywhere(parser)
     return parser
+
+
+def _common_options_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Accept --config and -v after the subcommand too (`sottovoce ask hi --config F`)."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in action.choices.values():
+            child.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                               help="config file (as before the command)")
+            child.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                               help="log progress to stderr")
+            _common_options_anywhere(child)
 
 
 def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
+    empty = [f"--{name}" for name in ("config", "kb", "out", "wav") if getattr(args, name, None) == ""]
+    if empty:
+        print(f"sottovoce: {empty[0]} is empty: give a path", file=sys.stderr)
+        return EXIT_BAD_ARG
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

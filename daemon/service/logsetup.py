@@ -41,6 +41,11 @@ def _journal_handler(sender: Callable[..., None] | None) -> logging.Handler | No
     return JournalHandler(**kwargs)
 
 
+# Libraries whose INFO lines read like failures: faiss.loader logs a ModuleNotFoundError for
+# each CPU-specific build it tries before the one that loads.
+QUIET_LIBRARIES = ("faiss.loader",)
+
+
 def setup_logging(level: str = "INFO", sender: Callable[..., None] | None = None) -> logging.Handler:
     """Route the root logger to the journal (structured: PRIORITY, LOGGER, CODE_*, SYSLOG_IDENTIFIER
     and any ``extra=`` fields) when present, else to stderr; returns the handler installed.
@@ -61,5 +66,7 @@ def setup_logging(level: str = "INFO", sender: Callable[..., None] | None = None
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
     _LOGGER.debug("logging to %s", type(handler).__name__)
     return handler
