@@ -238,6 +238,7 @@ def test_words_options_and_empty_paths_as_a_user_types_them(cli_env, tmp_path: P
     config.write_text("vad:\n  threshold: 0.42\n", encoding="utf-8")
     res = sottovoce("config", "show", "--config", str(config), env=cli_env)
     assert res.returncode == 0 and "threshold: 0.42" in res.stdout, res.stderr
+    one_line_error(sottovoce("emotion", "calm", "abc", env=cli_env), errors.EXIT_BAD_ARG, "not a number")
     res = sottovoce("models", env=cli_env)
     assert res.returncode == 2 and "required: ACTION" in res.stderr, res.stderr
 

@@ -308,6 +308,8 @@ def test_without_a_speaker_say_is_refused_and_an_answer_is_not_claimed_as_spoken
     assert list(problems) == ["speaker"] and SPEAKER in problems["speaker"], problems
     out = run_cli(module_bus.env, "status")
     assert f"problem:       speaker: {problems['speaker']}" in out.stdout, out.stdout
+    out = run_cli(module_bus.env, "resume")
+    assert out.returncode == 0 and out.stdout.startswith("listening, but the state is error: speaker: "), out.stdout
 
     with pytest.raises(DBusError) as refused:
         idle.call("Say", "s", ["Dinner is ready at seven thirty."])

@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from daemon.errors import EXIT_NO_SERVICE, EXIT_OK, SottovoceError
+from daemon.errors import EXIT_NO_SERVICE, EXIT_OK, BadArgumentError, SottovoceError
 from daemon.service.dbus_service import (
     BUS_NAME, ERROR_PREFIX, INTERFACE, OBJECT_PATH, connect_session_bus,
 )
@@ -129,7 +129,13 @@ def _simple(member: str, done: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         async def session(bus: MessageBus) -> int:
             await call(bus, member)
-            print(done)
+            props = await get_all(bus)
+            state, problems = str(props.get("State", "")), dict(props.get("Problems", {}))
+            if state == "error" and problems:   # resumed, but not listening: say why
+                print(f"{done}, but the state is error: " +
+                      "; ".join(f"{what}: {why}" for what, why in sorted(problems.items())))
+            else:
+                print(done)
             return EXIT_OK
         return _run(session)
     handler.__name__ = f"cmd_{member.lower()}"
@@ -168,9 +174,21 @@ def cmd_interrupt(args: argparse.Namespace) -> int:
     return _run(session)
 
 
+def _intensity(text: str | None) -> float | None:
+    """The optional INTENSITY argument; not a number is InvalidArgument, as in ``ask --emotion``."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise BadArgumentError(f"emotion intensity {text!r} is not a number (0 to 1)") from None
+
+
 def cmd_emotion(args: argparse.Namespace) -> int:
+    given = _intensity(args.intensity)          # before connecting: a typo needs no service
+
     async def session(bus: MessageBus) -> int:
-        intensity = args.intensity
+        intensity = given
         if intensity is None:   # keep the current strength, change only the style
             (current,) = await call(bus, "Get", "ss", [INTERFACE, "Emotion"],
                                     interface=PROPERTIES_IFACE)
@@ -304,7 +322,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("emotion", help="set the emotional style of the replies",
                        description="Set the emotional style of the running service's replies.")
     p.add_argument("name", help="a style from the config (neutral, cheerful, empathetic, ...)")
-    p.add_argument("intensity", nargs="?", type=float,
+    p.add_argument("intensity", nargs="?",
                    help="0 to 1 (default: keep the current intensity)")
     p.set_defaults(handler=cmd_emotion)
     p = sub.add_parser("say", help="speak the given text through the service",
