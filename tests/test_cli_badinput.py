@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,13 @@ def test_sottovoced_output_must_be_a_writable_wav(tmp_path: Path) -> None:
                                   "--output", out], env=env, capture_output=True, text=True, timeout=60)
             assert res.returncode == errors.EXIT_BAD_ARG, (out, res.returncode, res.stderr[-2000:])
             assert "Traceback" not in res.stderr and "sottovoced: " in res.stderr and hint in res.stderr
+        started = time.monotonic()
+        res = subprocess.run([str(SOTTOVOCED), "--config", str(home.config), "--input",
+                              str(tmp_path / "typo.wav"), "--output", str(tmp_path / "r.wav")],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == errors.EXIT_BAD_AUDIO and "no such audio file" in res.stderr, res.stderr[-2000:]
+        assert "loading" not in res.stderr, "the models loaded before the missing --input file was noticed"
+        print(f"missing --input refused after {time.monotonic() - started:.1f} s")
     finally:
         bus.stop()
 

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Coroutine, NoReturn, Sequence
 
 from daemon import __version__
@@ -142,6 +143,7 @@ class Service:
         self._install_signals(ctl)
         # The bus first: a second instance must be refused before it opens devices or loads models.
         bus = await self._export(ctl)
+        self._check_input_file()                 # a typo in --input FILE: before the models load
         output = ctl.output = open_output(self.cfg, self.args.output, ctl)
         tasks = [asyncio.create_task(notifier.watchdog_loop(), name="watchdog")] \
             if self.cfg.service.watchdog else []
@@ -163,6 +165,15 @@ class Service:
             _LOGGER.info("stopping")
             await self._shutdown(ctl, mic, output, bus, tasks)
         return self.exit_code
+
+    def _check_input_file(self) -> None:
+        from daemon.audio.devices import is_file_spec
+        from daemon.errors import BadAudioError
+
+        spec = self.cfg.audio.input
+        if is_file_spec(spec) and not Path(spec).is_file():
+            what = "is a folder, not an audio file" if Path(spec).is_dir() else "no such audio file"
+            raise BadAudioError(f"--input {spec}: {what}")
 
     async def _listen(self, ctl: Any, pipe: Any) -> Any:
         from daemon.service.devices import open_input
