@@ -230,8 +230,10 @@ def test_ask_cut_short_by_interrupt(assistant: ServiceProcess) -> None:
 
         client = await _client(assistant)
         try:
-            await client.call("Ask", "s", ["Tell me a joke about a kettle."])     # an earlier reply
-            mark = client.mark()
+            before = client.mark()
+            await client.call("Ask", "s", ["Tell me a joke about a kettle."])     # an earlier reply...
+            await client.wait_signal("StateChanged", lambda a: a == ["listening"], before, timeout=60)
+            mark = client.mark()                                                   # ...spoken whole
             ask = asyncio.ensure_future(client.call("Ask", "s", ["How do I descale the Zephyr kettle?"]))
             await client.wait_signal("StateChanged", lambda a: a == ["thinking"], mark)
             await client.call("Interrupt")
@@ -379,6 +381,14 @@ def test_calls_while_starting_are_refused_and_the_name_is_released(
             mark = client.mark()
             controller.report_error("Device", "the microphone vanished")
             assert await client.wait_signal("Error", after=mark) == ["Device", "the microphone vanished"]
+            await client.call("Pause")      # remembered, but the models are still loading
+            assert await client.get("State") == "starting" and await client.get("Paused") is True
+            await client.call("Resume")
+            controller.startup_failed("Model", "the LLM could not be loaded")
+            assert await client.get("State") == "error"
+            assert await client.get("Problems") == {"startup": "Model: the LLM could not be loaded"}
+            await client.call("Resume")     # nothing to listen with: still 'error', and why
+            assert await client.get("State") == "error"
         finally:
             await handle.close()
         assert await client.bus_call("NameHasOwner", "s", [BUS_NAME]) == [False]

@@ -194,7 +194,7 @@ class AssistantController:
         self.hub.publish(PropertyChanged("State"))
 
     def idle_state(self) -> str:
-        if self._device_errors:
+        if self._device_errors or self._startup_problem:
             return "error"
         return "paused" if self._paused else "listening"
 
@@ -288,7 +288,7 @@ class AssistantController:
         if self.hearing is not None:
             self.hearing.reset()
         self.hub.publish(PropertyChanged("Paused"))
-        if not self.busy:
+        if not self.busy and self._state != "starting":    # still loading: it stays 'starting'
             self.set_state(self.idle_state())
 
     async def resume(self) -> None:
@@ -296,7 +296,7 @@ class AssistantController:
         if self.hearing is not None:
             self.hearing.reset()
         self.hub.publish(PropertyChanged("Paused"))
-        if not self.busy:
+        if not self.busy and self._state != "starting":    # still loading: it stays 'starting'
             self.set_state(self.idle_state())
 
     async def interrupt(self) -> None:
