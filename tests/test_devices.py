@@ -486,7 +486,7 @@ def test_file_microphone_keeps_wall_clock_pace(tmp_path: Path, speech: dict[int,
 def test_file_speaker_writes_in_real_time_and_stops_now(
     tmp_path: Path, speech: dict[int, np.ndarray],
 ) -> None:
-    out = tmp_path / "out" / "reply.wav"
+    out = tmp_path / "reply.wav"
     src = speech[22050]
     got = Collector()
 

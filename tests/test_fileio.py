@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from daemon.audio.fileio import load_audio, resample, write_wav
-from daemon.errors import BadAudioError
-from tests.fixtures_core import DATA
+from daemon import errors
+from daemon.audio.fileio import check_output_file, load_audio, resample, write_audio, write_wav
+from daemon.errors import BadArgumentError, BadAudioError
+from tests.fixtures_core import DATA, one_line_error, sottovoce
 
 JFK_SECONDS = 11.0
 
@@ -77,7 +78,7 @@ def test_resample_keeps_tones_and_removes_aliases(sr_in: int, sr_out: int) -> No
 def test_write_wav_is_16_bit_pcm_and_round_trips(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     samples = (rng.uniform(-1.2, 1.2, 22050)).astype(np.float32)   # out-of-range is clipped
-    path = tmp_path / "sub" / "out.wav"
+    path = tmp_path / "out.wav"
     write_wav(path, samples, 22050)
     info = sf.info(str(path))
     assert (info.samplerate, info.channels, info.subtype, info.format) == (22050, 1, "PCM_16", "WAV")
@@ -113,3 +114,34 @@ def test_non_audio_is_one_line_bad_audio_error(tmp_path: Path, name: str, conten
 def test_missing_file_is_bad_audio(tmp_path: Path) -> None:
     with pytest.raises(BadAudioError, match="no such audio file"):
         load_audio(tmp_path / "absent.wav")
+
+
+def test_a_missing_folder_is_refused_not_created(tmp_path: Path) -> None:
+    """A typo in a folder name (``--out ~/Musci/reply.wav``) is an error, not a new folder."""
+    samples = np.zeros(1000, dtype=np.float32)
+    out = tmp_path / "typo" / "deep" / "x.flac"
+    with pytest.raises(BadArgumentError, match="does not exist") as err:
+        check_output_file(out)
+    assert "\n" not in str(err.value) and str(tmp_path / "typo" / "deep") in str(err.value)
+    for write in (write_audio, write_wav):
+        with pytest.raises(BadArgumentError, match="does not exist"):
+            write(tmp_path / "typo" / "x.wav", samples, 16000)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(BadArgumentError, match="not a folder"):
+        check_output_file(tmp_path / "file" / "x.wav")
+    assert check_output_file(tmp_path / "x.ogg") == tmp_path / "x.ogg"
+
+
+def test_cli_out_into_a_missing_folder_is_exit_8_before_models_load(cli_env, tmp_path: Path) -> None:
+    """Checked before any model loads: with models that do not exist, a later check would
+    fail with the missing-model code instead."""
+    cfg = tmp_path / "no_models.yaml"
+    cfg.write_text(f"llm:\n  model: {tmp_path / 'missing.gguf'}\n"
+                   f"tts:\n  voice: {tmp_path / 'missing.onnx'}\n  fallback: none\n"
+                   f"rag:\n  index_dir: {tmp_path / 'index'}\n")
+    out = tmp_path / "nonexistent" / "dir" / "x.wav"
+    for args in (["speak", "Hello"], ["ask", "--local", "Hello"]):
+        res = sottovoce("--config", str(cfg), *args, "--out", str(out), env=cli_env)
+        one_line_error(res, errors.EXIT_BAD_ARG, str(out.parent), "does not exist")
+    assert not (tmp_path / "nonexistent").exists()

@@ -31,9 +31,10 @@ CASES = [
     ("Rest 1 h 30 min, then 4 x 4.", "Rest one hour thirty minutes, then four times four."),
     ("It raised $1.2M; revenue hit $1.04B.",
      "It raised one point two million dollars; revenue hit one point zero four billion dollars."),
-    ("Born 14/03/1873, due 12/25/2024, not 1/2/2024.",   # a month that could be either stays as written
+    ("Born 14/03/1873, due 12/25/2024, not 1/2/2024.",   # day first unless it cannot be
      "Born the fourteenth of March, eighteen seventy-three, due December twenty-fifth, twenty twenty-four, "
-     "not one two twenty twenty-four."),
+     "not the first of February, twenty twenty-four."),
+    ("On 05/03/2024 or 2024-03-05.", "On the fifth of March, twenty twenty-four or March fifth, twenty twenty-four."),
     ("It costs ¥100 or ₹250.50.", "It costs one hundred yen or two hundred fifty rupees and fifty paise."),
     ("I code in C# and C++ in ~/src.", "I code in C sharp and C plus plus in src."),
     ("Grow 10^6 cells at 1e-5 molar.",
@@ -46,6 +47,17 @@ CASES = [
      "A one hundred twenty square metres flat, two thousand square feet, five cubic metres of soil, "
      "three square kilometres."),
     ("#3 on the list", "number three on the list"),                  # not a heading: no space after #
+    ("Use 0.001, .5 or -.25 of it.",
+     "Use zero point zero zero one, zero point five or minus zero point two five of it."),
+    ("See ref #A12-B34 and part ZK-3000.", "See ref eh twelve B thirty-four and part Z K three thousand."),
+    ("7 > 3, 3 < 7, x >= 2, 2 <= 5, 4 = 4, 1 != 2.",
+     "seven greater than three, three less than seven, x greater than or equal to two, "
+     "two less than or equal to five, four equals four, one not equal to two."),
+    ("Compute x**2 + 2**10, **not** bold x^3.",
+     "Compute x to the power of two plus two to the power of ten, not bold x to the power of three."),
+    ("Wait 10 µs, 1 μs; cut 5 µm, weigh 3 µg, add 2 µl and 20 μL.",      # micro sign and Greek mu
+     "Wait ten microseconds, one microsecond; cut five micrometres, weigh three micrograms, "
+     "add two microlitres and twenty microlitres."),
 ]
 
 
@@ -72,6 +84,16 @@ def test_markup_emoji_urls_and_code_are_not_read() -> None:
                  "vinegar", "Lid", "L two"):
         assert kept in out, (kept, out)
     assert out == to_speakable(out), "cleaning twice must change nothing"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("- item one\n- item two\n1. first\n2. second", "item one, item two, first, second."),
+    ("Steps:\n- Rinse the filter\n* Dry the lid\nThen boil.", "Steps: Rinse the filter. Dry the lid. Then boil."),
+    ("- a long item\n  wrapped here\n- Next", "a long item wrapped here. Next."),
+])
+def test_every_list_item_ends_with_a_pause(text: str, expected: str) -> None:
+    """Piper pauses at a comma or a full stop, not at a line break."""
+    assert to_speakable(text) == expected
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -109,3 +110,51 @@ def test_a_long_reply_is_heard_to_its_end(transcriber, monkeypatch) -> None:
     monkeypatch.setattr(stt_module, "_LONG_FORM_SAMPLES", reply.size + 1)
     cut, _ = transcriber.transcribe(reply)
     assert "on your mind" not in _plain(cut), f"precondition: without timestamps it stops early: {cut!r}"
+
+
+LONG_SENTENCES = (
+    "The first sentence describes a quiet morning by the harbour.",
+    "Fishing boats were leaving before sunrise with their lamps still burning.",
+    "The baker opened his shop at six and sold warm bread to the sailors.",
+    "Children walked to school along the narrow cobbled street.",
+    "A cold wind blew from the north and rattled the windows.",
+    "The old keeper climbed the tower stairs every evening.",
+    "He trimmed the wick and polished the great glass lens.",
+    "Ships far out at sea could see the green flash every seven seconds.",
+    "In winter the storms were fierce and the waves broke over the rocks.",
+    "The village gathered in the church hall on Sunday afternoons.",
+    "Sentence eleven says that the museum now holds the brass foghorn.",
+    "Tourists visit from April to October and climb two hundred steps.",
+    "The kettle in the cottage kitchen whistles when the water boils.",
+    "Everyone agrees that the view from the top is worth the climb.",
+)
+NUMBERS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+           "eleven", "twelve", "thirteen", "fourteen")
+
+
+def test_long_speech_with_pauses_is_heard_whole(transcriber, tmp_path: Path, monkeypatch) -> None:
+    """14 numbered espeak-ng sentences and a question, 1.5 s apart (97 s). Whisper's
+    no-speech probability is one figure per 30 s window, and here it reads over 0.8 for the
+    window of sentences five to eight (avg_logprob -0.4): dropped on it alone, they were lost
+    without a word. Long audio drops a window only when its words are unsure as well."""
+    from bench.util import espeak_wav
+
+    gap = np.zeros(24000, np.float32)
+    spoken = [f"Sentence {n}. {s}" for n, s in zip(NUMBERS, LONG_SENTENCES)] + ["How tall is the lighthouse?"]
+    parts = [load_audio(espeak_wav(text, tmp_path / f"s{i}.wav")) for i, text in enumerate(spoken)]
+    audio = np.concatenate([x for part in parts for x in (part, gap)])
+    decoded: list[Any] = []
+    decode = transcriber._decode
+
+    def recording(*args: Any) -> list[Any]:
+        segments = decode(*args)
+        decoded.extend(segments)
+        return segments
+
+    monkeypatch.setattr(transcriber, "_decode", recording)
+    text = _plain(transcriber.transcribe(audio)[0])
+    assert any(s.no_speech_prob > 0.6 and "cold wind" in _plain(s.text) for s in decoded), \
+        "precondition: Whisper thinks the window of sentence five is not speech"
+    for words in ("quiet morning", "cold wind", "old keeper", "trimmed the wick", "green flash",
+                  "church hall", "view from the top", "how tall is the lighthouse"):
+        assert words in text, (words, text)

@@ -149,7 +149,6 @@ class FileSpeaker(QueuedOutput):
     async def start(self) -> None:
         import soundfile
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = soundfile.SoundFile(str(self.path), "w", samplerate=self.sample_rate,
                                          channels=1, subtype="PCM_16", format="WAV")
         self._task = asyncio.create_task(self._run(), name="file-speaker")

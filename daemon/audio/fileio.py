@@ -182,7 +182,8 @@ def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] | 
 
     ``suffixes``: the extensions allowed (default: every one :func:`write_audio` can write).
     Raises :class:`BadArgumentError` with one line: a folder, an unsupported extension, a
-    folder that cannot be created or written to.
+    folder that does not exist (no folder is made: a typo in its name must not create one)
+    or cannot be written to.
     """
     file = Path(path).expanduser()
     allowed = suffixes if suffixes is not None else tuple(output_formats())
@@ -200,16 +201,17 @@ def _unsupported(file: Path, allowed: tuple[str, ...]) -> BadArgumentError:
     return BadArgumentError(f"{file}: cannot write {what}; name it {names}")
 
 
-def _check_writable(file: Path) -> None:
+def _check_folder(file: Path) -> None:
+    """The folder ``file`` goes in must exist already: it is never created."""
     folder = file.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    if not folder.exists():
+        raise BadArgumentError(f"cannot write {file}: the folder {folder} does not exist")
     if not folder.is_dir():
         raise BadArgumentError(f"cannot write {file}: {folder} is not a folder")
-    if folder != file.parent:        # the folders will be created: can they be?
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise BadArgumentError(f"cannot write {file}: {folder} is not writable")
-        return
+
+
+def _check_writable(file: Path) -> None:
+    _check_folder(file)
     existed = file.exists()
     try:
         with open(file, "ab"):       # appends nothing: an existing file is left as it is
@@ -224,7 +226,7 @@ def write_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: 
     """Write float32 samples in the format the extension names (.wav, .flac, .ogg, .mp3).
 
     Raises :class:`BadArgumentError` (one line) when the extension is not one of those or the
-    file cannot be written.
+    file cannot be written (its folder missing included).
     """
     import soundfile
 
@@ -234,17 +236,18 @@ def write_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: 
     if fmt is None:
         raise _unsupported(file, tuple(formats))
     data = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    _check_folder(file)
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
         soundfile.write(str(file), data, int(sample_rate), format=fmt[0], subtype=fmt[1])
     except (OSError, RuntimeError) as exc:   # LibsndfileError is a RuntimeError
         raise BadArgumentError(f"cannot write {file} ({exc})") from None
 
 
 def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> None:
-    """Write float32 samples in [-1, 1] (mono, or frames x channels) as 16-bit PCM WAV."""
+    """Write float32 samples in [-1, 1] (mono, or frames x channels) as 16-bit PCM WAV
+    into an existing folder (:class:`BadArgumentError` if it is missing)."""
     import soundfile
 
     data = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _check_folder(Path(path))
     soundfile.write(str(path), data, int(sample_rate), subtype="PCM_16", format="WAV")

@@ -32,6 +32,7 @@ _EMAIL = re.compile(r"\b([\w.+-]+)@([\w-]+(?:\.[\w-]+)+)\b")
 _DOMAIN = re.compile(r"\b([a-z0-9-]+)\.(com|org|net|io|dev|co\.uk|co|uk|de|fr|it|eu)\b", re.IGNORECASE)
 _HEADING = re.compile(r"^[ \t]{0,3}#{1,6}(?:[ \t]+(.*?))?[ \t]*#*[ \t]*$", re.MULTILINE)   # "#3" is a number
 _BULLET = re.compile(r"^[ \t]*(?:[-*+•‣◦▪●]|\d{1,2}[.)])[ \t]+", re.MULTILINE)
+_ITEM = "\u2063"            # marks a list item's line until lines are joined (invisible if left)
 _QUOTE = re.compile(r"^[ \t]*>+[ \t]?", re.MULTILINE)
 _RULE = re.compile(r"^[ \t]*(?:[-*_=][ \t]*){3,}$", re.MULTILINE)
 _TABLE_SEP = re.compile(r"^[ \t]*\|?[ \t]*:?-{2,}:?[ \t]*(?:\|[ \t]*:?-{2,}:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
@@ -68,7 +69,7 @@ def _strip_markup(text: str) -> str:
     text = _TABLE_SEP.sub("", text)
     text = _HEADING.sub(lambda m: _end_sentence(m.group(1) or ""), text)
     text = _QUOTE.sub("", text)
-    text = _BULLET.sub("", text)
+    text = _BULLET.sub(_ITEM, text)
     for pattern in _EMPHASIS:
         text = pattern.sub(lambda m: m.group(m.lastindex or 1), text)
     text = re.sub(r"^[ \t]*\|(.*?)\|?[ \t]*$", lambda m: _end_sentence(m.group(1).strip()), text, flags=re.MULTILINE)
@@ -86,16 +87,19 @@ def _end_sentence(line: str) -> str:
 
 
 def _join_lines(text: str) -> str:
-    """List items and headings on their own lines become separate sentences."""
+    """List items and headings on their own lines become separate sentences; every list
+    item ends with a pause (a comma before a lower-case item, else a full stop)."""
     lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln.strip(_ITEM + " \t")]
     out: list[str] = []
     for i, line in enumerate(lines):
-        if not line:
-            continue
-        nxt = next((ln for ln in lines[i + 1:] if ln), "")
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        item, line, new = line.startswith(_ITEM), line.strip(_ITEM + " \t"), nxt.lstrip(_ITEM)
         # A line ends a sentence when the next one starts a new thought (capital letter).
-        if nxt and (nxt[0].isupper() or nxt[0].isdigit()) and line[-1].isalnum():
+        if line[-1].isalnum() and (new[:1].isupper() or new[:1].isdigit() or item and not new):
             line += "."
+        elif line[-1].isalnum() and item and nxt.startswith(_ITEM):
+            line += ","
         out.append(line)
     return " ".join(out)
 
@@ -108,6 +112,10 @@ _SYMBOL_WORDS = {
     "—": ", ", "–": ", ", "…": "...", "•": ", ", "/": " ",
 }
 _DROP = set("*_#^\\|{}[]<>`\"“”")
+# "7 > 3", "x >= 2": read before the numbers are; "<" and ">" alone are dropped (tags, arrows).
+_COMPARISON = re.compile(r"(?:(?<=\d)\s*|(?<=[\w)])\s+)(>=|<=|!=|>|<)\s*(?=-?\.?\d|[A-Za-z](?!\w))")
+_COMPARISON_WORDS = {">": "greater than", "<": "less than", ">=": "greater than or equal to",
+                     "<=": "less than or equal to", "!=": "not equal to"}
 
 
 def _clean_symbols(text: str) -> str:
@@ -166,6 +174,9 @@ _UNITS: dict[str, tuple[str, str]] = {
     "sq m": ("square metre", "square metres"), "sqm": ("square metre", "square metres"),
     "ft2": ("square foot", "square feet"), "sq ft": ("square foot", "square feet"),
     "m3": ("cubic metre", "cubic metres"), "cm3": ("cubic centimetre", "cubic centimetres"),
+    # the micro sign (U+00B5) is the Greek mu (U+03BC) once NFKC-normalised
+    "μs": ("microsecond", "microseconds"), "μm": ("micrometre", "micrometres"),
+    "μg": ("microgram", "micrograms"), "μl": ("microlitre", "microlitres"), "μL": ("microlitre", "microlitres"),
 }
 _UNIT_ALT = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
 _NUM = r"\d+(?:,\d{3})*(?:\.\d+)?"
@@ -200,10 +211,11 @@ _WEEKDAY_ALT = "|".join(sorted(_WEEKDAYS, key=len, reverse=True))
 # a range of weekdays ("Mon 1 Jan", "Mon-Fri", "Tue to Sat").
 _WEEKDAY = re.compile(rf"\b(?P<day>{_WEEKDAY_ALT})\.?(?=,?\s(?:[0-3]?\d\b|{_MONTH_NAMES}))")
 _WEEKDAY_RANGE = re.compile(rf"\b(?P<a>{_WEEKDAY_ALT})\.?\s?(?:-|–|\sto\s)\s?(?P<b>{_WEEKDAY_ALT})\b")
-# "14/03/1873" is a date when one of its first two numbers cannot be a month.
+# "14/03/1873", "12/25/2024", "05/03/2024" (day first when both could be the month).
 _NUMERIC_DATE = re.compile(r"(?<![\d/.])(\d{1,2})/(\d{1,2})/(\d{4})(?![\d/])")
 _SCIENTIFIC = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([+-]?\d{1,3})(?![\w.])")
-_POWER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?\^\s?(-?\d{1,3})(?![\w.])")
+_POWER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?|[A-Za-z])\s?\^\s?(-?\d{1,3})(?!\w|\.\d)")
+_STAR_POWER = re.compile(r"(?<=[\w)])\*\*(?=-?\d)")            # "x**2" is x^2, not bold
 _MUSIC_SHARP = re.compile(r"\b([A-G])#(?![\w#])")
 # "14 March 1873" is read "fourteen March"; listeners expect "the fourteenth of March".
 _DAY_MONTH = re.compile(rf"\b(?P<day>[0-3]?\d)(?:st|nd|rd|th)?\s(?P<month>{_MONTH_NAMES})\b(?:,?\s(?P<year>\d{{4}})\b)?")
@@ -219,7 +231,8 @@ _TIME_RANGE = re.compile(r"(?<=\d:\d\d)\s?[-–]\s?(?=\d{1,2}:\d\d)")
 _HOUR_RANGE = re.compile(r"(?<![\d:.])(\d{1,2}(?::\d\d)?(?:\s?[ap]\.?m\.?)?)\s?[-–—]\s?"
                          r"(?=\d{1,2}(?::\d\d)?\s?[ap]\.?m(?!\w))", re.IGNORECASE)
 _HOUR_AMPM = re.compile(rf"(?<![\d:.])(\d{{1,2}}){_AMPM}", re.IGNORECASE)
-_CODE = re.compile(r"(?<![\w-])(?P<letters>[A-Z]{1,4})-?(?P<num>\d{1,6})(?P<suffix>[A-Z]{0,2})(?![\w])")
+# "A12-B34": a code after a code's number and a hyphen is the next part of one reference.
+_CODE = re.compile(r"(?:(?<![\w-])|(?<=\d)-)(?P<letters>[A-Z]{1,4})-?(?P<num>\d{1,6})(?P<suffix>[A-Z]{0,2})(?![\w])")
 _DIGIT_CODE = re.compile(r"(?<![\w.])(?P<num>\d{1,4})(?P<letters>[A-Z]{1,2})(?![\w])")
 _ORDINAL = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
 _DECADE = re.compile(r"\b(1[1-9]|20)(\d)0s\b")
@@ -291,12 +304,14 @@ def _day_month(m: re.Match[str], day_first: bool) -> str:
 
 
 def _numeric_date(m: re.Match[str]) -> str:
+    """Day first, as "14 March" is written in the notes and read here, unless the second
+    number cannot be a month (12/25/2024): 05/03/2024 is the fifth of March."""
     a, b, y = (int(g) for g in m.groups())
-    if 12 < a <= 31 and 1 <= b <= 12:
-        return f"the {ordinal(a)} of {_MONTHS[b - 1]}, {year(y)}"
     if 12 < b <= 31 and 1 <= a <= 12:
         return f"{_MONTHS[a - 1]} {ordinal(b)}, {year(y)}"
-    return m.group(0)                 # 1/2/2024: January or February, read as written
+    if 1 <= a <= 31 and 1 <= b <= 12:
+        return f"the {ordinal(a)} of {_MONTHS[b - 1]}, {year(y)}"
+    return m.group(0)
 
 
 
@@ -311,9 +326,10 @@ def _scaled_currency(m: re.Match[str]) -> str:
 def _power(m: re.Match[str], scientific: bool) -> str:
     base, exponent = m.group(1), m.group(2).lstrip("+")
     power = ("minus " if exponent.startswith("-") else "") + cardinal(int(exponent.lstrip("-")))
+    words = base if base.isalpha() else _number(base, allow_year=False)
     if scientific:
-        return f"{_number(base, allow_year=False)} times ten to the power of {power}"
-    return f"{_number(base, allow_year=False)} to the power of {power}"
+        return f"{words} times ten to the power of {power}"
+    return f"{words} to the power of {power}"
 
 
 def _phone(m: re.Match[str]) -> str:
@@ -358,7 +374,8 @@ def _spell(letters: str) -> str:
 def _code(m: re.Match[str]) -> str:
     letters = _spell(m.group("letters"))
     suffix = _spell(m.group("suffix"))
-    return " ".join(p for p in (letters, code_number(m.group("num")), suffix) if p)
+    joined = " " if m.group(0).startswith("-") else ""
+    return joined + " ".join(p for p in (letters, code_number(m.group("num")), suffix) if p)
 
 
 def _version(m: re.Match[str]) -> str:
@@ -384,6 +401,8 @@ def _fraction(m: re.Match[str]) -> str:
 
 
 def _numbers(text: str) -> str:
+    text = re.sub(r"(?<![\w.])\.(?=\d)", "0.", text)                # ".5" is 0.5
+    text = _COMPARISON.sub(lambda m: f" {_COMPARISON_WORDS[m.group(1)]} ", text)
     text = _ISO_DATE.sub(_iso_date, text)
     text = _NUMERIC_DATE.sub(_numeric_date, text)
     text = _WEEKDAY_RANGE.sub(lambda m: f"{_WEEKDAYS[m.group('a')]} to {_WEEKDAYS[m.group('b')]}", text)
@@ -418,6 +437,7 @@ def _numbers(text: str) -> str:
 def to_speakable(text: str) -> str:
     """Plain words a TTS voice reads right: no markup, emoji, URLs or code; numbers spelled out."""
     text = unicodedata.normalize("NFKC", text).replace("\u2044", "/")   # ½ -> 1⁄2 -> 1/2
+    text = _STAR_POWER.sub("^", text)
     text = _strip_markup(text)
     text = re.sub(r"(?<=[A-Za-z])–(?=[A-Za-z])", " to ", text)   # Mon–Fri
     text = _EMOTICON.sub(" ", text)

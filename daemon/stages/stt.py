@@ -41,6 +41,11 @@ _HALLUCINATION_MARKERS = re.compile(r"subtitles by|amara\.org|www\.|\.com\b", re
 # Evidence below which a stock phrase is treated as invented.
 _WEAK_NO_SPEECH = 0.2
 _WEAK_LOGPROB = -0.7
+# Long-form audio drops a segment over stt.no_speech_threshold only when its words are also
+# unsure (Whisper's own rule): its no-speech probability is one figure for a whole 30 s
+# window, and over clear speech with pauses it reads 0.6-0.9 (avg_logprob -0.4), so most of
+# an 85 s recording was lost. A short utterance keeps the stricter rule (the threshold alone).
+_UNSURE_LOGPROB = -1.0
 # A biased second pass must cover about as much sound as the first (consonant skeletons)
 # and sound mostly alike: it corrects a name, it does not write a different sentence.
 _SPAN_LOW, _SPAN_HIGH = 0.75, 1.3
@@ -100,15 +105,16 @@ class WhisperTranscriber:
             _LOGGER.debug("STT skipped: the VAD heard no speech")
             return "", 1.0
         enabled = self._cfg.hotwords
+        long_form = audio.size > _LONG_FORM_SAMPLES
         with self._lock:
             self._model.window_frames = self._window_frames(audio.size)
             segments = self._decode(audio, hotwords if enabled else None, self._cfg.beam_size)
-        first = self._keep(segments)
+        first = self._keep(segments, long_form)
         second_hotwords = hints(first[0]) if hints is not None and enabled and first[0] else None
         if not second_hotwords:
             return first
         with self._lock:
-            second = self._keep(self._decode_biased(audio, second_hotwords))
+            second = self._keep(self._decode_biased(audio, second_hotwords), long_form)
         if not plausible_correction(first[0], second[0]):
             _LOGGER.debug("biased transcript rejected: %r is not a correction of %r", second[0], first[0])
             return first
@@ -141,6 +147,7 @@ class WhisperTranscriber:
             no_speech_threshold=self._cfg.no_speech_threshold,
             condition_on_previous_text=False,   # a hallucination must not seed the next window
             without_timestamps=audio.size <= _LONG_FORM_SAMPLES,
+            log_prob_threshold=_UNSURE_LOGPROB,
             hotwords=hotwords or None,
             vad_filter=self._vad is None,
         )
@@ -179,7 +186,9 @@ class WhisperTranscriber:
                                              task="transcribe", language=self._language or "en")
         return self._text_tokenizer
 
-    def _keep(self, segments: list[Any]) -> tuple[str, float]:
+    def _keep(self, segments: list[Any], long_form: bool) -> tuple[str, float]:
+        """The segments' text without what Whisper thinks is not speech, nor stock phrases
+        on weak evidence; and the worst no-speech probability."""
         kept: list[str] = []
         worst = 1.0 if not segments else 0.0
         for seg in segments:
@@ -187,7 +196,9 @@ class WhisperTranscriber:
             text = seg.text.strip()
             if not _has_words(text):
                 continue
-            if seg.no_speech_prob > self._cfg.no_speech_threshold:
+            if seg.no_speech_prob > self._cfg.no_speech_threshold and (
+                not long_form or seg.avg_logprob < _UNSURE_LOGPROB
+            ):
                 continue
             if _is_stock_phrase(text) and (
                 seg.no_speech_prob > _WEAK_NO_SPEECH or seg.avg_logprob < _WEAK_LOGPROB
