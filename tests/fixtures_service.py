@@ -10,6 +10,7 @@ event loop thread, so synchronous tests can play audio and wait for signals side
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -275,6 +276,26 @@ class BusThread:
 
 
 # ---------------------------------------------------------------------- audio helpers
+@contextlib.contextmanager
+def service_with_client(tmp: Path, home: Any, extra_args: tuple[str, ...] = ()) -> Iterator[tuple[PrivateBus, Any, BusThread]]:
+    """A real `sottovoced` for ``home`` (a ServiceHome) on a fresh private bus, with a client;
+    all three stopped afterwards."""
+    from tests.fixtures_dbus import start_sottovoced
+
+    bus = start_private_bus(tmp / "bus")
+    service = client = None
+    try:
+        service = start_sottovoced(bus, home, tmp, extra_args=extra_args)
+        client = BusThread(bus.address)
+        yield bus, service, client
+    finally:
+        if client is not None:
+            client.close()
+        if service is not None:
+            service.stop()
+        bus.stop()
+
+
 def envelope(audio: np.ndarray, rate: int = 16000, win_ms: float = 10.0) -> np.ndarray:
     """RMS per ``win_ms`` window."""
     n = int(rate * win_ms / 1000)

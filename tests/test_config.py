@@ -45,6 +45,14 @@ def test_gpu_profile_loads_and_differs_only_where_set() -> None:
     assert cfg.vad == base.vad and cfg.conversation == base.conversation
 
 
+def refused(path: Path, needle: str) -> None:
+    """Loading ``path`` fails with one line naming the file and holding ``needle``."""
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    msg = str(info.value)
+    assert str(path) in msg and needle in msg and "\n" not in msg
+
+
 @pytest.mark.parametrize("text,needle", [
     ("vad:\n  end_silence_ms: fast\n", "vad.end_silence_ms: expected an integer"),
     ("vad:\n  threshold: 3\n", "vad.threshold: expected a value from 0.01 to 0.99"),
@@ -73,11 +81,7 @@ def test_gpu_profile_loads_and_differs_only_where_set() -> None:
     ("llm:\n  n_ctx: 512\n", "llm.n_ctx: expected"),
 ])
 def test_bad_values_name_file_key_and_expectation(tmp_path: Path, text: str, needle: str) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    msg = str(info.value)
-    assert str(path) in msg and needle in msg and "\n" not in msg
+    refused(write(tmp_path, text), needle)
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
@@ -180,11 +184,7 @@ def test_whisper_languages_match_faster_whisper() -> None:
      "stt.language: expected en or auto for the English-only model Systran/faster-whisper-small.en"),
 ])
 def test_stt_language_must_be_one_whisper_knows_for_the_model(tmp_path: Path, text: str, needle: str) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    msg = str(info.value)
-    assert str(path) in msg and needle in msg and "\n" not in msg
+    refused(write(tmp_path, text), needle)
 
 
 def test_stt_language_auto_and_other_languages_on_a_multilingual_model(tmp_path: Path) -> None:

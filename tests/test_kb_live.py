@@ -4,6 +4,7 @@ watcher's on_update events (with a deadline) until search reflects the change.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -12,10 +13,11 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
+from tests.fixtures_dbus import SOTTOVOCE
 from tests.fixtures_kb import SAMPLE_KB, UpdateWaiter, top_source
 
 OTTERS = "# River otters\n\nThe otter colony at Brannock Weir has {n} otters and a heron called Pim.\n"
@@ -173,20 +175,16 @@ def test_service_started_without_its_folder_uses_it_once_it_appears(tmp_path: Pa
     file. The embedding model must be ready for that first file: start-up loads it only when
     there is something to search, and loading it when the file arrives (importing torch,
     5-10 s on two cores) left questions without the document that the log said was back."""
-    from tests.fixtures_dbus import make_service_home, start_private_bus, start_sottovoced, wait_until
-    from tests.fixtures_service import BusThread
+    from tests.fixtures_dbus import make_service_home, wait_until
+    from tests.fixtures_service import service_with_client
 
     kb_folder = tmp_path / "kb_late"
     home = make_service_home(tmp_path, kb=kb_folder)
     home.write_config("conversation:\n  history_file: ''\n")
-    bus = start_private_bus(tmp_path / "bus")
-    service = client = None
-    try:
-        service = start_sottovoced(bus, home, tmp_path)
+    with service_with_client(tmp_path, home) as (_bus, service, client):
         log = service.log.read_text(errors="replace")
         assert any("WARNING" in line and f"folder {kb_folder} is missing" in line
                    for line in log.splitlines()), service.log_tail()
-        client = BusThread(bus.address)
         info = {k: v.value for k, v in client.get("KnowledgeBase").items()}
         assert info["documents"] == 0 and "missing" in info["failed"].get(".", ""), info
 
@@ -200,12 +198,6 @@ def test_service_started_without_its_folder_uses_it_once_it_appears(tmp_path: Pa
         assert sources == ["m.txt"], (reply, sources, service.log_tail())
         info = {k: v.value for k, v in client.get("KnowledgeBase").items()}
         assert info["documents"] == 1 and "." not in info["failed"], info
-    finally:
-        if client is not None:
-            client.close()
-        if service is not None:
-            service.stop()
-        bus.stop()
 
 
 class _Lines:
@@ -227,6 +219,19 @@ class _Lines:
         return self.lines
 
 
+@contextlib.contextmanager
+def _watching(bus: Any) -> Iterator[tuple["subprocess.Popen[str]", _Lines]]:
+    """`sottovoce watch` on ``bus`` and the lines it prints; killed afterwards if still running."""
+    proc = subprocess.Popen([str(SOTTOVOCE), "watch"], env=bus.env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        yield proc, _Lines(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def _kb_changes(client: Any, after: int) -> list[dict[str, Any]]:
     """Every KnowledgeBase value announced by PropertiesChanged since ``after``, unwrapped."""
     return [{k: v.value for k, v in body[1]["KnowledgeBase"].value.items()}
@@ -237,25 +242,16 @@ def test_service_announces_indexing_progress_and_status_shows_it(tmp_path: Path)
     """A large file dropped into the running service's folder: the KnowledgeBase property's
     ``indexing`` says which file and how many chunks, announced by PropertiesChanged as it
     goes; `sottovoce status` prints it; it is empty again once IndexUpdated has come."""
-    from tests.fixtures_dbus import (
-        SOTTOVOCE, make_service_home, run_cli, start_private_bus, start_sottovoced, wait_until,
-    )
+    from tests.fixtures_dbus import make_service_home, run_cli, wait_until
     from tests.fixtures_kb import filler_text
-    from tests.fixtures_service import BusThread
+    from tests.fixtures_service import service_with_client
 
     kb_folder = tmp_path / "kb"
     kb_folder.mkdir()
     (kb_folder / "m.txt").write_text(MOON, encoding="utf-8")
     home = make_service_home(tmp_path, kb=kb_folder)
     home.write_config("conversation:\n  history_file: ''\n")
-    bus = start_private_bus(tmp_path / "bus")
-    service = client = watch = None
-    try:
-        service = start_sottovoced(bus, home, tmp_path)
-        client = BusThread(bus.address)
-        watch = subprocess.Popen([str(SOTTOVOCE), "watch"], env=bus.env, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        printed = _Lines(watch)
+    with service_with_client(tmp_path, home) as (bus, service, client), _watching(bus) as (watch, printed):
         wait_until(lambda: bool(printed.lines), 30, "`sottovoce watch` to print the state")
         mark = client.mark()
         (kb_folder / "big.txt").write_text(filler_text(300_000), encoding="utf-8")   # ~240 chunks
@@ -287,12 +283,3 @@ def test_service_announces_indexing_progress_and_status_shows_it(tmp_path: Path)
         assert [ln for ln in lines if ln.startswith("knowledge base: ")][-1].startswith(
             "knowledge base: 2 documents, "), lines
         assert "swigfaiss" not in service.log.read_text(errors="replace")    # faiss's loader notes
-    finally:
-        if watch is not None and watch.poll() is None:
-            watch.kill()
-            watch.wait(10)
-        if client is not None:
-            client.close()
-        if service is not None:
-            service.stop()
-        bus.stop()

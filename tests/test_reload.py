@@ -8,11 +8,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.fixtures_dbus import (
-    PrivateBus, ServiceHome, ServiceProcess, make_service_home, run_cli, start_private_bus,
-    start_sottovoced,
-)
-from tests.fixtures_service import BusThread
+from tests.fixtures_dbus import PrivateBus, ServiceHome, ServiceProcess, make_service_home, run_cli
+from tests.fixtures_service import BusThread, service_with_client
 
 MOON = "The moon base is called Selene Nine.\n"
 BASE = "conversation:\n  history_file: ''\n"
@@ -46,18 +43,8 @@ def kb_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KbService]:
     (kb_alt / "m.txt").write_text(MOON, encoding="utf-8")
     home = make_service_home(tmp, kb=tmp / "kb_of_the_config")    # never created
     home.write_config(BASE)
-    bus = start_private_bus(tmp / "bus")
-    service = client = None
-    try:
-        service = start_sottovoced(bus, home, tmp, extra_args=("--kb", str(kb_alt)))
-        client = BusThread(bus.address)
+    with service_with_client(tmp, home, ("--kb", str(kb_alt))) as (bus, service, client):
         yield KbService(service, home, bus, client)
-    finally:
-        if client is not None:
-            client.close()
-        if service is not None:
-            service.stop()
-        bus.stop()
 
 
 def test_reload_keeps_the_knowledge_base_given_on_the_command_line(kb_service: KbService) -> None:
