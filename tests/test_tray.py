@@ -117,6 +117,9 @@ def test_intensity_levels_and_tooltip() -> None:
     assert tooltip(busy) == "Sottovoce: Listening\nIndexing file 1 of 2: big.txt, 64 of 160 chunks embedded"
     idle = apply_properties(busy, {"KnowledgeBase": {"documents": Variant("u", 4), "indexing": Variant("s", "")}})
     assert tooltip(idle) == "Sottovoce: Listening"
+    broken = apply_properties(idle, {"State": "error", "Problems": {"speaker": "no audio output device 'x'"}})
+    assert tooltip(broken) == "Sottovoce: Error\nProblem: speaker: no audio output device 'x'"
+    assert tooltip(apply_properties(broken, {"State": "listening", "Problems": {}})) == "Sottovoce: Listening"
 
 
 def test_config_template_is_the_default_commented_out(tmp_path: Path, default_config: Config) -> None:

@@ -51,6 +51,7 @@ class ServiceView:
     last_reply: str = ""
     version: str = ""
     indexing: str = ""           # the knowledge base's progress while it indexes, else ""
+    problems: tuple[tuple[str, str], ...] = ()   # why the state is 'error': (what, why), sorted
 
 
 class CallFailed(Exception):
@@ -82,6 +83,8 @@ def apply_properties(view: ServiceView, props: dict[str, Any]) -> ServiceView:
     if "Emotion" in values:
         name, intensity = values["Emotion"]
         changes["emotion"], changes["intensity"] = str(name), float(intensity)
+    if "Problems" in values:
+        changes["problems"] = tuple(sorted((str(k), str(v)) for k, v in dict(values["Problems"]).items()))
     if "KnowledgeBase" in values:
         kb = {k: (v.value if isinstance(v, Variant) else v) for k, v in values["KnowledgeBase"].items()}
         changes["indexing"] = str(kb.get("indexing", ""))

@@ -60,8 +60,8 @@ def intensity_level(intensity: float) -> str:
 
 
 def tooltip(view: ServiceView) -> str:
-    """The icon's title: the state, the last transcript when there is one, and the knowledge
-    base's progress while it indexes."""
+    """The icon's title: the state, the last transcript when there is one, the knowledge
+    base's progress while it indexes, and why the state is 'error'."""
     text = f"Sottovoce: {state_label(view)}"
     heard = " ".join(view.last_transcript.split())
     if view.online and heard:
@@ -70,6 +70,8 @@ def tooltip(view: ServiceView) -> str:
         text += f"\nLast heard: {heard}"
     if view.online and view.indexing:
         text += f"\nIndexing {view.indexing}"
+    if view.online:
+        text += "".join(f"\nProblem: {what}: {why}" for what, why in view.problems)
     return text
 
 
