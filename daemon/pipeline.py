@@ -150,6 +150,14 @@ def _timed(name: str, times: dict[str, float], progress: Progress | None, fn: Ca
     return value
 
 
+def _indexing_lines(progress: Progress) -> IndexProgress:
+    """Indexing as progress lines: "indexing 1/3 a.md", ..., "indexed 3 files"."""
+    def line(done: int, total: int, name: str) -> None:
+        progress(f"indexing {done + 1}/{total}: {name}" if name
+                 else f"indexed {total} file{'s' if total != 1 else ''}")
+    return line
+
+
 def load_knowledge_base(cfg: Config, progress: Progress | None = None, strict: bool = False,
                         indexing: IndexProgress | None = None) -> Any:
     """The knowledge base, opened (and synced); None when it cannot be used and not strict.
@@ -161,8 +169,7 @@ def load_knowledge_base(cfg: Config, progress: Progress | None = None, strict: b
     try:
         if strict:
             kb.check_folder()
-        kb.open(progress=indexing or ((lambda done, total, name: progress(f"indexing {done}/{total} {name}"))
-                                      if progress else None))
+        kb.open(progress=indexing or (_indexing_lines(progress) if progress else None))
     except KnowledgeBaseError as exc:
         if strict:
             raise

@@ -282,4 +282,6 @@ def test_service_announces_indexing_progress_and_status_shows_it(tmp_path: Path)
         assert "index updated: 2 documents" in "\n".join(lines), lines
         assert [ln for ln in lines if ln.startswith("knowledge base: ")][-1].startswith(
             "knowledge base: 2 documents, "), lines
-        assert "swigfaiss" not in service.log.read_text(errors="replace")    # faiss's loader notes
+        log = service.log.read_text(errors="replace")
+        assert "swigfaiss" not in log                                     # faiss's loader notes
+        assert "indexing 1/1: m.txt" in log and "indexed 1 file\n" in log   # start-up indexing lines
