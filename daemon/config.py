@@ -188,6 +188,10 @@ class GpuConfig:
     vllm_model_repo: str = ""
 
 
+# Config fields that record how the config was made, not YAML sections.
+NOT_SECTIONS = ("sources", "overrides")
+
+
 @dataclass(frozen=True)
 class Config:
     profile: str = "embedded"
@@ -213,8 +217,8 @@ class Config:
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out.pop("sources")
-        out.pop("overrides")
+        for name in NOT_SECTIONS:
+            out.pop(name)
         out["emotion"]["styles"] = dict(self.emotion.styles)
         return out
 
@@ -405,8 +409,8 @@ def _merge_root(cfg: Config, raw: dict[str, Any], path: Path) -> Config:
     changes: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
     for key, value in raw.items():
-        if key not in hints or key in ("sources", "overrides"):
-            valid = ", ".join(f.name for f in fields(Config) if f.name not in ("sources", "overrides"))
+        if key not in hints or key in NOT_SECTIONS:
+            valid = ", ".join(f.name for f in fields(Config) if f.name not in NOT_SECTIONS)
             raise ConfigError(f"{path}: {key}: unknown section (valid: {valid})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):

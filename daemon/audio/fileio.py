@@ -26,6 +26,16 @@ _KAISER_BETA = 8.6       # ~ -80 dB stop band
 _BLOCK = 8192            # output samples resampled per block (bounds the gather's memory)
 
 
+def check_audio_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path when it names an existing file; else :class:`BadAudioError`."""
+    file = Path(path)
+    if file.is_dir():
+        raise BadAudioError(f"{file} is a folder, not an audio file")
+    if not file.is_file():
+        raise BadAudioError(f"{file}: no such audio file")
+    return file
+
+
 def load_audio(path: str | os.PathLike[str], sample_rate: int = TARGET_RATE, *,
                quiet: bool = False) -> np.ndarray:
     """Decode ``path`` into float32 mono at ``sample_rate`` (default 16 kHz).
@@ -37,11 +47,7 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = TARGET_RATE, *,
     /dev/null while the file is read, so only a process with nothing else to say meanwhile
     (the one-shot CLI, before it loads models) should ask for it.
     """
-    file = Path(path)
-    if file.is_dir():
-        raise BadAudioError(f"{file} is a folder, not an audio file")
-    if not file.is_file():
-        raise BadAudioError(f"{file}: no such audio file")
+    file = check_audio_file(path)
     if file.stat().st_size == 0:
         raise BadAudioError(f"{file}: the file is empty, not audio")
     if not _looks_like_soundfile(file):

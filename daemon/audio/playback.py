@@ -29,9 +29,7 @@ def check_output_device(name: str) -> DeviceChoice:
     except (OSError, ImportError) as exc:     # OSError: the PortAudio library is missing
         raise NoDeviceError(f"no audio output device: PortAudio unavailable ({exc}); "
                             "use --out FILE.wav") from None
-    except NoDeviceError as exc:
-        raise NoDeviceError(f"no audio output device {name!r} ({exc}); use --out FILE.wav") from None
-    except Exception as exc:  # noqa: BLE001 - PortAudioError: e.g. "Error querying device -1"
+    except Exception as exc:  # noqa: BLE001 - NoDeviceError, or PortAudioError ("Error querying device -1")
         raise NoDeviceError(f"no audio output device {name!r} ({exc}); use --out FILE.wav") from None
 
 

@@ -286,11 +286,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_speak(args: argparse.Namespace) -> int:
-    from daemon.stages.speech_text import to_speakable
+    from daemon.stages.speech_text import has_words, to_speakable
 
     args.text = " ".join(args.text)
     speakable = to_speakable(args.text)
-    if not any(ch.isalnum() for ch in speakable):    # emoji, punctuation, a code block: no words
+    if not has_words(speakable):
         what = "the text is empty" if not args.text.strip() else "the text has no words to speak"
         raise BadArgumentError(f"nothing to say: {what}")
     cfg = load_config(args.config)

@@ -73,6 +73,12 @@ async def call(bus: MessageBus, member: str, signature: str = "", body: list[Any
     return list(reply.body)
 
 
+async def get_property(bus: MessageBus, name: str) -> Any:
+    """One property of the assistant, unwrapped into plain Python values."""
+    (value,) = await call(bus, "Get", "ss", [INTERFACE, name], interface=PROPERTIES_IFACE)
+    return unwrap(value)
+
+
 async def get_all(bus: MessageBus) -> dict[str, Any]:
     """Every property of the assistant, unwrapped into plain Python values."""
     (props,) = await call(bus, "GetAll", "s", [INTERFACE], interface=PROPERTIES_IFACE)
@@ -166,8 +172,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def cmd_interrupt(args: argparse.Namespace) -> int:
     async def session(bus: MessageBus) -> int:
-        (state,) = await call(bus, "Get", "ss", [INTERFACE, "State"], interface=PROPERTIES_IFACE)
-        state = str(unwrap(state))
+        state = str(await get_property(bus, "State"))
         await call(bus, "Interrupt")     # harmless when idle; the state may change meanwhile
         print("interrupted" if state in ("thinking", "speaking") else f"nothing to interrupt (the service was {state})")
         return EXIT_OK
@@ -190,9 +195,7 @@ def cmd_emotion(args: argparse.Namespace) -> int:
     async def session(bus: MessageBus) -> int:
         intensity = given
         if intensity is None:   # keep the current strength, change only the style
-            (current,) = await call(bus, "Get", "ss", [INTERFACE, "Emotion"],
-                                    interface=PROPERTIES_IFACE)
-            intensity = float(unwrap(current)[1])
+            intensity = float((await get_property(bus, "Emotion"))[1])
         await call(bus, "SetEmotion", "sd", [args.name, intensity])
         print(f"emotion: {args.name} ({intensity:.2f})")
         return EXIT_OK
@@ -238,8 +241,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                      f"arg0='{BUS_NAME}'"):
             await call_bus(bus, "AddMatch", "s", [rule])
         # Reading State also starts the service through activation when it is installed.
-        (state,) = await call(bus, "Get", "ss", [INTERFACE, "State"], interface=PROPERTIES_IFACE)
-        print(remote_format.signal_line("StateChanged", [unwrap(state)], args.json), flush=True)
+        state = await get_property(bus, "State")
+        print(remote_format.signal_line("StateChanged", [state], args.json), flush=True)
         await gone
         print("sottovoce: the service left the bus", file=sys.stderr)
         return EXIT_NO_SERVICE

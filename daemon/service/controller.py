@@ -26,7 +26,7 @@ from daemon.service.events import EventHub
 from daemon.service.hearing import Hearing
 from daemon.service.turn_keeping import TurnKeeper
 from daemon.service.turns import StageError, check_text, spoken_part
-from daemon.stages.speech_text import to_speakable
+from daemon.stages.speech_text import has_words, to_speakable
 from daemon.threads import run_blocking
 from daemon.turn import speak_text
 
@@ -323,7 +323,7 @@ class AssistantController:
     async def say(self, text: str) -> None:
         """Speak ``text`` as given; returns once it is synthesized (speech may go on)."""
         text = check_text(text)
-        if not any(ch.isalnum() for ch in to_speakable(text)):   # emoji, punctuation: no words
+        if not has_words(to_speakable(text)):   # emoji, punctuation: nothing to read aloud
             raise BadArgumentError("nothing to say: the text has no words to speak")
         self._require_ready()
         if "speaker" in self._device_errors:

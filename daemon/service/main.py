@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any, Coroutine, NoReturn, Sequence
 
 from daemon import __version__
@@ -168,12 +167,14 @@ class Service:
 
     def _check_input_file(self) -> None:
         from daemon.audio.devices import is_file_spec
+        from daemon.audio.fileio import check_audio_file
         from daemon.errors import BadAudioError
 
-        spec = self.cfg.audio.input
-        if is_file_spec(spec) and not Path(spec).is_file():
-            what = "is a folder, not an audio file" if Path(spec).is_dir() else "no such audio file"
-            raise BadAudioError(f"--input {spec}: {what}")
+        if is_file_spec(self.cfg.audio.input):
+            try:
+                check_audio_file(self.cfg.audio.input)
+            except BadAudioError as exc:
+                raise BadAudioError(f"--input {exc}") from None
 
     async def _listen(self, ctl: Any, pipe: Any) -> Any:
         from daemon.service.devices import open_input

@@ -434,6 +434,12 @@ def _numbers(text: str) -> str:
 
 
 # ------------------------------------------------------------------ public
+def has_words(speakable: str) -> bool:
+    """False when nothing of ``to_speakable``'s result would be read aloud: the text was only
+    emoji, punctuation or a code block."""
+    return any(ch.isalnum() for ch in speakable)
+
+
 def to_speakable(text: str) -> str:
     """Plain words a TTS voice reads right: no markup, emoji, URLs or code; numbers spelled out."""
     text = unicodedata.normalize("NFKC", text).replace("\u2044", "/")   # ½ -> 1⁄2 -> 1/2
