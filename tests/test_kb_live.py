@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -100,6 +101,50 @@ def test_a_burst_of_writes_is_debounced(make_kb: Any, kb_folder: Path) -> None:
     waiter.wait_for(lambda: "29 otters" in kb.retrieve(QUESTION)[0].text)
     assert len(waiter.updates) < 30
     assert kb.status()["chunks"] == 9
+
+
+def _saved_generation(kb: Any) -> str:
+    manifest = kb.index_dir / "manifest.json"
+    return json.loads(manifest.read_text())["generation"] if manifest.exists() else ""
+
+
+def _keep_writing(target: Path, seconds: float, period: float = 0.05) -> int:
+    """Rewrite ``target`` every ``period`` seconds, never leaving the folder quiet; the count."""
+    n, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        target.write_text(OTTERS.format(n=n), encoding="utf-8")
+        n += 1
+        time.sleep(period)
+    return n - 1
+
+
+def test_the_index_is_written_once_the_folder_is_quiet(make_kb: Any, kb_folder: Path) -> None:
+    """Saves in a row are applied without writing the whole index between them; the index
+    reaches the disk once the folder has been quiet for a second."""
+    kb, waiter = _watched(make_kb, kb_folder)
+    opened = _saved_generation(kb)
+    last = _keep_writing(kb_folder / "otters.md", seconds=2.5)
+    waiter.wait_for(lambda: f"{last} otters" in kb.retrieve(QUESTION)[0].text)
+    assert len(waiter.updates) >= 2                       # several batches were applied...
+    assert _saved_generation(kb) == opened                # ...and none was written meanwhile
+    deadline = time.monotonic() + 10
+    while _saved_generation(kb) == opened and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _saved_generation(kb) != opened
+    again = make_kb(kb_folder, debounce_ms=100)            # what was written is the latest state
+    again.open()
+    assert f"{last} otters" in again.retrieve(QUESTION)[0].text
+
+
+def test_changes_that_never_stop_are_still_written(make_kb: Any, kb_folder: Path,
+                                                  monkeypatch: Any) -> None:
+    from daemon.kb import watcher
+
+    monkeypatch.setattr(watcher, "SAVE_WITHIN_S", 1.0)
+    kb, waiter = _watched(make_kb, kb_folder)
+    opened = _saved_generation(kb)
+    _keep_writing(kb_folder / "otters.md", seconds=3.0)
+    assert _saved_generation(kb) != opened                # written while the writes went on
 
 
 def test_folder_deleted_and_recreated(make_kb: Any, kb_folder: Path) -> None:

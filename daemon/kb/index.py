@@ -532,8 +532,8 @@ class KnowledgeBase(LiveChanges):
             self._save()
 
     def flush(self) -> None:
-        """Write pending changes to disk now (the watcher does this right after announcing
-        them), or finish sentence vectors that newer changes interrupted (when it is idle)."""
+        """Write pending changes to disk and compute the new sentences' vectors (the watcher
+        does this once the folder is quiet), or finish vectors that newer changes interrupted."""
         with self._write_lock:
             if self._unsaved:
                 self._save()

@@ -60,8 +60,8 @@ class LiveChanges:
         """One batch of filesystem changes as one commit; True if anything changed.
 
         With ``save=False`` the batch is searchable at once but written to disk only by the
-        next :meth:`flush` (the watcher announces the update first: writing 10,000 chunks takes
-        a while on a busy machine).
+        next :meth:`flush` (the watcher's, once the folder is quiet: writing 10,000 chunks takes
+        a while on a busy machine, and the next change would wait for it).
         """
         with self._write_lock:
             self._defer_saves = not save

@@ -2,7 +2,11 @@
 
 The observer thread only queues events. One worker thread ("kb-watch") waits until the folder
 has been quiet for the debounce time, then hands the whole burst to the knowledge base as one
-batch (one commit, one save). It also notices the folder itself disappearing and coming back:
+batch (one commit). The index is written to disk once the folder has been quiet for
+``ROOT_CHECK_S`` (or every ``SAVE_WITHIN_S`` of changes that never stop), not after each batch:
+writing a 10,000-chunk index takes a few tenths of a second, and a file saved meanwhile would
+wait for it. Nothing is lost by waiting: the index on disk is a cache of the folder, checked
+against it at start-up, and ``stop()`` writes what is pending. It also notices the folder itself disappearing and coming back:
 inotify loses its watch when the folder is deleted, so the worker re-schedules it and rescans.
 """
 
@@ -23,6 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 
 ROOT_CHECK_S = 1.0      # how often the worker checks that the folder still exists
 MAX_DELAY_FACTOR = 8    # a never-ending burst is still processed after this many debounce times
+SAVE_WITHIN_S = 10.0    # changes that never stop are still written to disk this often
 
 
 class FolderWatcher:
@@ -41,6 +46,7 @@ class FolderWatcher:
         self._root_lost = False
         self._first_event = 0.0
         self._last_event = 0.0
+        self._unsaved_since = 0.0
         self._stopping = False
         self._observer: Any = None
         self._watch: Any = None
@@ -193,11 +199,16 @@ class FolderWatcher:
             _LOGGER.info("knowledge base: folder %s is back; rescanning", self._root)
             rescan = self._schedule() or rescan
         if not (moves or paths or rescan):
-            self._kb.flush()        # finishes work that newer changes interrupted, if any
+            self._kb.flush()        # the folder is quiet: write pending changes, finish interrupted work
+            self._unsaved_since = 0.0
             return
         if self._kb.apply_changes(moves, paths, rescan=rescan, save=False):
             self._notify()
-            self._kb.flush()
+            now = time.monotonic()
+            self._unsaved_since = self._unsaved_since or now
+            if now - self._unsaved_since >= SAVE_WITHIN_S:
+                self._kb.flush()
+                self._unsaved_since = 0.0
 
     def _notify(self) -> None:
         if self._on_update is None:
