@@ -37,7 +37,7 @@ def test_status_text_and_json(assistant: ServiceProcess) -> None:
     assert status["knowledge_base"]["documents"] == 3 and status["knowledge_base"]["failed"] == {}
     assert status["version"] == _prop(assistant, "Version")
     assert set(status) == {"state", "paused", "emotion", "last_transcript", "last_reply",
-                           "knowledge_base", "models", "version", "problems"}
+                           "last_timings", "knowledge_base", "models", "version", "problems"}
     assert status["problems"] == {}
 
 
@@ -152,9 +152,19 @@ def test_remote_ask_uses_the_running_service(assistant: ServiceProcess,
     monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", assistant.bus.address)
     answer = remote_ask("What does the Skerrimore lamp flash?")
     assert answer is not None
-    reply, sources = answer
+    reply, sources, timings = answer
     assert reply.strip() and "skerrimore_lighthouse.md" in sources
     assert _prop(assistant, "LastReply") == reply
+    assert timings == _prop(assistant, "LastTimings") and timings["first_audio_s"] > 0
+    # The CLI's `ask --json` goes through the service too, and prints its timings.
+    out = run_cli(assistant.bus.env, "ask", "--json", "How", "tall", "is", "Skerrimore", "lighthouse?",
+                  timeout=120)
+    assert out.returncode == 0, out.stderr
+    asked = json.loads(out.stdout)
+    assert asked["timings"] == _prop(assistant, "LastTimings") and asked["timings"]["total_s"] > 0
+    assert _prop(assistant, "LastTranscript") == "How tall is Skerrimore lighthouse?"
+    out = run_cli(assistant.bus.env, "status")
+    assert "last timings:    first audio " in out.stdout and "retrieval" in out.stdout
     with pytest.raises(BadArgumentError, match="empty"):
         remote_ask("  ")
 

@@ -54,7 +54,7 @@ def test_contract_has_what_the_issue_asks() -> None:
     }
     assert shape["properties"] == {
         "State": ("s", "read"), "Paused": ("b", "read"), "Emotion": ("(sd)", "read"),
-        "LastTranscript": ("s", "read"), "LastReply": ("s", "read"),
+        "LastTranscript": ("s", "read"), "LastReply": ("s", "read"), "LastTimings": ("a{sd}", "read"),
         "KnowledgeBase": ("a{sv}", "read"), "Models": ("a{ss}", "read"), "Version": ("s", "read"),
         "Problems": ("a{ss}", "read"),
     }

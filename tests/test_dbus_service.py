@@ -107,8 +107,8 @@ def test_properties_through_a_client(assistant: ServiceProcess, default_config: 
 
 def test_properties_through_busctl(assistant: ServiceProcess) -> None:
     types = {"State": "s", "Paused": "b", "Emotion": "(sd)", "LastTranscript": "s",
-             "LastReply": "s", "KnowledgeBase": "a{sv}", "Models": "a{ss}", "Version": "s",
-             "Problems": "a{ss}"}
+             "LastReply": "s", "LastTimings": "a{sd}", "KnowledgeBase": "a{sv}", "Models": "a{ss}",
+             "Version": "s", "Problems": "a{ss}"}
     for name, sig in types.items():
         out = busctl(assistant.bus, "--json=short", "get-property", *A, name)
         assert out.returncode == 0, out.stderr
@@ -175,6 +175,9 @@ def test_ask_answers_from_the_knowledge_base(assistant: ServiceProcess, monitor:
             await client.wait_signal("StateChanged", lambda a: a == ["thinking"], mark)
             changed = client.changed(mark)
             assert changed["LastTranscript"] == QUESTION and changed["LastReply"] == reply
+            timings = dict(await client.get("LastTimings"))   # set before Ask returns
+            assert set(timings) == {"stt_s", "retrieve_s", "llm_first_token_s", "first_audio_s", "total_s"}
+            assert timings["stt_s"] == 0 and 0 < timings["retrieve_s"] < timings["total_s"]
             return [reply, sources]
         finally:
             client.close()

@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ask.add_argument("--local", action="store_true", help="run in-process even if the service is running")
     ask.add_argument("--no-streaming", action="store_true",
                      help="sequential plan: whole reply, then whole synthesis (for comparison)")
-    ask.add_argument("--json", action="store_true", help="print transcript, reply, sources and timings as JSON "
-                     "(timings are measured in-process only: {} when the service answered)")
+    ask.add_argument("--json", action="store_true", help="print transcript, reply, sources and timings "
+                     "(seconds per stage) as JSON")
     ask.set_defaults(handler=cmd_ask)
 
     tr = sub.add_parser("transcribe", help="print the text spoken in an audio file",
@@ -196,8 +196,8 @@ def _try_remote(text: str) -> TurnResult | None:
     answer = remote_ask(text)
     if answer is None:
         return None
-    reply, sources = answer
-    return TurnResult(transcript=text, reply=reply, sources=tuple(sources), timings={})
+    reply, sources, timings = answer
+    return TurnResult(transcript=text, reply=reply, sources=tuple(sources), timings=timings)
 
 
 async def _ask_local(args: argparse.Namespace, cfg: Config, emotion: Emotion, audio: Any,

@@ -8,7 +8,7 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -18,6 +18,8 @@ from daemon.service.dbus_service import (
     BUS_NAME, ERROR_PREFIX, INTERFACE, OBJECT_PATH, connect_session_bus,
 )
 from daemon.cli import remote_format
+
+T = TypeVar("T")
 
 NOT_RUNNING = ("sottovoce: the service is not running; start it with "
                "`systemctl --user start sottovoce` or `sottovoced`")
@@ -267,9 +269,15 @@ async def call_bus(bus: MessageBus, member: str, signature: str, body: list[Any]
 # ------------------------------------------------- for `kb status` and `ask`
 def _call_if_running(member: str, signature: str, body: list[Any], timeout: float,
                      interface: str = INTERFACE) -> list[Any] | None:
-    """One call to the running service; None when it is not on the bus. Never starts it
-    through activation: a cold start would be slower than doing the work in-process."""
-    async def main() -> list[Any] | None:
+    """One call to the running service; None when it is not on the bus."""
+    return _if_running(lambda bus: call(bus, member, signature, body, interface=interface, autostart=False),
+                       timeout)
+
+
+def _if_running(work: Callable[[MessageBus], Awaitable[T]], timeout: float) -> T | None:
+    """``work`` on a bus where the service runs; None when it is not on the bus. Never starts
+    it through activation: a cold start would be slower than doing the work in-process."""
+    async def main() -> T | None:
         try:
             bus = await connect_session_bus()
         except SottovoceError:
@@ -277,8 +285,7 @@ def _call_if_running(member: str, signature: str, body: list[Any], timeout: floa
         try:
             if not await has_owner(bus):
                 return None
-            return await asyncio.wait_for(
-                call(bus, member, signature, body, interface=interface, autostart=False), timeout)
+            return await asyncio.wait_for(work(bus), timeout)
         except ServiceAbsent:
             return None
         except asyncio.TimeoutError:
@@ -296,11 +303,19 @@ def remote_kb_status(timeout: float = 10.0) -> dict[str, Any] | None:
     return None if reply is None else {str(k): unwrap(v) for k, v in unwrap(reply[0]).items()}
 
 
-def remote_ask(text: str, timeout: float = 120.0) -> tuple[str, list[str]] | None:
-    """Ask the running service; None when it is not on the bus (then ask in-process).
-    Raises SottovoceError when the service refuses the question."""
-    reply = _call_if_running("Ask", "s", [text], timeout)
-    return None if reply is None else (str(reply[0]), [str(s) for s in reply[1]])
+def remote_ask(text: str, timeout: float = 120.0) -> tuple[str, list[str], dict[str, float]] | None:
+    """Ask the running service: its reply, sources and the reply's timings (LastTimings, set
+    before Ask returns); None when it is not on the bus (then ask in-process). Raises
+    SottovoceError when the service refuses the question."""
+    async def ask(bus: MessageBus) -> tuple[str, list[str], dict[str, float]]:
+        reply, sources = await call(bus, "Ask", "s", [text], autostart=False)
+        try:
+            timings = await get_property(bus, "LastTimings")
+        except SottovoceError:      # a service of an older version, still running
+            timings = {}
+        return str(reply), [str(s) for s in sources], {str(k): float(v) for k, v in timings.items()}
+
+    return _if_running(ask, timeout)
 
 
 # ---------------------------------------------------------------------- register

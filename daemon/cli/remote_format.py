@@ -16,6 +16,7 @@ def status_dict(props: Mapping[str, Any]) -> dict[str, Any]:
         "emotion": {"name": name, "intensity": intensity},
         "last_transcript": props.get("LastTranscript", ""),
         "last_reply": props.get("LastReply", ""),
+        "last_timings": dict(props.get("LastTimings", {})),
         "knowledge_base": dict(props.get("KnowledgeBase", {})),
         "models": dict(props.get("Models", {})),
         "version": props.get("Version", ""),
@@ -59,7 +60,19 @@ def status_text(props: Mapping[str, Any]) -> str:
     lines += [f"  {role:<14} {desc}" for role, desc in sorted(s["models"].items())]
     lines.append(f"last transcript: {s['last_transcript'] or '-'}")
     lines.append(f"last reply:      {s['last_reply'] or '-'}")
+    if s["last_timings"]:
+        lines.append(f"last timings:    {timings_text(s['last_timings'])}")
     return "\n".join(lines)
+
+
+_STAGES = (("stt_s", "recognition"), ("retrieve_s", "retrieval"), ("llm_first_token_s", "first token"))
+
+
+def timings_text(timings: Mapping[str, float]) -> str:
+    """'first audio 0.61 s (recognition 0.18, retrieval 0.01, first token 0.10), total 1.20 s'."""
+    inside = ", ".join(f"{name} {timings[key]:.2f}" for key, name in _STAGES if timings.get(key))
+    return (f"first audio {timings.get('first_audio_s', 0.0):.2f} s" + (f" ({inside})" if inside else "")
+            + f", total {timings.get('total_s', 0.0):.2f} s")
 
 
 def _text_line(member: str, args: list[Any]) -> str | None:

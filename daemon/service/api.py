@@ -26,6 +26,11 @@ class Controller(Protocol):
     @property
     def last_reply(self) -> str: ...
     @property
+    def last_timings(self) -> Mapping[str, float]:
+        """Seconds of the last completed reply's stages (stt_s, retrieve_s, llm_first_token_s,
+        first_audio_s, total_s); empty before the first."""
+        ...
+    @property
     def version(self) -> str: ...
 
     def knowledge_base_info(self) -> Mapping[str, Any]:

@@ -39,6 +39,7 @@ ERROR_PREFIX = INTERFACE + ".Error."
 
 DBusEmotion = Annotated[list[Any], DBusSignature("(sd)")]
 DBusStrMap = Annotated[dict[str, str], DBusSignature("a{ss}")]
+DBusTimings = Annotated[dict[str, float], DBusSignature("a{sd}")]
 DBusReplyOut = Annotated[list[Any], DBusSignature("sas")]      # reply, sources
 DBusTwoStr = Annotated[list[str], DBusSignature("ss")]         # code, message
 DBusTwoUInt = Annotated[list[int], DBusSignature("uu")]        # documents, chunks
@@ -133,6 +134,7 @@ class AssistantInterface(ServiceInterface):
             "Emotion": [c.emotion.name, float(c.emotion.intensity)],
             "LastTranscript": c.last_transcript,
             "LastReply": c.last_reply,
+            "LastTimings": _timings(c.last_timings),
             "KnowledgeBase": _kb_variants(c.knowledge_base_info()),
             "Models": {str(k): str(v) for k, v in c.models_info().items()},
             "Version": c.version,
@@ -248,6 +250,10 @@ class AssistantInterface(ServiceInterface):
         return self._controller.last_reply
 
     @dbus_property(access=PropertyAccess.READ)
+    def LastTimings(self) -> DBusTimings:
+        return _timings(self._controller.last_timings)
+
+    @dbus_property(access=PropertyAccess.READ)
     def KnowledgeBase(self) -> DBusDict:
         return _kb_variants(self._controller.knowledge_base_info())
 
@@ -287,6 +293,10 @@ class AssistantInterface(ServiceInterface):
     @signal()
     def IndexUpdated(self, documents: int, chunks: int) -> DBusTwoUInt:
         return [documents, chunks]
+
+
+def _timings(timings: Mapping[str, float]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in timings.items()}
 
 
 def _kb_variants(info: Mapping[str, Any]) -> dict[str, Variant]:

@@ -178,6 +178,7 @@ class TurnKeeper:
             return
         if result.timings:
             self.last_timings = dict(result.timings)
+            self.hub.publish(PropertyChanged("LastTimings"))
             _LOGGER.info("turn %d timings: %s", active.turn,
                          ", ".join(f"{k} {v:.3f}" for k, v in result.timings.items()))
         if remember:
