@@ -1,5 +1,5 @@
-"""Text the TTS can read aloud: markup, emoji, URLs, code and stage directions removed;
-numbers written out.
+"""Text the TTS can read aloud: markup, emoji, URLs, code and stage directions removed
+(markup in :mod:`speech_markup`); numbers written out.
 
 A voice reads "4.5 l" as "four dot five l" and "K-420" as "K minus four hundred twenty";
 listeners need "four point five litres" and "K four twenty". :func:`to_speakable` rewrites
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from daemon.stages.speech_markup import strip_markup
 from daemon.stages.speech_numbers import (
     cardinal,
     code_number,
@@ -20,89 +21,6 @@ from daemon.stages.speech_numbers import (
     ordinal,
     year,
 )
-
-# ------------------------------------------------------------------ markup
-_FENCED = re.compile(r"```.*?(```|\Z)", re.DOTALL)
-_INLINE_CODE = re.compile(r"`([^`\n]*)`")
-_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
-_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
-_AUTOLINK = re.compile(r"<(?:https?|ftp|mailto):[^>\s]*>")
-_URL = re.compile(r"\b(?:https?://|ftp://|www\.)[^\s<>()\"']*[^\s<>()\"'.,;:!?]", re.IGNORECASE)
-_EMAIL = re.compile(r"\b([\w.+-]+)@([\w-]+(?:\.[\w-]+)+)\b")
-_DOMAIN = re.compile(r"\b([a-z0-9-]+)\.(com|org|net|io|dev|co\.uk|co|uk|de|fr|it|eu)\b", re.IGNORECASE)
-_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}(?:[ \t]+(.*?))?[ \t]*#*[ \t]*$", re.MULTILINE)   # "#3" is a number
-_BULLET = re.compile(r"^[ \t]*(?:[-*+•‣◦▪●]|\d{1,2}[.)])[ \t]+", re.MULTILINE)
-_ITEM = "\u2063"            # marks a list item's line until lines are joined (invisible if left)
-_QUOTE = re.compile(r"^[ \t]*>+[ \t]?", re.MULTILINE)
-_RULE = re.compile(r"^[ \t]*(?:[-*_=][ \t]*){3,}$", re.MULTILINE)
-_TABLE_SEP = re.compile(r"^[ \t]*\|?[ \t]*:?-{2,}:?[ \t]*(?:\|[ \t]*:?-{2,}:?[ \t]*)*\|?[ \t]*$", re.MULTILINE)
-_EMPHASIS = (
-    re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"),
-    re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?!\w)"),
-    re.compile(r"(?<![\w_])_(?=\S)([^_\n]+?)(?<=\S)_(?![\w])"),
-    re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"),
-)
-
-
-# Stage directions a chat model writes ("(laughs)", "*winks*", "[pause]"): acted, not read.
-_ACTIONS = ("laugh|chuckl|giggl|smil|grin|sigh|wink|paus|gasp|cough|clears? (?:his |her |my |their )?throat|"
-            "whisper|shrug|nod|snicker|snort|beam|blush|cheer|clap|yawn|sniff|sob|cri|applause|music|"
-            "dramatic|playful|excited|hug|bow|waves?|sings?")
-_DIRECTION = rf"(?:{_ACTIONS})[a-z]*(?: [a-z]+){{0,3}}"     # an action word and up to three more
-_STAGE_DIRECTION = re.compile(
-    rf"\({_DIRECTION}\)|\[{_DIRECTION}\]|"
-    # between asterisks only where no sentence is under way: "He *nodded* slowly" is emphasis
-    rf"(?:^|(?<=[.!?,;:…]\s))\*{_DIRECTION}\*(?!\w)", re.IGNORECASE | re.MULTILINE)
-
-
-def _strip_markup(text: str) -> str:
-    text = _STAGE_DIRECTION.sub(" ", text)
-    text = _FENCED.sub(" ", text)
-    text = _INLINE_CODE.sub(lambda m: m.group(1) if len(m.group(1).split()) <= 4 else " ", text)
-    text = _IMAGE.sub(r"\1", text)
-    text = _LINK.sub(r"\1", text)
-    text = _AUTOLINK.sub(" ", text)
-    text = _URL.sub(" the link ", text)
-    text = _EMAIL.sub(lambda m: f"{m.group(1)} at {_dotted(m.group(2))}", text)
-    text = _DOMAIN.sub(lambda m: f"{m.group(1)} dot {_dotted(m.group(2))}", text)
-    text = _RULE.sub("", text)
-    text = _TABLE_SEP.sub("", text)
-    text = _HEADING.sub(lambda m: _end_sentence(m.group(1) or ""), text)
-    text = _QUOTE.sub("", text)
-    text = _BULLET.sub(_ITEM, text)
-    for pattern in _EMPHASIS:
-        text = pattern.sub(lambda m: m.group(m.lastindex or 1), text)
-    text = re.sub(r"^[ \t]*\|(.*?)\|?[ \t]*$", lambda m: _end_sentence(m.group(1).strip()), text, flags=re.MULTILINE)
-    text = re.sub(r"\s*\|\s*", ", ", text)               # table cells
-    return _join_lines(text)
-
-
-def _dotted(domain: str) -> str:
-    return " dot ".join(domain.split("."))
-
-
-def _end_sentence(line: str) -> str:
-    line = line.strip()
-    return line if not line or line[-1] in ".!?:;," else line + "."
-
-
-def _join_lines(text: str) -> str:
-    """List items and headings on their own lines become separate sentences; every list
-    item ends with a pause (a comma before a lower-case item, else a full stop)."""
-    lines = [ln.strip() for ln in text.splitlines()]
-    lines = [ln for ln in lines if ln.strip(_ITEM + " \t")]
-    out: list[str] = []
-    for i, line in enumerate(lines):
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
-        item, line, new = line.startswith(_ITEM), line.strip(_ITEM + " \t"), nxt.lstrip(_ITEM)
-        # A line ends a sentence when the next one starts a new thought (capital letter).
-        if line[-1].isalnum() and (new[:1].isupper() or new[:1].isdigit() or item and not new):
-            line += "."
-        elif line[-1].isalnum() and item and nxt.startswith(_ITEM):
-            line += ","
-        out.append(line)
-    return " ".join(out)
-
 
 # ------------------------------------------------------------ emoji, symbols
 _SYMBOL_WORDS = {
@@ -444,7 +362,7 @@ def to_speakable(text: str) -> str:
     """Plain words a TTS voice reads right: no markup, emoji, URLs or code; numbers spelled out."""
     text = unicodedata.normalize("NFKC", text).replace("\u2044", "/")   # ½ -> 1⁄2 -> 1/2
     text = _STAR_POWER.sub("^", text)
-    text = _strip_markup(text)
+    text = strip_markup(text)
     text = re.sub(r"(?<=[A-Za-z])–(?=[A-Za-z])", " to ", text)   # Mon–Fri
     text = _EMOTICON.sub(" ", text)
     for pattern, words in _ABBREVIATIONS_RE:
