@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from daemon.config_file import read_yaml
 from daemon.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -225,49 +226,6 @@ class Config:
 
 # ---------------------------------------------------------------- loading
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
-    try:
-        _check_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return data
-
-
-def _check_duplicate_keys(node: Any, path: Path, prefix: str = "") -> None:
-    """A key given twice in one mapping is an error (YAML loaders keep the last one silently,
-    so the first, often the one being edited, would be ignored without a word)."""
-    if isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            _check_duplicate_keys(item, path, prefix)
-        return
-    if not isinstance(node, yaml.MappingNode):
-        return
-    seen: dict[Any, int] = {}
-    for key_node, value_node in node.value:
-        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-        name = f"{prefix}.{key}" if prefix else str(key)
-        line = key_node.start_mark.line + 1
-        if key is not None and key != "<<":
-            if key in seen:
-                raise ConfigError(f"{path}: {name}: duplicate key on line {line} (already set on line "
-                                  f"{seen[key]}); expected each key once")
-            seen[key] = line
-        _check_duplicate_keys(value_node, path, name)
-
-
 def _type_name(tp: Any) -> str:
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
@@ -396,7 +354,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, use_user_file: bo
         files.append(user_config_path())
     cfg = Config()
     for file in files:
-        cfg = _merge_root(cfg, _read_yaml(file), file)
+        cfg = _merge_root(cfg, read_yaml(file), file)
     for name, value in overrides:
         section, key = name.split(".")
         cfg = cfg.replace(section, **{key: value})
