@@ -33,6 +33,10 @@ def _make_bad_files(folder: Path) -> None:
     os.mkfifo(folder / "pipe.txt")
     (folder / "cafe_latin1.txt").write_bytes(CAFE.encode("cp1252"))
     (folder / "notes.bin").write_bytes(b"\x00" * 10)      # unsupported suffix: silently not a document
+    # Names that are not UTF-8 (bytes from another system's encoding): cannot be embedded or sent.
+    (folder / os.fsdecode(b"canal\xffnotes.txt")).write_text("The canal lock lifts boats.\n", encoding="utf-8")
+    (folder / os.fsdecode(b"old\xfe")).mkdir()
+    (folder / os.fsdecode(b"old\xfe") / "inside.md").write_text("# Inside\n\nText.\n", encoding="utf-8")
 
 
 def test_bad_files_are_reported_and_the_rest_stays_searchable(make_kb: Any, kb_folder: Path) -> None:
@@ -51,6 +55,8 @@ def test_bad_files_are_reported_and_the_rest_stays_searchable(make_kb: Any, kb_f
         "dangling.md": "broken symlink",
         "sub/back_up/": "symlink loop",
         "pipe.txt": "not a regular file",
+        "canal\ufffdnotes.txt": "not valid UTF-8",
+        "old\ufffd": "not valid UTF-8",
     }
     assert set(failed) == set(expected), failed
     for name, reason in expected.items():
@@ -61,6 +67,14 @@ def test_bad_files_are_reported_and_the_rest_stays_searchable(make_kb: Any, kb_f
     assert top_source(kb, "How tall is Skerrimore lighthouse?") == "skerrimore_lighthouse.md"
     assert top_source(kb, "What does E7 mean?") == "zephyr_kettle_manual.txt"
     assert top_source(kb, "When does the bakery open?") == "quillfeather_bakery_handbook.pdf"
+    # Every name in the summary can be sent over D-Bus (a surrogate would fail to marshal).
+    from dbus_fast import Message, MessageType
+
+    from daemon.service.dbus_service import _kb_variants
+    status = {**kb.status(), "failed": {**failed, os.fsdecode(b"x\xff.md"): "made up"},
+              "indexing": os.fsdecode(b"file 1 of 1: y\xff.md")}
+    Message(path="/", interface="org.example.T", member="Changed", message_type=MessageType.SIGNAL,
+            signature="a{sv}", body=[_kb_variants(status)])._marshall(False)
 
 
 def test_failures_persist_and_clear_when_the_file_is_fixed(make_kb: Any, kb_folder: Path, minilm: Any) -> None:

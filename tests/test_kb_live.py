@@ -93,6 +93,20 @@ def test_editor_temporaries_and_hidden_files_are_ignored(make_kb: Any, kb_folder
     assert not kb.status()["failed"]
 
 
+def test_a_file_name_that_is_not_utf8_arriving_live(make_kb: Any, kb_folder: Path) -> None:
+    kb, waiter = _watched(make_kb, kb_folder)
+    bad = kb_folder / os.fsdecode(b"canal\xffnotes.txt")
+    bad.write_text(OTTERS.format(n=5), encoding="utf-8")
+    (kb_folder / "otters.md").write_text(OTTERS.format(n=6), encoding="utf-8")   # the same batch
+    waiter.wait_for(lambda: "otters.md" in _sources(kb))
+    assert "not valid UTF-8" in kb.status()["failed"]["canal\ufffdnotes.txt"]
+    assert "6 otters" in kb.retrieve(QUESTION)[0].text
+    bad.unlink()
+    (kb_folder / "otters.md").write_text(OTTERS.format(n=7), encoding="utf-8")
+    waiter.wait_for(lambda: "7 otters" in kb.retrieve(QUESTION)[0].text)
+    assert kb.status()["failed"] == {}
+
+
 def test_a_burst_of_writes_is_debounced(make_kb: Any, kb_folder: Path) -> None:
     kb, waiter = _watched(make_kb, kb_folder)
     target = kb_folder / "otters.md"

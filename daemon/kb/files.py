@@ -20,6 +20,7 @@ _TEMP_SUFFIXES = (
     ".kate-swp", ".bak", ".orig", ".lock",
 )
 _TEMP_PREFIXES = (".", "~", "#", ".~lock")
+BAD_NAME = "the file name is not valid UTF-8 (rename it to index it)"
 
 
 def is_ignored(relpath: str | PurePath) -> bool:
@@ -37,6 +38,21 @@ def is_ignored(relpath: str | PurePath) -> bool:
         or (name.startswith("#") and name.endswith("#"))
         or name == "4913"            # vim's "can I write here?" probe file
     )
+
+
+def has_bad_name(relpath: str) -> bool:
+    """A name the file system allows but that is not UTF-8 (Python keeps its bytes as
+    surrogates): it cannot be embedded, logged or sent over D-Bus as it is."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def printable(relpath: str) -> str:
+    """``relpath`` with every byte that is not UTF-8 shown as U+FFFD."""
+    return relpath.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def is_candidate(relpath: str | PurePath) -> bool:
@@ -92,6 +108,9 @@ def _walk(root: Path, folder: Path, seen: set[tuple[int, int]], out: FolderScan,
         path = Path(entry.path)
         rel = _rel(root, path)
         if is_ignored(rel):
+            continue
+        if has_bad_name(rel):
+            out.problems[printable(rel)] = BAD_NAME
             continue
         try:
             is_dir = entry.is_dir(follow_symlinks=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from daemon.kb.cancel import Interrupted
-from daemon.kb.files import _reason, is_candidate, stat_document
+from daemon.kb.files import BAD_NAME, _reason, has_bad_name, is_candidate, printable, stat_document
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -100,6 +100,13 @@ class LiveChanges:
             rel = self._relative(path)
             if rel is None or not is_candidate(rel):
                 continue
+            if has_bad_name(rel):
+                if os.path.lexists(path):
+                    self._note_problem(printable(rel), BAD_NAME)
+                else:
+                    with self._lock:
+                        self._problems.pop(printable(rel), None)
+                continue
             if not os.path.lexists(path):
                 self._remove_under(rel)
                 continue
@@ -126,7 +133,7 @@ class LiveChanges:
             for source in sources:
                 target = (new + source[len(old):]) if new is not None else None
                 record = self._state.documents[source]
-                if target is None or not is_candidate(target) or record.named_by_file:
+                if target is None or not is_candidate(target) or has_bad_name(target) or record.named_by_file:
                     self._state.remove_document(source)
                 else:
                     self._state.rename_document(source, target)

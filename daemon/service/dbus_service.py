@@ -27,6 +27,7 @@ from daemon.messages import (
     ErrorEvent, IndexUpdatedEvent, InterruptedEvent, ReplyEvent, ServiceEvent, StateChanged,
     TranscriptEvent,
 )
+from daemon.kb.files import printable
 from daemon.service import turns
 from daemon.service.api import Controller
 
@@ -306,8 +307,8 @@ def _kb_variants(info: Mapping[str, Any]) -> dict[str, Variant]:
         "documents": Variant("u", int(info.get("documents", 0))),
         "chunks": Variant("u", int(info.get("chunks", 0))),
         "last_indexed": Variant("d", float(info.get("last_indexed", 0.0))),
-        "failed": Variant("a{ss}", {str(k): str(v) for k, v in failed.items()}),
-        "indexing": Variant("s", str(info.get("indexing", ""))),
+        "failed": Variant("a{ss}", {printable(str(k)): printable(str(v)) for k, v in failed.items()}),
+        "indexing": Variant("s", printable(str(info.get("indexing", "")))),
     }
 
 
