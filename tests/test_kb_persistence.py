@@ -52,6 +52,36 @@ def test_restart_loads_without_re_embedding(make_kb: Any, kb_folder: Path, minil
     assert third.status()["documents"] == 2
 
 
+def test_an_index_folder_that_cannot_be_written(make_kb: Any, kb_folder: Path, minilm: Any, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """An index folder this process cannot write (root's after a `sudo`, a read-only mount;
+    simulated with a lock that is a folder, which stops root too) is still read, and changes
+    stay in memory with one clear line; an index_dir that is a file is indexed in memory."""
+    first = make_kb(kb_folder)
+    first.open()
+    first.stop()
+    (first.index_dir / "lock").unlink()
+    (first.index_dir / "lock").mkdir()
+    caplog.set_level(logging.WARNING, logger="daemon.kb")
+    second = make_kb(kb_folder, embedder=CountingEmbedder(minilm))
+    second.open()
+    assert second._embedder.count == 0 and second.status()["documents"] == 3     # read without the lock
+    (kb_folder / "otters.md").write_text("# Otters\n\nThe weir has 14 otters.\n", encoding="utf-8")
+    (kb_folder / "voles.md").write_text("# Voles\n\nThe bank has 9 voles.\n", encoding="utf-8")
+    second.apply_changes([], [kb_folder / "otters.md"])
+    second.apply_changes([], [kb_folder / "voles.md"])
+    assert top_source(second, "How many otters live at the weir?") == "otters.md"
+    saves = [r for r in caplog.records if "cannot save the index" in r.getMessage()]
+    assert len(saves) == 1 and "rag.index_dir" in saves[0].getMessage()        # said once, not per change
+
+    not_a_folder = tmp_path / "index-is-a-file"
+    not_a_folder.write_text("oops", encoding="utf-8")
+    third = make_kb(kb_folder, index_dir=str(not_a_folder))
+    third.open()
+    assert third.status()["documents"] == 5
+    assert top_source(third, QUESTION) == "zephyr_kettle_manual.txt"
+
+
 @pytest.mark.parametrize("damage", ["truncate vectors", "garble records", "garble manifest", "old format",
                                     "other model", "missing generation"])
 def test_damaged_or_outdated_index_is_rebuilt_with_a_warning(

@@ -12,6 +12,7 @@ unreadable file costs a recomputation, never a wrong vector.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -140,5 +141,6 @@ class ClauseVectors:
                          vectors=vectors.astype(np.float32), covered=np.array(covered, dtype=str))
             os.replace(tmp, self._path)
         except OSError as exc:      # a cache: the answers only get slower without it
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):     # e.g. the folder is a file or read-only
+                tmp.unlink(missing_ok=True)
             _LOGGER.warning("knowledge base: cannot write %s: %s", self._path, exc)

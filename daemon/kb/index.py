@@ -76,6 +76,7 @@ class KnowledgeBase(LiveChanges):
         self._opened = False
         self._last_indexed = 0.0
         self._last_saved = 0.0
+        self._save_error = ""
         self._defer_saves = False     # True while the watcher applies a batch: save after notifying
         self._unsaved = False
         self._clauses_pending = False  # a sentence-vector refresh was interrupted: finish it later
@@ -315,6 +316,10 @@ class KnowledgeBase(LiveChanges):
         except IndexMismatch as exc:
             _LOGGER.warning("knowledge base: index in %s is unusable (%s); rebuilding it", self.index_dir, exc)
             return
+        except OSError as exc:
+            _LOGGER.warning("knowledge base: cannot read the index in %s (%s); indexing the folder again",
+                            self.index_dir, exc)
+            return
         state = IndexState.restore(snap, self.cfg.device)
         with self._lock:
             self._state = state
@@ -550,8 +555,14 @@ class KnowledgeBase(LiveChanges):
             self._store.save(snap)
             self._last_saved = time.time()
         except OSError as exc:   # a full disk must not take the service down; the index stays in memory
-            _LOGGER.error("knowledge base: cannot save the index to %s: %s", self.index_dir, exc)
+            reason = exc.strerror or str(exc)
+            log = _LOGGER.error if reason != self._save_error else _LOGGER.debug   # once, not per change
+            self._save_error = reason
+            log("knowledge base: cannot save the index to %s: %s; it is kept in memory, and what changed "
+                "is embedded again at the next start (make the folder writable or set rag.index_dir)",
+                self.index_dir, reason)
             return
+        self._save_error = ""
         self._save_clauses()
 
     def _save_clauses(self) -> None:

@@ -139,8 +139,18 @@ class IndexStore:
 
     @contextmanager
     def _locked(self, shared: bool = False) -> Iterator[None]:
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.index_dir / "lock", "a+b") as fh:
+        try:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            fh = open(self.index_dir / "lock", "a+b")
+        except OSError:
+            if not shared:
+                raise
+            # A folder this process cannot write (owned by root after a `sudo`, a read-only
+            # mount): reading without the lock is safe, a save replaces the manifest atomically
+            # and the checksums catch a generation deleted under the reader.
+            yield
+            return
+        with fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             try:
                 yield
