@@ -159,13 +159,17 @@ def _indexing_lines(progress: Progress) -> IndexProgress:
 
 
 def load_knowledge_base(cfg: Config, progress: Progress | None = None, strict: bool = False,
-                        indexing: IndexProgress | None = None) -> Any:
+                        indexing: IndexProgress | None = None,
+                        on_kb: Callable[[Any], None] | None = None) -> Any:
     """The knowledge base, opened (and synced); None when it cannot be used and not strict.
     Files being embedded are reported to ``indexing`` (done, total, name) when given, else as
-    a ``progress`` line."""
+    a ``progress`` line; ``on_kb(kb)`` gets the knowledge base before it is opened (to follow
+    a long first indexing)."""
     from daemon.kb import KnowledgeBase
 
     kb = KnowledgeBase(cfg.rag)
+    if on_kb is not None:
+        on_kb(kb)
     try:
         if strict:
             kb.check_folder()
@@ -189,9 +193,11 @@ def build_pipeline(
     stages: Sequence[str] = ("vad", "stt", "kb", "llm", "tts"),
     strict_kb: bool = False,
     indexing: IndexProgress | None = None,
+    on_kb: Callable[[Any], None] | None = None,
 ) -> Pipeline:
     """Load the requested stages (all by default) and wire them together; ``progress`` gets a
-    line per step, ``indexing`` (if given) the knowledge base's files as they are embedded."""
+    line per step, ``indexing`` (if given) the knowledge base's files as they are embedded,
+    ``on_kb`` the knowledge base before its files are indexed."""
     times: dict[str, float] = {}
     vad = stt = kb = None
     from daemon.stages.vad import load_silero
@@ -206,7 +212,7 @@ def build_pipeline(
     llm = _timed("llm", times, progress, lambda: build_llm(cfg)) if "llm" in stages else None
     tts = _timed("tts", times, progress, lambda: build_tts(cfg)) if "tts" in stages else None
     if "kb" in stages:
-        kb = _timed("kb", times, progress, lambda: load_knowledge_base(cfg, progress, strict_kb, indexing))
+        kb = _timed("kb", times, progress, lambda: load_knowledge_base(cfg, progress, strict_kb, indexing, on_kb))
     history = ConversationHistory(cfg.conversation.max_turns, cfg.conversation.max_tokens,
                                   path=cfg.conversation.history_file or None)
     pipe = Pipeline(cfg=cfg, llm=llm, tts=tts, history=history, stt=stt, vad_model=vad, kb=kb)  # type: ignore[arg-type]

@@ -308,9 +308,17 @@ def test_service_announces_indexing_progress_and_status_shows_it(tmp_path: Path)
     kb_folder = tmp_path / "kb"
     kb_folder.mkdir()
     (kb_folder / "m.txt").write_text(MOON, encoding="utf-8")
+    (kb_folder / "early.txt").write_text(filler_text(100_000), encoding="utf-8")     # ~80 chunks
     home = make_service_home(tmp_path, kb=kb_folder)
     home.write_config("conversation:\n  history_file: ''\n")
     with service_with_client(tmp_path, home) as (bus, service, client), _watching(bus) as (watch, printed):
+        # The first indexing, before READY=1: systemd hears of each step (and grants more time).
+        lines = service.notify.lines()
+        loading = lines[:lines.index("READY=1")]
+        assert "EXTEND_TIMEOUT_USEC=120000000" in loading, loading
+        assert any(m.startswith("STATUS=indexing file 1 of 2: early.txt and 1 more file, ")
+                   and m.endswith(" chunks embedded")
+                   for m in loading), "\n".join(loading)
         wait_until(lambda: bool(printed.lines), 30, "`sottovoce watch` to print the state")
         mark = client.mark()
         (kb_folder / "big.txt").write_text(filler_text(300_000), encoding="utf-8")   # ~240 chunks
@@ -326,7 +334,7 @@ def test_service_announces_indexing_progress_and_status_shows_it(tmp_path: Path)
         line = next((ln.strip() for ln in out.stdout.splitlines() if "indexing" in ln), "")
         assert line.startswith("indexing file 1 of 1: big.txt, ") and line.endswith(" chunks embedded"), out.stdout
 
-        client.wait("IndexUpdated", lambda body: body[0] == 2, after=mark, timeout=300)
+        client.wait("IndexUpdated", lambda body: body[0] == 3, after=mark, timeout=300)
         wait_until(lambda: _kb_changes(client, mark)[-1]["indexing"] == "", 10, "the idle KnowledgeBase")
         progress = [kb["indexing"] for kb in _kb_changes(client, mark)]
         done = [int(p.split(", ")[1].split(" of ")[0]) for p in progress if "chunks embedded" in p]
@@ -338,9 +346,9 @@ def test_service_announces_indexing_progress_and_status_shows_it(tmp_path: Path)
         assert watch.wait(30) == 0
         lines = printed.join()
         assert any(ln.startswith("knowledge base: indexing file 1 of 1: big.txt, ") for ln in lines), lines
-        assert "index updated: 2 documents" in "\n".join(lines), lines
+        assert "index updated: 3 documents" in "\n".join(lines), lines
         assert [ln for ln in lines if ln.startswith("knowledge base: ")][-1].startswith(
-            "knowledge base: 2 documents, "), lines
+            "knowledge base: 3 documents, "), lines
         log = service.log.read_text(errors="replace")
         assert "swigfaiss" not in log                                     # faiss's loader notes
-        assert "indexing 1/1: m.txt" in log and "indexed 1 file\n" in log   # start-up indexing lines
+        assert "indexing 2/2: m.txt" in log and "indexed 2 files\n" in log   # start-up indexing lines

@@ -144,12 +144,17 @@ class KnowledgeBase(LiveChanges):
         from daemon.kb.watcher import FolderWatcher
 
         self._stopping.clear()
-        self._progress.listen(on_progress)
+        self.follow_progress(on_progress)
         if not self._opened:
             self.open()
         if self._watcher is None:
             self._watcher = FolderWatcher(self, self.cfg.debounce_ms / 1000.0, on_update)
             self._watcher.start()
+
+    def follow_progress(self, on_progress: Callable[[], None] | None) -> None:
+        """``on_progress()`` on the indexing thread whenever the ``indexing`` line of
+        :meth:`status` may have moved (at most about once a second), e.g. during :meth:`open`."""
+        self._progress.listen(on_progress)
 
     def stop(self) -> None:
         """Stop watching and indexing, within about ``STOP_WAIT_S`` even in the middle of a

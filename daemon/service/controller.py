@@ -58,6 +58,7 @@ class AssistantController:
         self._emotion = Emotion(cfg.emotion.default, cfg.emotion.intensity)
         self._device_errors: dict[str, str] = {}
         self._startup_problem = ""
+        self._loading_kb: KnowledgeBase | None = None      # until attach(): the first indexing
         self._failures = 0
         self._background: set[asyncio.Task[Any]] = set()
         self._hold_timer: asyncio.TimerHandle | None = None
@@ -151,8 +152,25 @@ class AssistantController:
     def version(self) -> str:
         return __version__
 
+    def first_indexing_follower(self, on_progress: Callable[[], None]) -> Callable[[KnowledgeBase], None]:
+        """For ``build_pipeline(on_kb=...)``, called on the event loop: while the models load
+        and the knowledge base indexes its folder, the KnowledgeBase property shows the
+        progress and ``on_progress()`` runs on the loop after each step."""
+        loop = asyncio.get_running_loop()
+
+        def progressed() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(on_progress)
+                loop.call_soon_threadsafe(self.hub.publish, PropertyChanged("KnowledgeBase"))
+
+        def on_kb(kb: KnowledgeBase) -> None:
+            self._loading_kb = kb
+            kb.follow_progress(progressed)
+
+        return on_kb
+
     def knowledge_base_info(self) -> Mapping[str, Any]:
-        kb = self.pipe.kb if self.pipe else None
+        kb = self.pipe.kb if self.pipe else self._loading_kb
         if kb is None:
             return {"documents": 0, "chunks": 0, "last_indexed": 0.0, "failed": {}}
         return kb.status()

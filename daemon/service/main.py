@@ -18,6 +18,7 @@ _LOGGER = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 2.0
 LEAVE_BUS_S = 0.5            # after a stuck shutdown step: time left to give the bus name back
 CANCEL_TASKS_S = 0.5         # for tasks still running when the service returns
+START_EXTEND_S = 120.0       # start-up time systemd grants after each step of the first indexing
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,8 +224,17 @@ class Service:
             notifier.status(msg)
             _LOGGER.info("%s", msg)
 
+        def indexing() -> None:
+            # Embedding a large folder can outlast TimeoutStartSec: while it makes progress,
+            # each step gives systemd another START_EXTEND_S (a stalled one still times out).
+            notifier.notify(f"EXTEND_TIMEOUT_USEC={int(START_EXTEND_S * 1_000_000)}")
+            line = ctl.knowledge_base_info().get("indexing", "")
+            if line:
+                notifier.status(f"indexing {line}")
+
+        on_kb = ctl.first_indexing_follower(indexing)
         try:
-            return await run_blocking(lambda: build_pipeline(self.cfg, progress=progress))
+            return await run_blocking(lambda: build_pipeline(self.cfg, progress=progress, on_kb=on_kb))
         except SottovoceError as exc:
             # The service keeps serving D-Bus so the user can see why; no listening.
             ctl.startup_failed(exc.code, str(exc))
