@@ -32,6 +32,9 @@ def _make_bad_files(folder: Path) -> None:
     os.symlink("..", folder / "sub" / "back_up")
     os.mkfifo(folder / "pipe.txt")
     (folder / "cafe_latin1.txt").write_bytes(CAFE.encode("cp1252"))
+    # Windows Notepad's "Unicode" (UTF-16 LE with a BOM) and its big-endian twin are text.
+    (folder / "weir_utf16.txt").write_bytes("The Pollard weir is 3 metres high.\n".encode("utf-16"))
+    (folder / "mill_utf16be.txt").write_bytes(b"\xfe\xff" + "Hobbet mill grinds rye.\n".encode("utf-16-be"))
     (folder / "notes.bin").write_bytes(b"\x00" * 10)      # unsupported suffix: silently not a document
     # Names that are not UTF-8 (bytes from another system's encoding): cannot be embedded or sent.
     (folder / os.fsdecode(b"canal\xffnotes.txt")).write_text("The canal lock lifts boats.\n", encoding="utf-8")
@@ -61,7 +64,9 @@ def test_bad_files_are_reported_and_the_rest_stays_searchable(make_kb: Any, kb_f
     assert set(failed) == set(expected), failed
     for name, reason in expected.items():
         assert reason in failed[name], (name, failed[name])
-    assert kb.status()["documents"] == 4                  # the sample three and the Latin-1 file
+    assert kb.status()["documents"] == 6                  # the sample three, Latin-1 and two UTF-16 files
+    assert top_source(kb, "How high is the Pollard weir?") == "weir_utf16.txt"
+    assert top_source(kb, "What does Hobbet mill grind?") == "mill_utf16be.txt"
     assert top_source(kb, "Which café serves crème brûlée?") == "cafe_latin1.txt"
     assert "crème brûlée" in kb.retrieve("Which café serves crème brûlée?")[0].text
     assert top_source(kb, "How tall is Skerrimore lighthouse?") == "skerrimore_lighthouse.md"

@@ -69,22 +69,32 @@ def load_document(path: Path, data: bytes) -> LoadedDocument:
 
 
 # ------------------------------------------------------------------ plain text
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def decode_text(data: bytes) -> str:
-    """UTF-8 (with or without BOM), else Windows-1252, else Latin-1; binary data is refused."""
-    head = data[:8192]
-    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise DocumentError("binary data, not text")
-    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13))
-    if head and controls / len(head) > 0.05:
-        raise DocumentError("binary data, not text")
-    for encoding in ("utf-8-sig", "utf-16", "cp1252"):
-        if encoding == "utf-16" and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
-            continue
+    """UTF-8 (with or without BOM), UTF-16 with a BOM (Windows "Unicode"), else Windows-1252,
+    else Latin-1; binary data is refused."""
+    if data.startswith(_UTF16_BOMS):
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise DocumentError("not valid UTF-16 text (it starts like UTF-16)") from None
+        _refuse_binary(text[:4096].encode("utf-8", "replace"))
+        return text
+    _refuse_binary(data[:8192])
+    for encoding in ("utf-8-sig", "cp1252"):
         try:
             return data.decode(encoding)
         except UnicodeDecodeError:
             continue
     return data.decode("latin-1")
+
+
+def _refuse_binary(head: bytes) -> None:
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13))
+    if b"\x00" in head or head and controls / len(head) > 0.05:
+        raise DocumentError("binary data, not text")
 
 
 def _looks_like_heading(line: str, prev_blank: bool, next_line: str) -> bool:
