@@ -38,7 +38,8 @@ def _sources(kb: Any) -> set[str]:
         return {c.source for c in kb._state.chunks.values()}
 
 
-def test_create_modify_move_delete(make_kb: Any, kb_folder: Path) -> None:
+def test_create_modify_move_delete(make_kb: Any, kb_folder: Path, caplog: Any) -> None:
+    caplog.set_level(logging.INFO, logger="daemon.kb")
     kb, waiter = _watched(make_kb, kb_folder)
     embedder = kb._embedder
     assert top_source(kb, QUESTION) != "otters.md"
@@ -62,6 +63,10 @@ def test_create_modify_move_delete(make_kb: Any, kb_folder: Path) -> None:
     (kb_folder / "wildlife" / "otters.md").unlink()
     waiter.wait_for(lambda: kb.status()["documents"] == 3)
     assert not any("otters" in s for s in _sources(kb))
+    # Said in the log (inotify reports the move into a new folder as a move or a delete + create).
+    assert ("knowledge base: otters.md is now wildlife/otters.md" in caplog.text
+            or "knowledge base: removed otters.md\n" in caplog.text)
+    assert "knowledge base: removed wildlife/otters.md" in caplog.text
     assert top_source(kb, "How tall is Skerrimore lighthouse?") == "skerrimore_lighthouse.md"
 
 

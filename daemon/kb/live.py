@@ -135,8 +135,10 @@ class LiveChanges:
                 record = self._state.documents[source]
                 if target is None or not is_candidate(target) or has_bad_name(target) or record.named_by_file:
                     self._state.remove_document(source)
+                    _LOGGER.info("knowledge base: removed %s", source)
                 else:
                     self._state.rename_document(source, target)
+                    _LOGGER.info("knowledge base: %s is now %s", source, target)
             if sources:
                 self._state.refresh()
         return bool(sources)
@@ -146,6 +148,7 @@ class LiveChanges:
             sources = [s for s in self._state.documents if s == rel or s.startswith(rel + "/")]
             for source in sources:
                 self._state.remove_document(source)
+                _LOGGER.info("knowledge base: removed %s", source)
             if sources:
                 self._state.refresh()
             for key in [k for k in self._problems if k == rel or k.startswith(rel + "/")]:
