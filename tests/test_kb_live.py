@@ -354,6 +354,7 @@ def test_service_announces_indexing_progress_and_status_shows_it(tmp_path: Path)
         assert "index updated: 3 documents" in "\n".join(lines), lines
         assert [ln for ln in lines if ln.startswith("knowledge base: ")][-1].startswith(
             "knowledge base: 3 documents, "), lines
+        assert not [a for a, b in zip(lines, lines[1:]) if a == b and a.startswith("knowledge base: ")], lines
         log = service.log.read_text(errors="replace")
         assert "swigfaiss" not in log                                     # faiss's loader notes
         assert "indexing 2/2: m.txt" in log and "indexed 2 files\n" in log   # start-up indexing lines

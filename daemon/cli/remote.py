@@ -234,8 +234,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
             if msg.path != OBJECT_PATH:
                 return
             line = remote_format.signal_line(msg.member, unwrap(msg.body), args.json)
-            if line:
-                print(line, flush=True)
+            if line and not (line == printed[-1] and line.startswith("knowledge base: ")):
+                print(line, flush=True)     # (the summary is announced again with IndexUpdated)
+                printed[-1] = line
+
+        printed = [""]
 
         bus.add_message_handler(on_message)
         for rule in (f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}'",
