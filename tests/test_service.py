@@ -327,6 +327,26 @@ def test_without_a_speaker_say_is_refused_and_an_answer_is_not_claimed_as_spoken
     assert live.proc.poll() is None
 
 
+def test_a_speaker_lost_in_the_middle_of_a_reply_cuts_it_short(
+        live: LiveService, idle: BusThread, pulse_clean: PulseRig) -> None:
+    """The speaker vanishes while a long reply plays: like a barge-in, only what was heard is
+    kept (LastReply, the history, the Interrupted signal), and an Error says why."""
+    mark = idle.mark()
+    reply, _sources = idle.call("Ask", "s", ["Tell me a long story about a dragon who bakes bread."],
+                                timeout=REPLY_TIMEOUT)
+    idle.wait_state("speaking", mark, 30)
+    time.sleep(1.5)
+    pulse_clean.remove_device("speaker")
+    (heard,) = idle.wait("Interrupted", after=mark, timeout=30)
+    code, message = idle.wait("Error", lambda b: "lost during the reply" in b[1], after=mark, timeout=30)
+    assert code == "Device"
+    assert heard and len(heard) < len(reply) and reply.startswith(heard.split()[0]), (heard, reply)
+    wait_until(lambda: idle.get("LastReply") == heard, 10, "LastReply = the part heard")
+    assert live.history_turns()[-1][1] == heard
+    pulse_clean.restore_device("speaker")
+    wait_until(lambda: idle.get("State") == "listening", 30, "State listening", step=0.05)
+
+
 def test_say_with_no_words_is_refused(idle: BusThread) -> None:
     with pytest.raises(DBusError) as refused:
         idle.call("Say", "s", ["🎉 🎉"])

@@ -186,22 +186,34 @@ class TurnKeeper:
             self.hub.publish(ReplyEvent(result.reply, tuple(result.sources)))
             self.hub.publish(PropertyChanged("LastReply"))
         active.reply_ready(result)
-        await self._played_out(active)
+        heard = await self._played_out(active)
         if self.scope.is_current(active.turn):
+            if heard is not None:           # the speaker was lost part way: only that was heard
+                if remember:
+                    self.last_reply = heard
+                    self.hub.publish(PropertyChanged("LastReply"))
+                self.hub.publish(InterruptedEvent(heard))
             if remember:
-                self._remember(active.question, result.reply)
+                self._remember(active.question, result.reply if heard is None else heard)
             self._active = None
             self.host.set_state(self.host.idle_state())
 
-    async def _played_out(self, active: ActiveTurn) -> None:
-        """Until the speaker has played the reply; bounded, so a stuck device cannot hang us."""
+    async def _played_out(self, active: ActiveTurn) -> str | None:
+        """Until the speaker has played the reply; bounded, so a stuck device cannot hang us.
+        None when it was played out; the part that was heard when the speaker was lost on the way."""
         limit = active.audio_s + PLAYOUT_SLACK_S
         if not getattr(self.output, "connected", True):
             self.host.stage_failed("Device", f"the reply ({active.audio_s:.1f} s) was not spoken: "
                                              "there is no speaker; check the output device")
-            return
+            return None
         try:
             await asyncio.wait_for(self.output.wait_done(), limit)
+            if not getattr(self.output, "connected", True):
+                heard = spoken_part(active.chunks, self.output.stop_now(), active.turn)
+                _LOGGER.warning("turn %d: the speaker was lost during the reply; heard: %r", active.turn, heard)
+                self.host.stage_failed("Device", "the speaker was lost during the reply: it was cut short "
+                                                 f"after {len(heard.split())} words; check the output device")
+                return heard
             _LOGGER.info("turn %d: %.2f s of reply audio played", active.turn, active.audio_s)
         except asyncio.TimeoutError:
             describe = getattr(self.output, "describe", lambda: "")
@@ -209,6 +221,7 @@ class TurnKeeper:
             # Said, not only logged: the user heard (part of) nothing and should know why.
             self.host.stage_failed("Device", f"the speaker did not play {active.audio_s:.1f} s of reply out "
                                              f"within {limit:.1f} s; check the output device; still listening")
+        return None
 
     def _turn_failed(self, active: ActiveTurn, exc: Exception) -> None:
         if isinstance(exc, SottovoceError):
