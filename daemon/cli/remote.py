@@ -75,9 +75,9 @@ async def call(bus: MessageBus, member: str, signature: str = "", body: list[Any
     return list(reply.body)
 
 
-async def get_property(bus: MessageBus, name: str) -> Any:
+async def get_property(bus: MessageBus, name: str, *, autostart: bool = True) -> Any:
     """One property of the assistant, unwrapped into plain Python values."""
-    (value,) = await call(bus, "Get", "ss", [INTERFACE, name], interface=PROPERTIES_IFACE)
+    (value,) = await call(bus, "Get", "ss", [INTERFACE, name], interface=PROPERTIES_IFACE, autostart=autostart)
     return unwrap(value)
 
 
@@ -223,6 +223,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     async def session(bus: MessageBus) -> int:
         gone = asyncio.get_running_loop().create_future()
+        printed = [""]                      # the last line printed
 
         def on_message(msg: Message) -> None:
             if msg.message_type != MessageType.SIGNAL:
@@ -237,8 +238,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
             if line and not (line == printed[-1] and line.startswith("knowledge base: ")):
                 print(line, flush=True)     # (the summary is announced again with IndexUpdated)
                 printed[-1] = line
-
-        printed = [""]
 
         bus.add_message_handler(on_message)
         for rule in (f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}'",
@@ -270,13 +269,6 @@ async def call_bus(bus: MessageBus, member: str, signature: str, body: list[Any]
 
 
 # ------------------------------------------------- for `kb status` and `ask`
-def _call_if_running(member: str, signature: str, body: list[Any], timeout: float,
-                     interface: str = INTERFACE) -> list[Any] | None:
-    """One call to the running service; None when it is not on the bus."""
-    return _if_running(lambda bus: call(bus, member, signature, body, interface=interface, autostart=False),
-                       timeout)
-
-
 def _if_running(work: Callable[[MessageBus], Awaitable[T]], timeout: float) -> T | None:
     """``work`` on a bus where the service runs; None when it is not on the bus. Never starts
     it through activation: a cold start would be slower than doing the work in-process."""
@@ -302,8 +294,7 @@ def _if_running(work: Callable[[MessageBus], Awaitable[T]], timeout: float) -> T
 
 def remote_kb_status(timeout: float = 10.0) -> dict[str, Any] | None:
     """The running service's KnowledgeBase property; None when it is not running."""
-    reply = _call_if_running("Get", "ss", [INTERFACE, "KnowledgeBase"], timeout, PROPERTIES_IFACE)
-    return None if reply is None else {str(k): unwrap(v) for k, v in unwrap(reply[0]).items()}
+    return _if_running(lambda bus: get_property(bus, "KnowledgeBase", autostart=False), timeout)
 
 
 def remote_ask(text: str, timeout: float = 120.0) -> tuple[str, list[str], dict[str, float]] | None:

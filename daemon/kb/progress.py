@@ -75,7 +75,8 @@ class IndexingProgress:
 
     def embedding(self, sources: list[str], chunks: int) -> None:
         """The embedding of these files' new chunks starts."""
-        label = sources[0] if len(sources) == 1 else f"{sources[0]} and {len(sources) - 1} more file{'s' if len(sources) > 2 else ''}"
+        more = len(sources) - 1
+        label = f"{sources[0]} and {more} more file{'s' if more > 1 else ''}" if more else sources[0]
         with self._lock:
             self._label, self._chunks_total, self._chunks_done = label, chunks, 0
             self._next_log = time.monotonic() + LOG_EVERY_S

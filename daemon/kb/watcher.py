@@ -6,8 +6,10 @@ batch (one commit). The index is written to disk once the folder has been quiet 
 ``ROOT_CHECK_S`` (or every ``SAVE_WITHIN_S`` of changes that never stop), not after each batch:
 writing a 10,000-chunk index takes a few tenths of a second, and a file saved meanwhile would
 wait for it. Nothing is lost by waiting: the index on disk is a cache of the folder, checked
-against it at start-up, and ``stop()`` writes what is pending. It also notices the folder itself disappearing and coming back:
-inotify loses its watch when the folder is deleted, so the worker re-schedules it and rescans.
+against it at start-up, and ``stop()`` writes what is pending.
+
+It also notices the folder itself disappearing and coming back: inotify loses its watch when
+the folder is deleted, so the worker re-schedules it and rescans.
 """
 
 from __future__ import annotations

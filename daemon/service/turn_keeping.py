@@ -189,12 +189,9 @@ class TurnKeeper:
         heard = await self._played_out(active)
         if self.scope.is_current(active.turn):
             if heard is not None:           # the speaker was lost part way: only that was heard
-                if remember:
-                    self.last_reply = heard
-                    self.hub.publish(PropertyChanged("LastReply"))
-                self.hub.publish(InterruptedEvent(heard))
-            if remember:
-                self._remember(active.question, result.reply if heard is None else heard)
+                self._cut_short(active, heard)
+            elif remember:
+                self._remember(active.question, result.reply)
             self._active = None
             self.host.set_state(self.host.idle_state())
 
@@ -265,10 +262,15 @@ class TurnKeeper:
         if active is None:
             return ""
         spoken = spoken_part(active.chunks, self._last_played, active.turn)
+        self._cut_short(active, spoken)
+        return spoken
+
+    def _cut_short(self, active: ActiveTurn, spoken: str) -> None:
+        """A reply that stopped part way (barge-in, Interrupt, the speaker lost): the history,
+        LastReply and the Interrupted signal have only what was heard of it."""
         if active.question:
             self._remember(active.question, spoken)
             self.last_reply = spoken        # what was heard of it, as the history keeps it
             self.hub.publish(PropertyChanged("LastReply"))
         active.interrupted(spoken)
         self.hub.publish(InterruptedEvent(spoken))
-        return spoken
