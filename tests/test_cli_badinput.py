@@ -305,3 +305,21 @@ def test_ask_says_when_it_indexes_a_new_folder(cli_env, tmp_path: Path) -> None:
         "sottovoce: indexing 1 file of the knowledge base (new or changed); this can take a while"]
     res = sottovoce(*ask, env=cli_env)                 # up to date: nothing to say
     assert res.returncode == 0 and res.stderr == "", res.stderr
+
+
+# ------------------------------------------------------------------ 8. words left over
+@pytest.mark.parametrize("args,command", [
+    (["emotion", "calm", "0.3", "extra"], "emotion"),
+    (["status", "extra"], "status"),
+    (["config", "show", "extra"], "config show"),
+    (["kb", "search", "--kb", "/nonexistent", "query", "--bogus"], "kb search"),
+    (["speak", "hello", "--loud"], "speak"),
+])
+def test_extra_arguments_are_reported_by_their_subcommand(cli_env, args: list[str], command: str) -> None:
+    """Not the top-level usage: the subcommand's, which says what it does take."""
+    res = sottovoce(*args, env=cli_env)
+    assert res.returncode == 2 and res.stdout == "", res.stderr
+    lines = res.stderr.splitlines()
+    assert lines[0].startswith(f"usage: sottovoce {command} "), res.stderr
+    assert lines[-1] == f"sottovoce {command}: error: unrecognized arguments: {args[-1]}", res.stderr
+    assert "Traceback" not in res.stderr

@@ -203,3 +203,37 @@ def test_overrides_apply_over_the_file_and_are_kept_for_a_reload(tmp_path: Path)
     assert cfg.overrides == tuple(overrides) and "overrides" not in cfg.as_dict()
     with pytest.raises(ConfigError, match="overrides: unknown section"):
         load_config(write(tmp_path, "overrides: []\n"))
+
+
+# ------------------------------------------------------------ empty audio devices
+@pytest.mark.parametrize("text,needle", [
+    ("audio:\n  input: ''\n", "audio.input: expected a microphone (\"default\", a device name or index)"),
+    ("audio:\n  output: '  '\n", "audio.output: expected a speaker (\"default\", a device name or index)"),
+])
+def test_an_empty_audio_device_is_an_error_naming_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    """"" used to mean PortAudio's default device without a word: say default for that."""
+    path = write(tmp_path, text)
+    refused(path, needle)
+    res = subprocess.run([sys.executable, "-m", "daemon.cli.main", "--config", str(path), "config", "show"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 2 and res.stdout == "", res.stderr
+    err = res.stderr.strip()
+    assert "\n" not in err and str(path) in err and needle in err and "got an empty value" in err, err
+
+
+def test_sottovoced_refuses_an_empty_input_or_output_option(tmp_path: Path) -> None:
+    """`sottovoced --input ""` named no microphone; it is refused before anything starts."""
+    from tests.fixtures_dbus import SOTTOVOCED
+
+    with pytest.raises(ConfigError, match=r"^--input: expected a microphone"):
+        load_config(use_user_file=False, overrides=[("audio.input", "")])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DBUS_", "NOTIFY_SOCKET"))}
+    env.update(HOME=str(tmp_path), DBUS_SESSION_BUS_ADDRESS="unix:path=/nonexistent", HF_HUB_OFFLINE="1")
+    for args, option in ((["--input", "", "--output", str(tmp_path / "out.wav")], "--input"),
+                         (["--input", "none", "--output", " "], "--output")):
+        res = subprocess.run([str(SOTTOVOCED), *args], capture_output=True, text=True, cwd=tmp_path,
+                             timeout=60, env=env)
+        assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+        err = res.stderr.strip()
+        assert "\n" not in err and err.startswith(f"sottovoced: {option}: expected ") and "empty" in err, err
+    assert not (tmp_path / "out.wav").exists()

@@ -145,3 +145,39 @@ def test_cli_out_into_a_missing_folder_is_exit_8_before_models_load(cli_env, tmp
         res = sottovoce("--config", str(cfg), *args, "--out", str(out), env=cli_env)
         one_line_error(res, errors.EXIT_BAD_ARG, str(out.parent), "does not exist")
     assert not (tmp_path / "nonexistent").exists()
+
+
+# ------------------------------------------------------------------ junk with an audio name
+def _random_bytes(n: int, seed: int) -> bytes:
+    return np.random.default_rng(seed).bytes(n)
+
+
+@pytest.mark.parametrize("name", ["junk.flac", "junk.mp3", "junk.wav"])
+def test_random_bytes_named_as_audio_are_not_audio(tmp_path: Path, name: str) -> None:
+    """PyAV picks a demuxer by the extension and skips every frame it cannot decode: random
+    bytes named .flac or .mp3 came out as an empty signal, which the CLI took for silence."""
+    for seed, size in ((1, 300_000), (2, 1_000_000)):
+        path = tmp_path / name
+        path.write_bytes(_random_bytes(size, seed))
+        with pytest.raises(BadAudioError, match="not a readable audio file") as err:
+            load_audio(path, quiet=True)
+        assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_random_flac_is_exit_4_and_real_silence_still_exit_5(cli_env, tmp_path: Path) -> None:
+    junk = tmp_path / "recording.flac"
+    junk.write_bytes(_random_bytes(300_000, 3))
+    for args in (["transcribe", str(junk)], ["ask", "--local", "--wav", str(junk), "--out", str(tmp_path / "r.wav")]):
+        res = sottovoce(*args, env=cli_env)
+        one_line_error(res, errors.EXIT_BAD_AUDIO, str(junk), "not a readable audio file")
+    # A real file that holds only silence is audio: it loads (as zeros) and has no speech.
+    silent = tmp_path / "silent.flac"
+    sf.write(str(silent), np.zeros(32000, np.float32), 16000)
+    m4a = tmp_path / "silent.m4a"       # through PyAV, like the junk above
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono",
+                    "-t", "2", str(m4a)], check=True)
+    for path in (silent, m4a):
+        audio = load_audio(path)
+        assert audio.size >= 30000 and not audio.any(), path
+    res = sottovoce("transcribe", str(m4a), env=cli_env)
+    one_line_error(res, errors.EXIT_NO_SPEECH, "no speech heard")

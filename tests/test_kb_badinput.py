@@ -166,3 +166,68 @@ def test_cli_missing_folder_is_a_clear_error(tmp_path: Path, kb_cli_config: Path
         assert main(["--config", str(kb_cli_config), "kb", *action, "--kb", str(missing)]) == EXIT_KB
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and str(missing) in err and "does not exist" in err
+
+
+# ------------------------------------------------------------------ text without full stops
+BRIDGE = "the vellacott footbridge over the river ambling has exactly nine stone arches"
+
+
+def _words_without_punctuation(chars: int, seed: int, fact: str = "") -> str:
+    """One line of ``chars`` characters of lower-case words, no punctuation, ``fact`` in the middle."""
+    import random
+
+    from daemon.config import load_config
+    from daemon.kb.embedder import model_dir
+
+    folder = model_dir(load_config(use_user_file=False).rag)
+    assert folder is not None
+    words = [w for w in (folder / "vocab.txt").read_text(encoding="utf-8").split()
+             if w.isalpha() and w.islower() and len(w) > 2]
+    rnd = random.Random(seed)
+    half = " ".join(rnd.choice(words) for _ in range(chars // 12))[: chars // 2]
+    return f"{half} {fact} {half}"[:chars] if fact else (half + " " + half)[:chars]
+
+
+def test_a_document_without_full_stops_gives_short_notes(make_kb: Any, kb_folder: Path) -> None:
+    """A long line with no sentence punctuation was one "sentence" as long as its chunk
+    (about 1,500 characters), and the model would have been handed it, and read it out."""
+    from daemon.kb.select import MAX_CLAUSE_CHARS
+
+    (kb_folder / "ramble.txt").write_text(_words_without_punctuation(40_000, 7, BRIDGE) + "\n", encoding="utf-8")
+    kb = make_kb(kb_folder)
+    kb.open()
+    question = "How many stone arches does the Vellacott footbridge have?"
+    passages = kb.retrieve(question)
+    assert passages and passages[0].source == "ramble.txt", passages
+    notes = kb.select_context(question, passages, 3)
+    assert notes and all(len(n.text) <= MAX_CLAUSE_CHARS for n in notes), [len(n.text) for n in notes]
+    assert "nine stone arches" in notes[0].text, notes[0].text
+    # The sample documents' sentences are far shorter than the cap: they are as before.
+    question = "Who was the last keeper of Skerrimore lighthouse?"
+    assert kb.select_context(question, kb.retrieve(question), 1)[0].text == "The last keeper was Ewan Dorrity."
+
+
+def test_a_megabyte_on_one_line_gives_short_notes(make_kb: Any, tmp_path: Path) -> None:
+    """1 MB on one line, with spaces and without any (a pasted blob): every clause that may
+    become a note is at most MAX_CLAUSE_CHARS long. (Hashed-word vectors: which clause is
+    picked does not matter here, and embedding a megabyte with MiniLM takes minutes.)"""
+    from daemon.kb.select import MAX_CLAUSE_CHARS
+    from tests.fixtures_kb import HashEmbedder
+
+    folder = tmp_path / "giant"
+    folder.mkdir()
+    (folder / "words.txt").write_text(_words_without_punctuation(1_000_000, 3, BRIDGE) + "\n", encoding="utf-8")
+    blob = "".join(chr(ord("a") + (i * 7919) % 26) for i in range(1_000_000))
+    (folder / "blob.txt").write_text(blob + "\n", encoding="utf-8")
+    kb = make_kb(folder, embedder=HashEmbedder(), max_file_mb=2)
+    kb.open()
+    assert kb.status()["documents"] == 2, kb.status()
+    for question in ("How many stone arches does the Vellacott footbridge have?", "What is in the blob?"):
+        notes = kb.select_context(question, kb.retrieve(question), 5)
+        assert notes and all(len(n.text) <= MAX_CLAUSE_CHARS for n in notes), [len(n.text) for n in notes]
+    with kb._lock:
+        chunks = [(c.text, c.heading) for c in kb._state.chunks.values()]
+    from daemon.kb.select import clause_contexts
+
+    longest = max(len(clause) for text, heading in chunks for clause, _ in clause_contexts(text, heading))
+    assert longest <= MAX_CLAUSE_CHARS, longest

@@ -358,3 +358,22 @@ def test_service_announces_indexing_progress_and_status_shows_it(tmp_path: Path)
         log = service.log.read_text(errors="replace")
         assert "swigfaiss" not in log                                     # faiss's loader notes
         assert "indexing 2/2: m.txt" in log and "indexed 2 files\n" in log   # start-up indexing lines
+
+
+def test_a_file_name_with_a_newline_keeps_each_log_line_whole(make_kb: Any, kb_folder: Path, caplog: Any) -> None:
+    """A name may hold a newline (or an escape sequence): logged as it was, it split the
+    line, or could fake a line of its own. It is logged with Python's escapes instead."""
+    caplog.set_level(logging.INFO, logger="daemon.kb")
+    (kb_folder / "weir\nnotes.txt").write_text("The Pollard weir is 3 metres high.\n", encoding="utf-8")
+    kb, waiter = _watched(make_kb, kb_folder)                  # indexed at open
+    arrived = kb_folder / "otters\nknowledge base: removed everything.md"
+    arrived.write_text(OTTERS.format(n=9), encoding="utf-8")   # and one arriving live
+    waiter.wait_for(lambda: top_source(kb, QUESTION) == arrived.name)
+    arrived.unlink()
+    waiter.wait_for(lambda: arrived.name not in _sources(kb))
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("daemon.kb")]
+    assert all("\n" not in m for m in messages), [m for m in messages if "\n" in m]
+    assert "knowledge base: indexed 'weir\\nnotes.txt': 1 chunk" in messages, messages
+    escaped = repr(arrived.name)
+    assert f"knowledge base: indexed {escaped}: 1 chunk" in messages, messages
+    assert f"knowledge base: removed {escaped}" in messages, messages

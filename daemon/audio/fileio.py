@@ -24,6 +24,9 @@ TARGET_RATE = 16000
 _HALF_ZEROS = 16         # sinc zero crossings on each side of the resampling kernel
 _KAISER_BETA = 8.6       # ~ -80 dB stop band
 _BLOCK = 8192            # output samples resampled per block (bounds the gather's memory)
+# File bytes per decoded second above which PyAV's result is checked packet by packet: compressed
+# audio stays under 40000 (320 kbit/s); more is a video, or junk that decoded to a few frames.
+_SUSPECT_BYTES_PER_S = 64_000
 
 
 def check_audio_file(path: str | os.PathLike[str]) -> Path:
@@ -40,8 +43,9 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = TARGET_RATE, *,
                quiet: bool = False) -> np.ndarray:
     """Decode ``path`` into float32 mono at ``sample_rate`` (default 16 kHz).
 
-    Raises :class:`BadAudioError` with one line when the file is missing or not audio.
-    An audio file with no samples gives an empty array (the caller decides what that means).
+    Raises :class:`BadAudioError` with one line when the file is missing or not audio (junk
+    that no decoder gets a sample out of included). A WAV, FLAC or OGG file that libsndfile
+    reads as holding no samples gives an empty array (the caller decides what that means).
     ``quiet``: silence what libsndfile's MP3 decoder prints on stderr about a damaged file
     ("Warning: Xing stream size off ..."). It does so by pointing file descriptor 2 at
     /dev/null while the file is read, so only a process with nothing else to say meanwhile
@@ -114,9 +118,40 @@ def _read_pyav(file: Path, sample_rate: int) -> np.ndarray:
         raise BadAudioError(
             f"{file}: not a readable audio file ({reason}); use WAV, FLAC, MP3 or OGG"
         ) from None
-    if samples.size == 0 and not _has_audio_stream(file):
-        raise BadAudioError(f"{file}: holds no audio stream; use WAV, FLAC, MP3 or OGG")
+    # PyAV skips the packets it cannot decode: random bytes named .flac or .mp3 open as an
+    # audio stream (the extension picks the demuxer) and decode to nothing, or to a tenth of a
+    # second of noise from a few chance frame headers. A real file that holds only silence
+    # decodes to zeros, with every packet whole.
+    if samples.size == 0:
+        if not _has_audio_stream(file):
+            raise BadAudioError(f"{file}: holds no audio stream; use WAV, FLAC, MP3 or OGG")
+        raise BadAudioError(f"{file}: not a readable audio file (nothing in it could be decoded); "
+                            "use WAV, FLAC, MP3 or OGG")
+    if file.stat().st_size > _SUSPECT_BYTES_PER_S * samples.size / sample_rate and _mostly_undecodable(file):
+        raise BadAudioError(f"{file}: not a readable audio file (most of it could not be decoded); "
+                            "use WAV, FLAC, MP3 or OGG")
     return np.asarray(samples, dtype=np.float32)
+
+
+def _mostly_undecodable(file: Path) -> bool:
+    """More packets of the audio stream fail to decode than decode (a damaged real file
+    loses a few in hundreds; junk keeps one or two in fifty)."""
+    import av
+
+    good = bad = 0
+    try:
+        with av.open(str(file), metadata_errors="ignore") as container:
+            for packet in container.demux(audio=0):
+                if packet.size == 0:         # the end-of-stream marker
+                    continue
+                try:
+                    packet.decode()
+                    good += 1
+                except av.error.FFmpegError:
+                    bad += 1
+    except Exception:  # noqa: BLE001 - it decoded once already; count what was counted
+        pass
+    return bad > good
 
 
 def _has_audio_stream(file: Path) -> bool:

@@ -63,11 +63,31 @@ def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
             _describe_subcommands(child)
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that words left over are reported by the subcommand
+    they were given to (`sottovoce emotion calm 0.3 extra` shows emotion's usage, not the
+    top-level one). Exits 2, as every argparse error does."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost subcommand parser that ``args`` went through (``parser`` itself if none)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            child = action.choices.get(getattr(args, action.dest, None) or "")
+            if child is not None:
+                return chosen_parser(child, args)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     empty = [f"--{name}" for name in ("config", "kb", "out", "wav") if getattr(args, name, None) == ""]
     if empty:
         print(f"sottovoce: {empty[0]} is empty: give a path", file=sys.stderr)

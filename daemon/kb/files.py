@@ -55,6 +55,14 @@ def printable(relpath: str) -> str:
     return relpath.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
+def log_name(relpath: str) -> str:
+    """``relpath`` for one line of a log or a status: as it is when every character prints,
+    else quoted with Python's escapes (a newline in a file name as ``\\n``, so it cannot
+    split the line or fake another one); bytes that are not UTF-8 show as U+FFFD."""
+    text = printable(relpath)
+    return text if text.isprintable() else repr(text)
+
+
 def is_candidate(relpath: str | PurePath) -> bool:
     """A path the knowledge base would index (by name only; content is checked later)."""
     return not is_ignored(relpath) and is_supported(Path(relpath))

@@ -31,7 +31,7 @@ from daemon.kb.cancel import FileChanged, IndexingStopped, Interrupted, Supersed
 from daemon.kb.chunking import Chunker
 from daemon.kb.embed_gate import EmbedGate
 from daemon.kb.embedder import EMBED_BATCH, load_embedder, model_dir, single_thread
-from daemon.kb.files import _reason, scan_folder
+from daemon.kb.files import _reason, log_name, scan_folder
 from daemon.kb.hybrid import KEYWORD_WEIGHT, fuse
 from daemon.kb.indexer import Check, FileIndexer, Prepared
 from daemon.kb.live import LiveChanges
@@ -427,11 +427,11 @@ class KnowledgeBase(LiveChanges):
             retries[source] = retries.get(source, 0) + 1
             now = self._stat_paths([self.folder / source])    # forgets it if it is gone
             if not now:
-                _LOGGER.info("knowledge base: %s went away while it was being indexed; dropped it", source)
+                _LOGGER.info("knowledge base: %s went away while it was being indexed; dropped it", log_name(source))
             elif retries[source] > MAX_RETRIES:
-                _LOGGER.warning("knowledge base: %s keeps changing; it is indexed once it settles", source)
+                _LOGGER.warning("knowledge base: %s keeps changing; it is indexed once it settles", log_name(source))
             else:
-                _LOGGER.info("knowledge base: %s changed while it was being indexed; starting it again", source)
+                _LOGGER.info("knowledge base: %s changed while it was being indexed; starting it again", log_name(source))
                 queue.extend(now)
                 queued += len(now)
         self._progress.add_files(queued)
@@ -461,7 +461,7 @@ class KnowledgeBase(LiveChanges):
         for prepared in kept:
             if prepared.drafts and not prepared.unchanged:
                 count = len(prepared.drafts)
-                _LOGGER.info("knowledge base: indexed %s: %d chunk%s", prepared.source, count,
+                _LOGGER.info("knowledge base: indexed %s: %d chunk%s", log_name(prepared.source), count,
                              "" if count == 1 else "s")
         self._progress.files_done(len(batch))
         return any(not p.unchanged for p in kept), dropped

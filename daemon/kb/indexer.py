@@ -22,7 +22,7 @@ from typing import Callable
 
 from daemon.kb.cancel import FileChanged, Interrupted
 from daemon.kb.chunking import ChunkDraft, Chunker, bounded_pieces
-from daemon.kb.files import _reason
+from daemon.kb.files import _reason, log_name
 from daemon.kb.hybrid import CountedTerms
 from daemon.kb.loaders import DocumentError, LoadedDocument, load_document
 from daemon.kb.state import DocRecord
@@ -68,11 +68,11 @@ class FileIndexer:
         except (Interrupted, FileChanged):
             raise
         except Exception as exc:  # a parser bug must not stop the service: report and go on
-            _LOGGER.warning("knowledge base: %s: unexpected error while indexing", source, exc_info=True)
+            _LOGGER.warning("knowledge base: %s: unexpected error while indexing", log_name(source), exc_info=True)
             record.error = f"cannot index ({type(exc).__name__}: {exc})"
             prepared.drafts = None
         if record.error:
-            _LOGGER.warning("knowledge base: skipping %s: %s", source, record.error)
+            _LOGGER.warning("knowledge base: skipping %s: %s", log_name(source), record.error)
         return prepared
 
     def _fill(self, prepared: Prepared, old: DocRecord | None, check: Check) -> None:

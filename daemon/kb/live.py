@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from daemon.kb.cancel import Interrupted
-from daemon.kb.files import BAD_NAME, _reason, has_bad_name, is_candidate, printable, stat_document
+from daemon.kb.files import BAD_NAME, _reason, has_bad_name, is_candidate, log_name, printable, stat_document
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -135,10 +135,10 @@ class LiveChanges:
                 record = self._state.documents[source]
                 if target is None or not is_candidate(target) or has_bad_name(target) or record.named_by_file:
                     self._state.remove_document(source)
-                    _LOGGER.info("knowledge base: removed %s", source)
+                    _LOGGER.info("knowledge base: removed %s", log_name(source))
                 else:
                     self._state.rename_document(source, target)
-                    _LOGGER.info("knowledge base: %s is now %s", source, target)
+                    _LOGGER.info("knowledge base: %s is now %s", log_name(source), log_name(target))
             if sources:
                 self._state.refresh()
         return bool(sources)
@@ -148,7 +148,7 @@ class LiveChanges:
             sources = [s for s in self._state.documents if s == rel or s.startswith(rel + "/")]
             for source in sources:
                 self._state.remove_document(source)
-                _LOGGER.info("knowledge base: removed %s", source)
+                _LOGGER.info("knowledge base: removed %s", log_name(source))
             if sources:
                 self._state.refresh()
             for key in [k for k in self._problems if k == rel or k.startswith(rel + "/")]:
@@ -161,7 +161,7 @@ class LiveChanges:
             before = self._problems.get(rel)
             self._problems[rel] = reason
         if before != reason:
-            _LOGGER.warning("knowledge base: skipping %s: %s", rel, reason)
+            _LOGGER.warning("knowledge base: skipping %s: %s", log_name(rel), reason)
 
     def _replace_problems(self, problems: dict[str, str]) -> None:
         """The problems found by a full scan of the folder; the new ones are logged."""
@@ -169,7 +169,7 @@ class LiveChanges:
             before, self._problems = self._problems, dict(problems)
         for rel, reason in problems.items():
             if before.get(rel) != reason:
-                _LOGGER.warning("knowledge base: skipping %s: %s", rel, reason)
+                _LOGGER.warning("knowledge base: skipping %s: %s", log_name(rel), reason)
 
     def _relative(self, path: Path) -> str | None:
         try:

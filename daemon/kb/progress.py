@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Callable
 
+from daemon.kb.files import log_name
+
 _LOGGER = logging.getLogger(__name__)
 
 LOG_EVERY_S = 15.0           # a progress line this often while a long embedding runs
@@ -70,13 +72,14 @@ class IndexingProgress:
 
     def preparing(self, source: str) -> None:
         with self._lock:
-            self._label, self._chunks_total, self._chunks_done = source, 0, 0
+            self._label, self._chunks_total, self._chunks_done = log_name(source), 0, 0
         self._notify()
 
     def embedding(self, sources: list[str], chunks: int) -> None:
         """The embedding of these files' new chunks starts."""
         more = len(sources) - 1
-        label = f"{sources[0]} and {more} more file{'s' if more > 1 else ''}" if more else sources[0]
+        first = log_name(sources[0])      # the label goes into log lines and the status line
+        label = f"{first} and {more} more file{'s' if more > 1 else ''}" if more else first
         with self._lock:
             self._label, self._chunks_total, self._chunks_done = label, chunks, 0
             self._next_log = time.monotonic() + LOG_EVERY_S

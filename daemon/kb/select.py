@@ -5,7 +5,9 @@ the wrong one ("The light has been automatic for 19 years" for "how many steps")
 a sentence that joins two facts with a semicolon it mixes them up. Given the single clause
 that holds the answer, it copies the fact. So passages are cut into clauses (sentences,
 split again at semicolons and at colons that end a long clause, but not after a short label
-such as "Capacity:"), and the clauses are ranked, best first.
+such as "Capacity:"), and the clauses are ranked, best first. A clause is at most
+``MAX_CLAUSE_CHARS`` long: a document without full stops (one line of a megabyte) would
+otherwise be one "sentence" as long as a chunk, handed to the model and read aloud whole.
 
 A clause is scored by embedding similarity to the question (the clause read with its
 heading, so "It was designed by..." still knows it is about the lighthouse), plus the share
@@ -25,6 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from daemon.kb.chunking import bounded_pieces
 from daemon.kb.textutil import index_terms, split_sentences
 from daemon.messages import Passage
 
@@ -36,6 +39,7 @@ TYPE_WEIGHT = 0.21           # a clause holding the kind of answer asked for (a 
 ALIKE_FLOOR = 0.7            # spelling similarity from which a misheard word counts as the word...
 ALIKE_MIN_LETTERS = 5        # ...when both are this long (short words are alike by chance)
 LABEL_WORDS = 4              # "Head baker: ..." keeps its label; a longer clause before ":" is split off
+MAX_CLAUSE_CHARS = 300       # longer clauses are cut at spaces (the sample documents' longest: 112)
 
 _NUMBER_WORDS = ("one two three four five six seven eight nine ten eleven twelve twenty thirty forty fifty "
                  "hundred thousand million half dozen").split()
@@ -117,7 +121,9 @@ def rank_units(
 
 
 def clauses(sentence: str) -> list[str]:
-    """A sentence cut at semicolons, and at a colon that follows more than a short label."""
+    """A sentence cut at semicolons, and at a colon that follows more than a short label;
+    a clause still longer than ``MAX_CLAUSE_CHARS`` is cut at spaces (mid-word only where
+    it has none) into pieces of at most that."""
     out: list[str] = []
     for part in _SEMICOLON.split(sentence):
         pieces = _COLON.split(part, maxsplit=1)
@@ -125,7 +131,9 @@ def clauses(sentence: str) -> list[str]:
             out.extend(pieces)
         else:
             out.append(part)
-    return [_as_sentence(p) for p in out if any(ch.isalnum() for ch in p)]
+    # One character spare: _as_sentence may add a full stop.
+    short = [piece for p in out for piece in bounded_pieces(p.strip(), MAX_CLAUSE_CHARS - 1)]
+    return [_as_sentence(p) for p in short if any(ch.isalnum() for ch in p)]
 
 
 def _as_sentence(text: str) -> str:
