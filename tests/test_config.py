@@ -222,7 +222,8 @@ def test_an_empty_audio_device_is_an_error_naming_the_key(tmp_path: Path, text: 
 
 
 def test_sottovoced_refuses_an_empty_input_or_output_option(tmp_path: Path) -> None:
-    """`sottovoced --input ""` named no microphone; it is refused before anything starts."""
+    """`sottovoced --input ""` named no microphone (`--kb ""` no folder: it served the
+    config's); each is refused before anything starts."""
     from tests.fixtures_dbus import SOTTOVOCED
 
     with pytest.raises(ConfigError, match=r"^--input: expected a microphone"):
@@ -230,7 +231,8 @@ def test_sottovoced_refuses_an_empty_input_or_output_option(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DBUS_", "NOTIFY_SOCKET"))}
     env.update(HOME=str(tmp_path), DBUS_SESSION_BUS_ADDRESS="unix:path=/nonexistent", HF_HUB_OFFLINE="1")
     for args, option in ((["--input", "", "--output", str(tmp_path / "out.wav")], "--input"),
-                         (["--input", "none", "--output", " "], "--output")):
+                         (["--input", "none", "--output", " "], "--output"),
+                         (["--input", "none", "--output", str(tmp_path / "out.wav"), "--kb", ""], "--kb")):
         res = subprocess.run([str(SOTTOVOCED), *args], capture_output=True, text=True, cwd=tmp_path,
                              timeout=60, env=env)
         assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]

@@ -45,8 +45,9 @@ def command_line_overrides(args: argparse.Namespace) -> list[tuple[str, str]]:
     """The config keys the command line sets. The config keeps them, and a reload applies
     them again over the re-read file."""
     overrides: list[tuple[str, str]] = []
-    if args.kb:
-        overrides.append(("rag.knowledge_base", os.path.abspath(os.path.expanduser(args.kb))))
+    if args.kb is not None:     # "" stays "": refused as an empty path, not read as the cwd
+        kb = args.kb.strip() and os.path.abspath(os.path.expanduser(args.kb))
+        overrides.append(("rag.knowledge_base", kb))
     if args.input is not None:
         overrides.append(("audio.input", args.input))
     if args.output is not None:
