@@ -200,16 +200,17 @@ def kb_folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_kb(tmp_path: Path, kb_rag_config: RagConfig, minilm: Any) -> Iterator[Callable[..., Any]]:
-    """``make_kb(folder, embedder=None, **rag_overrides)`` -> an unopened KnowledgeBase whose
+    """``make_kb(folder, embedder=None, persist=True, **rag_overrides)`` -> an unopened KnowledgeBase whose
     index lives under tmp_path; every one made is stopped at teardown."""
     from daemon.kb import KnowledgeBase
 
     made: list[Any] = []
 
-    def factory(folder: Path, embedder: Any = None, **overrides: Any) -> Any:
+    def factory(folder: Path, embedder: Any = None, persist: bool = True, **overrides: Any) -> Any:
         overrides.setdefault("index_dir", str(tmp_path / "index"))
         cfg = dataclasses.replace(kb_rag_config, knowledge_base=str(folder), **overrides)
-        kb = KnowledgeBase(cfg, embedder=embedder if embedder is not None else CountingEmbedder(minilm))
+        kb = KnowledgeBase(cfg, embedder=embedder if embedder is not None else CountingEmbedder(minilm),
+                           persist=persist)
         made.append(kb)
         return kb
 

@@ -23,8 +23,7 @@ from daemon import errors
 from daemon.messages import MAX_TEXT_CHARS
 from tests.fixtures_core import DATA, ROOT, one_line_error, sottovoce
 from tests.fixtures_dbus import (
-    SOTTOVOCE, SOTTOVOCED, ServiceProcess, busctl, make_service_home,
-    start_private_bus, start_sottovoced, wait_until,
+    SOTTOVOCE, SOTTOVOCED, ServiceProcess, busctl, make_service_home, start_private_bus,
 )
 
 pytestmark = pytest.mark.timeout(600)
@@ -249,28 +248,6 @@ def test_words_options_and_empty_paths_as_a_user_types_them(cli_env, tmp_path: P
     one_line_error(sottovoce("emotion", "calm", "abc", env=cli_env), errors.EXIT_BAD_ARG, "not a number")
     res = sottovoce("models", env=cli_env)
     assert res.returncode == 2 and "required: ACTION" in res.stderr, res.stderr
-
-
-def test_ask_while_the_service_is_still_starting(tmp_path: Path) -> None:
-    bus = start_private_bus(tmp_path / "bus")
-    service = None
-    try:
-        home = make_service_home(tmp_path / "svc")     # a fresh index: loading takes a while
-        service = start_sottovoced(bus, home, tmp_path, wait_ready=False)
-        def state() -> str:
-            return busctl(bus, "get-property", *A, "State").stdout.strip()
-
-        wait_until(lambda: bool(state()) or service.proc.poll() is not None, 60,
-                   "the service on the bus", step=0.05)
-        before = state()
-        res = subprocess.run([str(SOTTOVOCE), "ask", "Hello?"], env={**bus.env, "HOME": str(home.home)},
-                             capture_output=True, text=True, timeout=60)
-        assert before == 's "starting"' and state() == 's "starting"', (before, state())
-        one_line_error(res, errors.EXIT_NO_SERVICE, "still starting")
-    finally:
-        if service is not None:
-            service.stop()
-        bus.stop()
 
 
 def test_write_audio_refuses_what_it_cannot_write(tmp_path: Path) -> None:

@@ -1,22 +1,33 @@
 """`sottovoce status | pause | resume | interrupt | emotion | say | reindex | reload | watch`
-against the real service on a private bus, and the one-line answer when it is absent."""
+against the real service on a private bus, and the one-line answer when it is absent; `kb`
+against a service started on another folder than the config's; commands waiting for a
+service still starting; `watch` across a restart of the service."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import threading
-from typing import Any
+from pathlib import Path
+from typing import IO, Any, Iterator
 
 import pytest
 
 from daemon.cli.remote import NOT_RUNNING, remote_ask
-from daemon.errors import EXIT_BAD_ARG, EXIT_INTERRUPTED, EXIT_NO_SERVICE, BadArgumentError
-from tests.fixtures_dbus import SOTTOVOCE, PrivateBus, ServiceProcess, busctl, run_cli, wait_until
+from daemon.config import Config
+from daemon.errors import (
+    EXIT_BAD_ARG, EXIT_INTERRUPTED, EXIT_NO_SERVICE, BadArgumentError, NotReadyError, SottovoceError,
+)
+from tests.fixtures_dbus import (
+    SOTTOVOCE, PrivateBus, ServiceProcess, busctl, make_service_home, run_cli, start_private_bus,
+    start_sottovoced, wait_until,
+)
 
 A = ("org.sottovoce.Assistant", "/org/sottovoce/Assistant", "org.sottovoce.Assistant1")
+WAITING = "sottovoce: waiting for the service to finish starting ..."
 
 
 def _prop(service: ServiceProcess, name: str) -> Any:
@@ -184,3 +195,254 @@ def test_service_absent(empty_bus: PrivateBus, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))      # -> unix:path=$XDG_RUNTIME_DIR/bus
     assert remote_ask("Is anyone there?") is None
+
+
+# ------------------------------------------- kb: the service's folder, not the config's
+def _manifest(index_dir: str) -> bytes:
+    return (Path(index_dir) / "manifest.json").read_bytes()
+
+
+def _service_kb(assistant: ServiceProcess, tmp_path: Path) -> tuple[dict[str, str], str, str]:
+    """A CLI environment whose config names another folder (the sample one, default.yaml) than
+    the service's (a copy, as `sottovoced --kb` would give it); the service's folder and index."""
+    env = {**assistant.bus.env, "HOME": str(tmp_path)}          # no config, no index of its own
+    prop = {k: v["data"] for k, v in _prop(assistant, "KnowledgeBase").items()}
+    folder, index_dir = prop["folder"], prop["index_dir"]
+    assert folder == str(assistant.home.kb) and index_dir.startswith(str(assistant.home.home / "index"))
+    return env, folder, index_dir
+
+
+def test_kb_status_names_the_folder_the_service_was_given(assistant: ServiceProcess, tmp_path: Path) -> None:
+    env, folder, index_dir = _service_kb(assistant, tmp_path)
+    out = run_cli(env, "kb", "status")
+    assert out.returncode == 0, out.stderr
+    assert f"Knowledge base  {folder}\n" in out.stdout and f"Index           {index_dir}\n" in out.stdout
+    info = json.loads(run_cli(env, "kb", "status", "--json").stdout)
+    assert (info["folder"], info["index_dir"]) == (folder, index_dir)
+
+
+def test_kb_search_reads_the_service_index(assistant: ServiceProcess, tmp_path: Path) -> None:
+    env, folder, index_dir = _service_kb(assistant, tmp_path)
+    before = _manifest(index_dir)
+    out = run_cli(env, "kb", "search", "--json", "How tall is Skerrimore lighthouse?", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["passages"] and "indexing" not in out.stderr, out.stderr
+    assert _manifest(index_dir) == before                     # read, not written
+    assert not (tmp_path / ".local").exists()                   # nothing embedded here
+
+
+def test_kb_rebuild_of_the_service_folder_goes_through_the_service(
+        assistant: ServiceProcess, tmp_path: Path) -> None:
+    env, folder, index_dir = _service_kb(assistant, tmp_path)
+    before = _manifest(index_dir)
+    for args in ((), ("--kb", folder)):                         # the service rebuilds its own index
+        out = run_cli(env, "kb", "rebuild", *args, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"Rebuilt {index_dir}: 3 documents") and \
+            out.stdout.rstrip().endswith("(by the running service)"), out.stdout
+        assert f"The running service indexes {folder}" in out.stderr, out.stderr
+        assert _manifest(index_dir) != before, "the service wrote no new index"
+        before = _manifest(index_dir)
+    assert not (tmp_path / ".local").exists()
+    other = tmp_path / "notes"                                  # another folder: rebuilt here
+    other.mkdir()
+    (other / "kettle.md").write_text("# Kettle\n\nThe blue kettle whistles at ninety degrees.\n")
+    out = run_cli(env, "kb", "rebuild", "--kb", str(other), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "1 documents" in out.stdout and "running service" not in out.stdout + out.stderr, out
+    assert str(tmp_path / ".local" / "share" / "sottovoce" / "index") in out.stdout
+    assert _manifest(index_dir) == before
+
+
+# What a service from before `folder` and `index_dir` answers for KnowledgeBase.
+_OLDER_KB = {"documents": ("u", 7), "chunks": ("u", 21), "last_indexed": ("d", 1.0e9),
+             "failed": ("a{ss}", {}), "indexing": ("s", "")}
+
+
+@pytest.fixture
+def older_service(empty_bus: PrivateBus) -> Iterator[None]:
+    """The name owned on the empty bus by a connection answering what an older service
+    answers for the KnowledgeBase property: no folder, no index_dir (and nothing else)."""
+    from dbus_fast import Message, MessageType, Variant
+    from dbus_fast.aio import MessageBus
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="older-service", daemon=True)
+    thread.start()
+
+    def answer(msg: Message) -> Message | None:
+        if (msg.message_type == MessageType.METHOD_CALL and msg.member == "Get"
+                and msg.body == [A[2], "KnowledgeBase"]):
+            kb = {key: Variant(sig, value) for key, (sig, value) in _OLDER_KB.items()}
+            return Message.new_method_return(msg, "v", [Variant("a{sv}", kb)])
+        return None
+
+    async def own() -> MessageBus:
+        bus = await MessageBus(bus_address=empty_bus.address).connect()
+        bus.add_message_handler(answer)
+        await bus.request_name(A[0])
+        return bus
+
+    bus = asyncio.run_coroutine_threadsafe(own(), loop).result(30)
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(bus.disconnect)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        wait_until(lambda: "false" in busctl(empty_bus, "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                             "org.freedesktop.DBus", "NameHasOwner", "s", A[0]).stdout,
+                   10, "the name released")
+
+
+def test_kb_with_an_older_service_keeps_to_the_config_folder(
+        older_service: None, empty_bus: PrivateBus, tmp_path: Path) -> None:
+    """A guard, not a fix: a service that does not publish its folder leaves `kb` as it was,
+    the config's folder labelled with the service's counts, and a rebuild done here."""
+    from tests.fixtures_dbus import ROOT
+
+    env = {**empty_bus.env, "HOME": str(tmp_path)}
+    out = run_cli(env, "kb", "status", "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["folder"] == str(ROOT / "knowledge_base") and info["documents"] == 7, info
+    out = run_cli(env, "kb", "rebuild", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"Rebuilt {tmp_path / '.local' / 'share' / 'sottovoce' / 'index'}")
+    assert "3 documents" in out.stdout and "running service" not in out.stdout + out.stderr, out
+
+
+# ------------------------------------------- commands wait for a service still starting
+def test_ask_waits_while_the_service_is_still_starting(tmp_path: Path) -> None:
+    bus = start_private_bus(tmp_path / "bus")
+    service = None
+    try:
+        home = make_service_home(tmp_path / "svc")     # a fresh index: loading takes a while
+        service = start_sottovoced(bus, home, tmp_path, wait_ready=False)
+
+        def state() -> str:
+            return busctl(bus, "get-property", *A, "State").stdout.strip()
+
+        wait_until(lambda: bool(state()) or service.proc.poll() is not None, 60,
+                   "the service on the bus", step=0.05)
+        assert state() == 's "starting"'
+        res = subprocess.run([str(SOTTOVOCE), "ask", "How", "tall", "is", "Skerrimore", "lighthouse?"],
+                             env={**bus.env, "HOME": str(home.home)}, capture_output=True, text=True,
+                             timeout=240)
+        assert res.returncode == 0, (res.stderr, service.log_tail())
+        assert res.stderr.splitlines() == [WAITING], res.stderr
+        assert "skerrimore_lighthouse.md" in res.stdout, res.stdout       # answered, from the documents
+        assert "How tall is Skerrimore lighthouse?" in busctl(bus, "get-property", *A, "LastTranscript").stdout
+    finally:
+        if service is not None:
+            service.stop()
+        bus.stop()
+
+
+@pytest.fixture
+def starting_controller(empty_bus: PrivateBus, default_config: Config) -> Iterator[tuple[Any, Any]]:
+    """The real controller before its models are loaded (State 'starting'), exported on the
+    empty bus from an event loop of its own (also yielded): it never becomes ready by itself."""
+    from daemon.service.controller import AssistantController
+    from daemon.service.dbus_service import export_on_bus
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="starting-service", daemon=True)
+    thread.start()
+
+    async def export() -> tuple[Any, Any]:
+        controller = AssistantController(default_config, None, on_fatal=lambda exc: None)  # type: ignore[arg-type]
+        return controller, await export_on_bus(controller, empty_bus.address)
+
+    controller, handle = asyncio.run_coroutine_threadsafe(export(), loop).result(30)
+    try:
+        yield controller, loop
+    finally:
+        asyncio.run_coroutine_threadsafe(handle.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_waiting_for_a_start_has_a_deadline_and_a_failed_start_is_named(
+        starting_controller: tuple[Any, Any], empty_bus: PrivateBus, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    controller, loop = starting_controller
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", empty_bus.address)
+    with pytest.raises(NotReadyError, match="still starting after 1 s"):
+        remote_ask("Hello?", wait_s=1.0)
+    assert capsys.readouterr().err.splitlines() == [WAITING]
+    loop.call_soon_threadsafe(controller.startup_failed, "Model", "the LLM is missing")
+    with pytest.raises(SottovoceError, match="could not start: Model: the LLM is missing"):
+        remote_ask("Hello?", wait_s=30.0)
+
+
+# ------------------------------------------- watch follows the service across a restart
+class _Stream:
+    """The lines a subprocess writes to one of its pipes, read as they come."""
+
+    def __init__(self, pipe: IO[str] | None) -> None:
+        assert pipe is not None
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, args=(pipe,), daemon=True).start()
+
+    def _read(self, pipe: IO[str]) -> None:
+        for line in pipe:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, text: str, count: int = 1, timeout: float = 60) -> None:
+        """Until ``count`` lines contain ``text``."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: sum(text in ln for ln in self.lines) >= count, timeout)
+        assert ok, f"no {count}x {text!r} within {timeout:.0f} s: {self.lines}"
+
+
+def test_watch_follows_the_service_across_a_restart(tmp_path: Path) -> None:
+    """The service stops and a new one takes the name (as systemd's restart does): `watch`
+    says so and goes on with the new one; `watch --exit-when-gone` ends with code 3. (A
+    service whose VAD model is missing starts in seconds and stays up in State 'error'.)"""
+    bus = start_private_bus(tmp_path / "bus")
+    home = make_service_home(tmp_path / "svc")
+    home.write_config(f"vad:\n  model: {tmp_path / 'missing' / 'silero_vad.onnx'}\n")
+    services: list[ServiceProcess] = []
+    watchers: list[subprocess.Popen[str]] = []
+
+    def start(name: str) -> None:
+        (tmp_path / name).mkdir()
+        services.append(start_sottovoced(bus, home, tmp_path / name))
+
+    def watch(*args: str) -> tuple[subprocess.Popen[str], _Stream, _Stream]:
+        proc = subprocess.Popen([str(SOTTOVOCE), "watch", *args], env=bus.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        watchers.append(proc)
+        return proc, _Stream(proc.stdout), _Stream(proc.stderr)
+
+    try:
+        start("first")
+        follow, out, err = watch()
+        out.wait_for("state: error")
+        assert services[0].stop() == 0
+        err.wait_for("the service left the bus; waiting for it to come back")
+        assert follow.poll() is None                    # still following
+        start("second")
+        err.wait_for("the service is back on the bus")
+        out.wait_for("state: ", count=2)                # its state, printed again
+        assert busctl(bus, "call", *A, "Pause").returncode == 0
+        out.wait_for("changed: Paused=true")            # and its signals followed
+        once, once_out, once_err = watch("--exit-when-gone")
+        once_out.wait_for("state: error")
+        follow.send_signal(signal.SIGINT)
+        assert follow.wait(30) == 0
+        assert services[1].stop() == 0
+        assert once.wait(30) == EXIT_NO_SERVICE
+        once_err.wait_for("the service left the bus")
+    finally:
+        for proc in watchers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        for service in services:
+            service.stop()
+        bus.stop()

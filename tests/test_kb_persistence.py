@@ -52,6 +52,31 @@ def test_restart_loads_without_re_embedding(make_kb: Any, kb_folder: Path, minil
     assert third.status()["documents"] == 2
 
 
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(f.relative_to(folder)): (f.stat().st_mtime_ns, f.stat().st_size)
+            for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def test_a_reader_never_writes_the_index(make_kb: Any, kb_folder: Path, minilm: Any) -> None:
+    """`kb search` beside the running service reads the service's index (persist=False): a
+    file the index lacks is embedded in memory and found, and nothing on disk changes, even
+    when its settings differ from the index's (which a writer would rebuild and replace)."""
+    owner = make_kb(kb_folder)
+    owner.open()
+    before = _files(owner.index_dir)
+    (kb_folder / "tidewater_ferry.txt").write_text(
+        "The Tidewater ferry to Hallow Island leaves at 7:40 from pier 9.\n", encoding="utf-8")
+    reader = make_kb(kb_folder, embedder=CountingEmbedder(minilm), persist=False)
+    reader.open()
+    assert reader._embedder.chunks(reader) and top_source(reader, "When does the Tidewater ferry leave?") == "tidewater_ferry.txt"
+    reader.flush()
+    other = make_kb(kb_folder, embedder=CountingEmbedder(minilm), persist=False, chunk_size=64)
+    other.open()
+    other.flush()
+    assert other.status()["documents"] == 4
+    assert _files(owner.index_dir) == before
+
+
 def test_an_index_folder_that_cannot_be_written(make_kb: Any, kb_folder: Path, minilm: Any, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
     """An index folder this process cannot write (root's after a `sudo`, a read-only mount;

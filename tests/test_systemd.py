@@ -159,7 +159,7 @@ def test_service_says_stopping_and_leaves_the_bus(tmp_path: Path) -> None:
 
 def _stop_while_watched(bus: PrivateBus, service: ServiceProcess) -> None:
     ready = service.notify.lines().index("READY=1")
-    watch = subprocess.Popen([str(SOTTOVOCE), "watch"], env=bus.env, text=True,
+    watch = subprocess.Popen([str(SOTTOVOCE), "watch", "--exit-when-gone"], env=bus.env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert watch.stdout is not None

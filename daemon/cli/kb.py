@@ -1,8 +1,14 @@
 """`sottovoce kb status|search|rebuild`: the knowledge base from the command line.
 
 These work on the index directly (no service needed): status and search first bring the
-index up to date with the folder, embedding only what changed. `status` asks the running
-service instead when there is one (and no --kb is given): it keeps its index up to date itself.
+index up to date with the folder, embedding only what changed.
+
+When the service runs, its folder is the default, not the config's (it may have been started
+with `sottovoced --kb`): `status` asks the service, which keeps its index up to date itself;
+`search` reads the service's index (shared lock); `rebuild` has the service rebuild it
+(Reindex), so that a second process never writes the index the service owns. The same holds
+for a --kb naming the service's folder; a --kb naming another folder works here alone. An
+older service that does not publish its folder leaves them to the config's folder, as before.
 """
 
 from __future__ import annotations
@@ -38,30 +44,63 @@ def register(subparsers: Any) -> None:
     _add_kb_option(search)
     search.set_defaults(handler=_search)
 
-    rebuild = sub.add_parser("rebuild", help="re-embed every document from scratch (progress on stderr)")
+    rebuild = sub.add_parser("rebuild", help="re-embed every document from scratch (progress on stderr)",
+                             description="Re-embed every document from scratch (progress on stderr). "
+                             "The running service's folder is rebuilt by the service itself.")
     _add_kb_option(rebuild)
     rebuild.set_defaults(handler=_rebuild)
 
 
 def _add_kb_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kb", metavar="DIR", help="knowledge-base folder (default: rag.knowledge_base)")
+    parser.add_argument("--kb", metavar="DIR", help="knowledge-base folder (default: the running "
+                        "service's folder, else rag.knowledge_base)")
 
 
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace, service: dict[str, Any] | None = None, *,
+          read_only: bool = False) -> Any:
+    """The knowledge base of --kb or the config; of the running service when its
+    KnowledgeBase property (``service``) names its folder and index. ``read_only``: never
+    write the index (the service's, which the service keeps up to date)."""
     from daemon.config import load_config
     from daemon.kb import KnowledgeBase
 
     cfg = load_config(args.config)
     rag = cfg.rag
-    if getattr(args, "kb", None):
+    if service and service.get("folder"):
+        # KnowledgeBase keeps a folder's index in a folder of its own under rag.index_dir.
+        index_dir = str(service.get("index_dir", ""))
+        rag = dataclasses.replace(rag, knowledge_base=str(service["folder"]),
+                                  index_dir=str(Path(index_dir).parent) if index_dir else rag.index_dir)
+    elif getattr(args, "kb", None):
         rag = dataclasses.replace(rag, knowledge_base=str(Path(args.kb).expanduser().absolute()))
-    kb = KnowledgeBase(rag)
+    kb = KnowledgeBase(rag, persist=not read_only)
     kb.check_folder()
     return kb
 
 
+def _running_service(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The running service's KnowledgeBase property when this command is about its folder (no
+    --kb, or a --kb naming that folder); None when no service runs or --kb names another."""
+    from daemon.cli.remote import remote_kb_status
+
+    remote = remote_kb_status()
+    if remote is None:
+        return None
+    folder = str(remote.get("folder", ""))
+    if getattr(args, "kb", None) and not (folder and _same_folder(args.kb, folder)):
+        return None
+    return remote
+
+
+def _same_folder(given: str, folder: str) -> bool:
+    try:
+        return Path(given).expanduser().resolve() == Path(folder).resolve()
+    except (OSError, RuntimeError):      # a symlink loop: not the service's folder anyway
+        return False
+
+
 def _status(args: argparse.Namespace) -> int:
-    info = None if getattr(args, "kb", None) else _service_status(args)
+    info = _service_status(args)
     if info is None:
         kb = _open(args)
         kb.open(ProgressBar(sys.stderr))
@@ -71,7 +110,7 @@ def _status(args: argparse.Namespace) -> int:
         return EXIT_OK
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["last_indexed"])) if info["last_indexed"] else "never"
     print(f"Knowledge base  {info['folder']}")
-    print(f"Index           {info['index_dir']}")
+    print(f"Index           {info['index_dir'] or 'not opened by the service (yet)'}")
     print(f"Documents       {info['documents']} ({info['chunks']} chunks)"
           + (f", as {info['source']} has them" if info.get("source") else ""))
     print(f"Last update     {when}")
@@ -83,17 +122,20 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _service_status(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The running service's view of its own knowledge base, or None when it is not running:
-    the service keeps the index up to date itself, and a second process embedding the same
-    files into the same index would only duplicate its work."""
-    from daemon.cli.remote import remote_kb_status
+    """The running service's view of its own knowledge base, or None when it is not running
+    (or --kb names another folder): the service keeps the index up to date itself, and a
+    second process embedding the same files into the same index would only duplicate its work."""
     from daemon.config import load_config
 
-    remote = remote_kb_status()
+    remote = _running_service(args)
     if remote is None:
         return None
-    rag = load_config(args.config).rag
-    return {"folder": rag.knowledge_base, "index_dir": rag.index_dir, "source": "the running service",
+    if "folder" in remote:
+        folder, index_dir = str(remote["folder"]), str(remote.get("index_dir", ""))
+    else:                       # an older service: it does not say, assume the config's
+        rag = load_config(args.config).rag
+        folder, index_dir = rag.knowledge_base, rag.index_dir
+    return {"folder": folder, "index_dir": index_dir, "source": "the running service",
             "documents": int(remote.get("documents", 0)), "chunks": int(remote.get("chunks", 0)),
             "last_indexed": float(remote.get("last_indexed", 0.0)),
             "failed": dict(remote.get("failed", {}))}
@@ -106,7 +148,9 @@ def _search(args: argparse.Namespace) -> int:
         raise BadArgumentError("kb search: the query is empty; give some words to look for")
     if args.top_k is not None and args.top_k < 1:
         raise BadArgumentError("kb search: --top-k must be 1 or more")
-    kb = _open(args)
+    service = _running_service(args)
+    # The service's index is the service's to write: read it, embed what it lacks in memory.
+    kb = _open(args, service, read_only=bool(service and service.get("folder")))
     kb.open(ProgressBar(sys.stderr))
     passages = kb.retrieve(args.query, args.top_k)
     relevant = kb.is_relevant(passages)
@@ -127,13 +171,31 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    kb = _open(args)
+    service = _running_service(args)
     started = time.monotonic()
-    kb.rebuild(ProgressBar(sys.stderr))
-    info = kb.status()
+    info = _rebuild_by_service(service) if service and service.get("folder") else None
+    if info is None:
+        kb = _open(args, service)
+        kb.rebuild(ProgressBar(sys.stderr))
+        info = kb.status()
+    by = " (by the running service)" if info.get("source") else ""
     print(f"Rebuilt {info['index_dir']}: {info['documents']} documents, {info['chunks']} chunks, "
-          f"{len(info['failed'])} failed, in {time.monotonic() - started:.1f} s")
+          f"{len(info['failed'])} failed, in {time.monotonic() - started:.1f} s{by}")
     return EXIT_OK
+
+
+def _rebuild_by_service(service: dict[str, Any]) -> dict[str, Any] | None:
+    """Have the running service rebuild the index of its folder; its summary, or None when it
+    left the bus before it could (then the rebuild happens here)."""
+    from daemon.cli.remote import remote_reindex
+
+    print(f"The running service indexes {service['folder']}: it rebuilds the index itself.",
+          file=sys.stderr, flush=True)
+    done = remote_reindex(lambda line: print(f"indexing {line}", file=sys.stderr, flush=True))
+    if done is None:
+        return None
+    return {**done, "index_dir": done.get("index_dir") or service.get("index_dir", ""),
+            "source": "the running service", "failed": dict(done.get("failed", {}))}
 
 
 class ProgressBar:

@@ -1,6 +1,12 @@
 """`sottovoce status | pause | resume | interrupt | emotion | say | reindex | reload | watch`:
 commands that talk to the running service over D-Bus (``ask`` lives in :mod:`daemon.cli.local`
-and reaches the service through :func:`remote_ask`)."""
+and reaches the service through :func:`remote_ask`; ``kb`` uses :func:`remote_kb_status` and
+:func:`remote_reindex`).
+
+Ask, Say and Reindex wait for a service still loading its models
+(:mod:`daemon.cli.remote_wait`); the calls themselves are in :mod:`daemon.cli.bus_calls`.
+`watch` follows the service across restarts.
+"""
 
 from __future__ import annotations
 
@@ -10,101 +16,24 @@ import json
 import sys
 from typing import Any, Awaitable, Callable, TypeVar
 
-from dbus_fast import Message, MessageFlag, MessageType, Variant
+from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from daemon.errors import EXIT_NO_SERVICE, EXIT_OK, BadArgumentError, SottovoceError
-from daemon.service.dbus_service import (
-    BUS_NAME, ERROR_PREFIX, INTERFACE, OBJECT_PATH, connect_session_bus,
-)
 from daemon.cli import remote_format
+from daemon.cli.bus_calls import (
+    PROPERTIES_IFACE, ServiceAbsent, answer, call, call_bus, get_all, get_property, has_owner, unwrap,
+)
+from daemon.cli.remote_wait import READY_WAIT_S, call_ready
+from daemon.errors import EXIT_NO_SERVICE, EXIT_OK, BadArgumentError, SottovoceError
+from daemon.service.dbus_service import BUS_NAME, OBJECT_PATH, connect_session_bus
 
 T = TypeVar("T")
 
 NOT_RUNNING = ("sottovoce: the service is not running; start it with "
                "`systemctl --user start sottovoce` or `sottovoced`")
-PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
-# What the bus answers when nobody owns the name and activation could not start it.
-_ABSENT_ERRORS = ("org.freedesktop.DBus.Error.ServiceUnknown",
-                  "org.freedesktop.DBus.Error.NameHasNoOwner",
-                  "org.freedesktop.DBus.Error.Spawn.", "org.freedesktop.systemd1.")
-
-
-class ServiceAbsent(Exception):
-    """Nobody owns org.sottovoce.Assistant on the session bus (or there is no bus)."""
 
 
 # ------------------------------------------------------------------ D-Bus plumbing
-def _error_class(code: str) -> type[SottovoceError]:
-    pending: list[type[SottovoceError]] = [SottovoceError]
-    while pending:
-        cls = pending.pop()
-        if cls.__dict__.get("code") == code:
-            return cls
-        pending.extend(cls.__subclasses__())
-    return SottovoceError
-
-
-def _raise_for(reply: Message) -> None:
-    """Turn an error reply into ServiceAbsent or the matching SottovoceError."""
-    name = reply.error_name or ""
-    text = str(reply.body[0]) if reply.body else name
-    if name.startswith(_ABSENT_ERRORS):
-        raise ServiceAbsent(text)
-    if name.startswith(ERROR_PREFIX):
-        code = name[len(ERROR_PREFIX):]
-        exc = _error_class(code)(text)
-        exc.code = code
-        raise exc
-    if name == "org.freedesktop.DBus.Error.NoReply":
-        raise SottovoceError("the service did not answer (it may have stopped); "
-                             "see `journalctl --user -u sottovoce`")
-    raise SottovoceError(f"D-Bus call failed: {name}: {text}")
-
-
-async def call(bus: MessageBus, member: str, signature: str = "", body: list[Any] | None = None,
-               *, interface: str = INTERFACE, autostart: bool = True) -> list[Any]:
-    """Call one method of the assistant; returns the reply body."""
-    reply = await bus.call(Message(
-        destination=BUS_NAME, path=OBJECT_PATH, interface=interface, member=member,
-        signature=signature, body=body or [],
-        flags=MessageFlag.NONE if autostart else MessageFlag.NO_AUTOSTART))
-    assert reply is not None
-    if reply.message_type == MessageType.ERROR:
-        _raise_for(reply)
-    return list(reply.body)
-
-
-async def get_property(bus: MessageBus, name: str, *, autostart: bool = True) -> Any:
-    """One property of the assistant, unwrapped into plain Python values."""
-    (value,) = await call(bus, "Get", "ss", [INTERFACE, name], interface=PROPERTIES_IFACE, autostart=autostart)
-    return unwrap(value)
-
-
-async def get_all(bus: MessageBus) -> dict[str, Any]:
-    """Every property of the assistant, unwrapped into plain Python values."""
-    (props,) = await call(bus, "GetAll", "s", [INTERFACE], interface=PROPERTIES_IFACE)
-    return {name: unwrap(value) for name, value in props.items()}
-
-
-async def has_owner(bus: MessageBus) -> bool:
-    reply = await bus.call(Message(
-        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus", member="NameHasOwner", signature="s", body=[BUS_NAME]))
-    return bool(reply and reply.message_type == MessageType.METHOD_RETURN and reply.body[0])
-
-
-def unwrap(value: Any) -> Any:
-    """Variants and D-Bus containers as plain JSON-friendly values."""
-    if isinstance(value, Variant):
-        return unwrap(value.value)
-    if isinstance(value, dict):
-        return {str(k): unwrap(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [unwrap(v) for v in value]
-    return value
-
-
 def _run(session: Callable[[MessageBus], Awaitable[int]]) -> int:
     """Connect, run ``session``, disconnect; the one-line hint when the service is absent."""
     async def main() -> int:
@@ -206,14 +135,14 @@ def cmd_emotion(args: argparse.Namespace) -> int:
 
 def cmd_say(args: argparse.Namespace) -> int:
     async def session(bus: MessageBus) -> int:
-        await call(bus, "Say", "s", [" ".join(args.text)])
+        await call_ready(bus, "Say", "s", [" ".join(args.text)])
         return EXIT_OK
     return _run(session)
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     async def session(bus: MessageBus) -> int:
-        await call(bus, "Reindex")
+        await call_ready(bus, "Reindex")
         kb = (await get_all(bus))["KnowledgeBase"]
         print(json.dumps(kb) if args.json else remote_format.kb_text(kb))
         return EXIT_OK
@@ -221,16 +150,18 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    """Print signals until Ctrl-C. When the service leaves the bus (stopped, restarted by
+    systemd) say so and wait; when it is back, print its state again and go on. With
+    --exit-when-gone, end (code 3) when it leaves instead."""
     async def session(bus: MessageBus) -> int:
-        gone = asyncio.get_running_loop().create_future()
+        owners: asyncio.Queue[str] = asyncio.Queue()    # the name's new owner, "" when it left
         printed = [""]                      # the last line printed
 
         def on_message(msg: Message) -> None:
             if msg.message_type != MessageType.SIGNAL:
                 return
             if msg.member == "NameOwnerChanged" and msg.body[:1] == [BUS_NAME]:
-                if not msg.body[2] and not gone.done():
-                    gone.set_result(None)
+                owners.put_nowait(str(msg.body[2]))
                 return
             if msg.path != OBJECT_PATH:
                 return
@@ -247,9 +178,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         # Reading State also starts the service through activation when it is installed.
         state = await get_property(bus, "State")
         print(remote_format.signal_line("StateChanged", [state], args.json), flush=True)
-        await gone
-        print("sottovoce: the service left the bus", file=sys.stderr)
-        return EXIT_NO_SERVICE
+        # The owner now: its arrival (by activation, just now) is then no news.
+        return await _follow_owners(bus, owners, await _owner(bus), args, printed)
 
     try:
         return _run(session)
@@ -257,21 +187,45 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return EXIT_OK
 
 
-async def call_bus(bus: MessageBus, member: str, signature: str, body: list[Any]) -> list[Any]:
-    """Call a method of the bus daemon itself."""
-    reply = await bus.call(Message(
-        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus", member=member, signature=signature, body=body))
-    assert reply is not None
-    if reply.message_type == MessageType.ERROR:
-        _raise_for(reply)
-    return list(reply.body)
+async def _follow_owners(bus: MessageBus, owners: asyncio.Queue[str], owner: str,
+                         args: argparse.Namespace, printed: list[str]) -> int:
+    """`watch` as the service comes and goes: say when it leaves the bus and when it is back
+    (then print its state again); with --exit-when-gone, end when it leaves."""
+    while True:
+        new = await owners.get()
+        if new == owner:
+            continue
+        owner = new
+        if not owner:
+            if args.exit_when_gone:
+                print("sottovoce: the service left the bus", file=sys.stderr)
+                return EXIT_NO_SERVICE
+            print("sottovoce: the service left the bus; waiting for it to come back "
+                  "(Ctrl-C to stop)", file=sys.stderr, flush=True)
+            continue
+        printed[-1] = ""
+        try:
+            state = await get_property(bus, "State", autostart=False)
+        except (ServiceAbsent, SottovoceError):     # gone again: its NameOwnerChanged follows
+            continue
+        print("sottovoce: the service is back on the bus", file=sys.stderr, flush=True)
+        print(remote_format.signal_line("StateChanged", [state], args.json), flush=True)
+
+
+async def _owner(bus: MessageBus) -> str:
+    """The unique name owning BUS_NAME now; "" when nobody does."""
+    try:
+        (owner,) = await call_bus(bus, "GetNameOwner", "s", [BUS_NAME])
+    except (ServiceAbsent, SottovoceError):
+        return ""
+    return str(owner)
 
 
 # ------------------------------------------------- for `kb status` and `ask`
-def _if_running(work: Callable[[MessageBus], Awaitable[T]], timeout: float) -> T | None:
+def _if_running(work: Callable[[MessageBus], Awaitable[T]], timeout: float | None) -> T | None:
     """``work`` on a bus where the service runs; None when it is not on the bus. Never starts
-    it through activation: a cold start would be slower than doing the work in-process."""
+    it through activation: a cold start would be slower than doing the work in-process.
+    ``timeout`` bounds the whole of ``work`` (None: ``work`` bounds its own steps)."""
     async def main() -> T | None:
         try:
             bus = await connect_session_bus()
@@ -293,23 +247,54 @@ def _if_running(work: Callable[[MessageBus], Awaitable[T]], timeout: float) -> T
 
 
 def remote_kb_status(timeout: float = 10.0) -> dict[str, Any] | None:
-    """The running service's KnowledgeBase property; None when it is not running."""
+    """The running service's KnowledgeBase property; None when it is not running. Its
+    ``folder`` and ``index_dir`` say which folder and index it uses (missing from an older
+    service; ``index_dir`` is "" until its knowledge base is set up)."""
     return _if_running(lambda bus: get_property(bus, "KnowledgeBase", autostart=False), timeout)
 
 
-def remote_ask(text: str, timeout: float = 120.0) -> tuple[str, list[str], dict[str, float]] | None:
+def remote_reindex(on_progress: Callable[[str], None],
+                   wait_s: float = READY_WAIT_S) -> dict[str, Any] | None:
+    """Have the running service rebuild its index (Reindex), passing each new ``indexing``
+    line of its KnowledgeBase property to ``on_progress``; the property once done. None when
+    it is not on the bus (it is never started for this)."""
+    async def reindex(bus: MessageBus) -> dict[str, Any]:
+        last = [""]
+
+        def on_message(msg: Message) -> None:
+            if (msg.message_type == MessageType.SIGNAL and msg.member == "PropertiesChanged"
+                    and msg.path == OBJECT_PATH and len(msg.body) > 1 and "KnowledgeBase" in msg.body[1]):
+                line = str(unwrap(msg.body[1]["KnowledgeBase"]).get("indexing", ""))
+                if line and line != last[0]:
+                    on_progress(line)
+                last[0] = line
+
+        bus.add_message_handler(on_message)
+        await call_bus(bus, "AddMatch", "s", [
+            f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',"
+            f"interface='{PROPERTIES_IFACE}',member='PropertiesChanged'"])
+        await call_ready(bus, "Reindex", autostart=False, wait_s=wait_s)
+        return dict(await get_property(bus, "KnowledgeBase", autostart=False))
+
+    return _if_running(reindex, None)
+
+
+def remote_ask(text: str, timeout: float = 120.0,
+               wait_s: float = READY_WAIT_S) -> tuple[str, list[str], dict[str, float]] | None:
     """Ask the running service: its reply, sources and the reply's timings (LastTimings, set
-    before Ask returns); None when it is not on the bus (then ask in-process). Raises
-    SottovoceError when the service refuses the question."""
+    before Ask returns); None when it is not on the bus (then ask in-process). A service still
+    starting is waited for, up to ``wait_s`` (see :func:`call_ready`); ``timeout`` bounds the
+    answer itself. Raises SottovoceError when the service refuses the question."""
     async def ask(bus: MessageBus) -> tuple[str, list[str], dict[str, float]]:
-        reply, sources = await call(bus, "Ask", "s", [text], autostart=False)
+        reply, sources = await call_ready(bus, "Ask", "s", [text], autostart=False, wait_s=wait_s,
+                                          timeout=timeout)
         try:
-            timings = await get_property(bus, "LastTimings")
+            timings = await answer(get_property(bus, "LastTimings", autostart=False), timeout)
         except SottovoceError:      # a service of an older version, still running
             timings = {}
         return str(reply), [str(s) for s in sources], {str(k): float(v) for k, v in timings.items()}
 
-    return _if_running(ask, timeout)
+    return _if_running(ask, None)
 
 
 # ---------------------------------------------------------------------- register
@@ -338,14 +323,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="0 to 1 (default: keep the current intensity)")
     p.set_defaults(handler=cmd_emotion)
     p = sub.add_parser("say", help="speak the given text through the service",
-                       description="Have the running service say the text, as given, on its speaker.")
+                       description="Have the running service say the text, as given, on its speaker "
+                       "(a service still starting is waited for).")
     p.add_argument("text", nargs="+", help="what to say")
     p.set_defaults(handler=cmd_say)
     p = sub.add_parser("reindex", help="rebuild the knowledge-base index now",
-                       description="Have the running service rebuild its knowledge-base index now.")
+                       description="Have the running service rebuild its knowledge-base index now "
+                       "(a service still starting is waited for).")
     p.add_argument("--json", action="store_true", help="print the index summary as JSON")
     p.set_defaults(handler=cmd_reindex)
     p = sub.add_parser("watch", help="follow the service's signals live (Ctrl-C to stop)",
-                       description="Print the running service's signals as they come (Ctrl-C to stop).")
+                       description="Print the running service's signals as they come (Ctrl-C to stop). "
+                       "When the service leaves the bus (stopped, or restarted by systemd) `watch` says "
+                       "so on stderr and waits for it; once it is back, it prints its state again and "
+                       "goes on.")
     p.add_argument("--json", action="store_true", help="one JSON object per signal")
+    p.add_argument("--exit-when-gone", action="store_true",
+                   help="end (exit code 3) when the service leaves the bus instead of waiting for it")
     p.set_defaults(handler=cmd_watch)

@@ -58,8 +58,11 @@ MAX_RETRIES = 2              # a file that changed while indexed is started agai
 class KnowledgeBase(LiveChanges):
     """A folder of documents indexed with llama-index + FAISS + BM25, kept live."""
 
-    def __init__(self, cfg: RagConfig, *, embedder: Any | None = None) -> None:
+    def __init__(self, cfg: RagConfig, *, embedder: Any | None = None, persist: bool = True) -> None:
+        """``persist=False``: read the saved index but never write it (another process, the
+        service, owns it); what the folder has that the index lacks is embedded in memory."""
         self.cfg = cfg
+        self.persist = persist
         self.folder = Path(cfg.knowledge_base).expanduser().absolute()
         key = hashlib.sha1(str(self.folder).encode()).hexdigest()[:10]
         self.index_dir = Path(cfg.index_dir).expanduser().absolute() / f"{self.folder.name or 'kb'}-{key}"
@@ -319,7 +322,8 @@ class KnowledgeBase(LiveChanges):
         except FileNotFoundError:
             return
         except IndexMismatch as exc:
-            _LOGGER.warning("knowledge base: index in %s is unusable (%s); rebuilding it", self.index_dir, exc)
+            _LOGGER.warning("knowledge base: index in %s is unusable (%s); %s", self.index_dir, exc,
+                            "rebuilding it" if self.persist else "embedding the folder in memory")
             return
         except OSError as exc:
             _LOGGER.warning("knowledge base: cannot read the index in %s (%s); indexing the folder again",
@@ -552,7 +556,7 @@ class KnowledgeBase(LiveChanges):
 
     def _save(self) -> None:
         self._unsaved = False
-        if not self.folder.is_dir():
+        if not self.folder.is_dir() or not self.persist:
             return
         with self._lock:
             snap = self._state.snapshot(self._stamp())
@@ -571,6 +575,8 @@ class KnowledgeBase(LiveChanges):
         self._save_clauses()
 
     def _save_clauses(self) -> None:
+        if not self.persist:     # a question embeds the clauses it lacks
+            return
         try:
             self._refresh_clauses()
         except Interrupted:      # the rest at the next flush; a question embeds what it lacks

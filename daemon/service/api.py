@@ -35,7 +35,8 @@ class Controller(Protocol):
 
     def knowledge_base_info(self) -> Mapping[str, Any]:
         """documents (int), chunks (int), last_indexed (float, unix time, 0 if never),
-        failed (mapping file -> reason)."""
+        failed (mapping file -> reason), indexing (str, "" when idle), folder (str, the folder
+        indexed), index_dir (str, its index; "" until the knowledge base is set up)."""
         ...
 
     def models_info(self) -> Mapping[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 from daemon import __version__
@@ -170,9 +171,15 @@ class AssistantController:
         return on_kb
 
     def knowledge_base_info(self) -> Mapping[str, Any]:
+        """The index summary, with the folder the service indexes and its index folder: they
+        follow ``sottovoced --kb``, which the CLI's own config does not know about. Before the
+        knowledge base is set up (early in the start, or without an embedding model) the
+        folder comes from the config and the index folder is not known yet ("")."""
         kb = self.pipe.kb if self.pipe else self._loading_kb
         if kb is None:
-            return {"documents": 0, "chunks": 0, "last_indexed": 0.0, "failed": {}}
+            folder = Path(self.cfg.rag.knowledge_base).expanduser().absolute()
+            return {"documents": 0, "chunks": 0, "last_indexed": 0.0, "failed": {},
+                    "folder": str(folder), "index_dir": ""}
         return kb.status()
 
     def models_info(self) -> Mapping[str, str]:

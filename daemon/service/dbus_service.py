@@ -301,7 +301,8 @@ def _timings(timings: Mapping[str, float]) -> dict[str, float]:
 
 
 def _kb_variants(info: Mapping[str, Any]) -> dict[str, Variant]:
-    """The controller's knowledge-base summary as a{sv} with fixed types per key."""
+    """The controller's knowledge-base summary as a{sv} with fixed types per key. ``folder``
+    and ``index_dir`` came later: clients must take a reply without them (an older service)."""
     failed = info.get("failed") or {}
     return {
         "documents": Variant("u", int(info.get("documents", 0))),
@@ -309,6 +310,8 @@ def _kb_variants(info: Mapping[str, Any]) -> dict[str, Variant]:
         "last_indexed": Variant("d", float(info.get("last_indexed", 0.0))),
         "failed": Variant("a{ss}", {printable(str(k)): printable(str(v)) for k, v in failed.items()}),
         "indexing": Variant("s", printable(str(info.get("indexing", "")))),
+        "folder": Variant("s", printable(str(info.get("folder", "")))),
+        "index_dir": Variant("s", printable(str(info.get("index_dir", "")))),
     }
 
 

@@ -1,0 +1,111 @@
+"""Waiting for a service that is still loading its models (just started, or started by
+D-Bus activation): it refuses Ask, Say and Reindex with NotReady, and :func:`call_ready`
+waits for it instead, saying so once on stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+
+from daemon.cli.bus_calls import PROPERTIES_IFACE, ServiceAbsent, answer, call, call_bus, get_property
+from daemon.errors import NotReadyError, SottovoceError
+from daemon.service.dbus_service import BUS_NAME, OBJECT_PATH
+
+WAITING = "sottovoce: waiting for the service to finish starting ..."
+READY_WAIT_S = 120.0         # longest a command waits for a service still loading its models
+RECHECK_S = 2.0              # while waiting, State is read again this often (a missed signal)
+
+
+async def call_ready(bus: MessageBus, member: str, signature: str = "", body: list[Any] | None = None,
+                     *, autostart: bool = True, wait_s: float = READY_WAIT_S,
+                     timeout: float | None = None) -> list[Any]:
+    """:func:`call` for a method that needs the models loaded (Ask, Say, Reindex). While the
+    service is still starting it answers NotReady: then say so once on stderr, follow its
+    State until it has left 'starting' and call again, for up to ``wait_s`` seconds.
+    ``timeout`` bounds each call itself (the answer, not the wait)."""
+    try:
+        return await answer(call(bus, member, signature, body, autostart=autostart), timeout)
+    except NotReadyError:
+        pass
+    print(WAITING, file=sys.stderr, flush=True)
+    deadline = asyncio.get_running_loop().time() + wait_s
+    async with _following_start(bus) as watch:
+        while True:
+            state = await watch.state()
+            if state != "starting":
+                try:
+                    return await answer(call(bus, member, signature, body, autostart=False), timeout)
+                except NotReadyError:   # 'error' for a lost device while the models still load
+                    pass
+            await watch.next_change(deadline, wait_s)
+
+
+class _StartWatch:
+    """The service's State and owner, followed while a command waits for it to be ready."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self.changed = asyncio.Event()
+        self.gone = False
+
+    def on_message(self, msg: Message) -> None:
+        if msg.message_type != MessageType.SIGNAL:
+            return
+        if msg.member == "NameOwnerChanged" and msg.body[:1] == [BUS_NAME]:
+            self.gone = self.gone or not msg.body[2]
+            self.changed.set()
+        elif (msg.member == "PropertiesChanged" and msg.path == OBJECT_PATH
+              and len(msg.body) > 1 and "State" in msg.body[1]):
+            self.changed.set()
+
+    async def state(self) -> str:
+        """State now; a one-line error when the service left or could not load its models."""
+        self.changed.clear()         # before reading: a change from now on wakes next_change
+        try:
+            if self.gone:
+                raise ServiceAbsent("left the bus")
+            state = str(await get_property(self.bus, "State", autostart=False))
+            problems = dict(await get_property(self.bus, "Problems", autostart=False))
+        except ServiceAbsent:
+            raise SottovoceError("the service stopped before it finished starting; "
+                                 "see `journalctl --user -u sottovoce`") from None
+        if state == "error" and problems.get("startup"):
+            raise SottovoceError(f"the service could not start: {problems['startup']}; "
+                                 "see `journalctl --user -u sottovoce`")
+        return state
+
+    async def next_change(self, deadline: float, wait_s: float) -> None:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise NotReadyError(f"the service was still starting after {wait_s:.0f} s; see "
+                                "`journalctl --user -u sottovoce` (or try again later)")
+        try:
+            await asyncio.wait_for(self.changed.wait(), min(left, RECHECK_S))
+        except asyncio.TimeoutError:
+            pass
+
+
+@asynccontextmanager
+async def _following_start(bus: MessageBus) -> AsyncIterator[_StartWatch]:
+    watch = _StartWatch(bus)
+    rules = [f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',"
+             f"interface='{PROPERTIES_IFACE}',member='PropertiesChanged'",
+             "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
+             f"arg0='{BUS_NAME}'"]
+    bus.add_message_handler(watch.on_message)
+    try:
+        for rule in rules:
+            await call_bus(bus, "AddMatch", "s", [rule])
+        yield watch
+    finally:
+        bus.remove_message_handler(watch.on_message)
+        for rule in rules:
+            try:
+                await call_bus(bus, "RemoveMatch", "s", [rule])
+            except Exception:   # the connection may be gone: its rules went with it
+                pass
