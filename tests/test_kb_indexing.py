@@ -18,7 +18,7 @@ from typing import Any, Callable
 from daemon.kb import progress
 from daemon.kb.embedder import EMBED_BATCH
 from daemon.kb.loaders import LoadedDocument, Section, load_document
-from tests.fixtures_kb import HeldEmbedder, UpdateWaiter, filler_text, top_source
+from tests.fixtures_kb import CountingEmbedder, HeldEmbedder, UpdateWaiter, filler_text, top_source
 
 BIG = 200_000                 # characters: about 160 chunks, twenty embedding batches
 QUESTION = "How tall is Skerrimore lighthouse?"
@@ -213,6 +213,35 @@ def test_stop_returns_while_a_batch_is_still_being_embedded(make_kb: Any, kb_fol
     fresh.open()
     assert fresh._embedder.count == 0
     assert fresh.status()["documents"] == 3 and "big.txt" not in fresh.status()["failed"]
+
+
+def test_a_large_file_stopped_half_way_is_not_embedded_again_from_its_start(
+        make_kb: Any, kb_folder: Path, minilm: Any) -> None:
+    """A restart in the middle of a large file (the service stopped, the machine shut down)
+    keeps the batches embedded so far: the next start embeds only the rest."""
+    embedder = HeldEmbedder(minilm)
+    kb, _ = _watched(make_kb, kb_folder, embedder)
+    worker = kb._watcher._thread
+    embedder.mark("big")
+    (kb_folder / "big.txt").write_text(filler_text(BIG), encoding="utf-8")
+    assert _until(lambda: len(embedder.since("big")) >= 6), "the large file's embedding never went on"
+    embedder.hold_next_batch()
+    assert embedder.held.wait(DEADLINE_S)
+    done = [text for kind, texts in embedder.since("big") if kind == "batch" for text in texts]
+    kb.stop()
+    embedder.release.set()
+    worker.join(DEADLINE_S)
+    assert not worker.is_alive() and len(done) >= 5 * EMBED_BATCH
+
+    fresh = make_kb(kb_folder, embedder=CountingEmbedder(minilm))
+    fresh.open()
+    big_chunks = {c.embed_text for c in fresh._state.chunks.values() if c.source == "big.txt"}
+    again = [text for text in fresh._embedder.chunks(fresh) if text in big_chunks]
+    assert fresh.status()["documents"] == 4 and len(big_chunks) > len(done)
+    assert len(again) <= len(big_chunks) - len(set(done) & big_chunks), (len(again), len(big_chunks), len(done))
+    assert set(again).isdisjoint(done)
+    # Once the index holding them is saved, the kept vectors are let go.
+    assert not (fresh.index_dir / "pending.npz").exists()
 
 
 def test_a_long_section_reaches_the_tokenizer_in_bounded_pieces(make_kb: Any, kb_folder: Path) -> None:

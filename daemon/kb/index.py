@@ -15,6 +15,7 @@ index only ever holds whole files.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -35,6 +36,7 @@ from daemon.kb.files import _reason, log_name, scan_folder
 from daemon.kb.hybrid import KEYWORD_WEIGHT, fuse
 from daemon.kb.indexer import Check, FileIndexer, Prepared
 from daemon.kb.live import LiveChanges
+from daemon.kb.pending_vectors import PendingVectors
 from daemon.kb.progress import IndexingProgress
 from daemon.kb.clause_vectors import ClauseVectors
 from daemon.kb.select import clause_contexts, select_sentences
@@ -88,6 +90,8 @@ class KnowledgeBase(LiveChanges):
         self._folder_reason = ""
         self._query_cache: tuple[str, np.ndarray] | None = None
         self._clauses = ClauseVectors(self.index_dir, self._model_id)
+        self._pending = PendingVectors(self.index_dir, json.dumps(self._stamp(), sort_keys=True),
+                                       persist=persist)
         self._watcher: Any = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -109,6 +113,7 @@ class KnowledgeBase(LiveChanges):
         with self._write_lock:
             if not self._opened:
                 self._load_persisted()
+                self._pending.load()
                 self._opened = True
             try:
                 self._sync_folder(progress)
@@ -133,6 +138,7 @@ class KnowledgeBase(LiveChanges):
         with self._write_lock:
             with self._lock:
                 self._state = IndexState(self.cfg.device)
+            self._pending.clear()
             self._opened = True
             try:
                 self._sync_folder(progress, force_save=True)
@@ -172,9 +178,10 @@ class KnowledgeBase(LiveChanges):
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.stop(timeout=STOP_WAIT_S)
+        self._pending.save()        # what a file in the middle of embedding has so far
         if not self._write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            _LOGGER.info("knowledge base: stopped in the middle of a batch; it is dropped "
-                         "(the index on disk is the last one saved)")
+            _LOGGER.info("knowledge base: stopped in the middle of a batch; it is dropped (the index "
+                         "on disk is the last one saved; the batches before it are kept for the next start)")
             return
         try:
             if self._unsaved:
@@ -484,31 +491,35 @@ class KnowledgeBase(LiveChanges):
                         missing[draft.digest][1].append(slot)
                         continue
                     known = self._state.known_vector(draft.digest)
+                    if known is None:        # embedded before a stop, not merged yet
+                        known = self._pending.get(draft.digest)
                     if known is not None:
                         out[slot] = np.array(known, dtype=np.float32)
                     else:
                         missing[draft.digest] = (draft.embed_text, [slot])
         fresh = [p for p in batch if p.drafts and not p.unchanged]
-        todo = list(missing.values())
+        todo = [(digest, text, slots) for digest, (text, slots) in missing.items()]
         if todo:
-            self._progress.embedding(list(dict.fromkeys(slots[0][0] for _, slots in todo)), len(todo))
+            self._progress.embedding(list(dict.fromkeys(slots[0][0] for _, _, slots in todo)), len(todo))
         dropped: set[str] = set()
         pos = 0
         while pos < len(todo):
             self._check_stop()
             dropped |= self._changed_on_disk(fresh, dropped)
-            take: list[tuple[str, list[tuple[str, int]]]] = []
+            take: list[tuple[str, str, list[tuple[str, int]]]] = []
             while pos < len(todo) and len(take) < EMBED_BATCH:
-                text, slots = todo[pos]
+                digest, text, slots = todo[pos]
                 pos += 1
                 if any(source not in dropped for source, _ in slots):
-                    take.append((text, slots))
+                    take.append((digest, text, slots))
             if not take:
                 break
-            rows = self._embed_batch([text for text, _ in take])
-            for (_, slots), row in zip(take, rows):
+            rows = self._embed_batch([text for _, text, _ in take])
+            for (_, _, slots), row in zip(take, rows):
                 for slot in slots:
                     out[slot] = row
+            self._pending.add([digest for digest, _, _ in take], rows)
+            self._pending.save_if_due()
             self._progress.embedded(len(take))
         dropped |= self._changed_on_disk(fresh, dropped)
         return out, dropped
@@ -572,6 +583,9 @@ class KnowledgeBase(LiveChanges):
                 self.index_dir, reason)
             return
         self._save_error = ""
+        with self._lock:
+            state = self._state
+        self._pending.settle(state.holds)
         self._save_clauses()
 
     def _save_clauses(self) -> None:

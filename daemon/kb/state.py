@@ -71,6 +71,10 @@ class IndexState:
     def counts(self) -> tuple[int, int]:
         return sum(1 for d in self.documents.values() if not d.error), len(self.chunks)
 
+    def holds(self, digest: str) -> bool:
+        """A chunk of exactly this text is in the index."""
+        return bool(self._by_digest.get(digest))
+
     def known_vector(self, digest: str) -> np.ndarray | None:
         """A vector already computed for exactly this text, if any."""
         ids = self._by_digest.get(digest)
