@@ -298,14 +298,26 @@ def _merge_section(cls: type, current: Any, raw: Any, path: Path, prefix: str) -
         if dataclasses.is_dataclass(tp):
             changes[key] = _merge_section(tp, getattr(current, key), value, path, f"{prefix}.{key}")
         elif key == "styles":
-            if not isinstance(value, dict) or not value or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-            ):
-                raise ConfigError(f"{where}: expected a non-empty mapping of emotion name to instruction")
-            changes[key] = {**getattr(current, key), **value}
+            changes[key] = {**getattr(current, key), **_styles(value, where)}
         else:
             changes[key] = _coerce(value, tp, known[key].metadata, where, path.parent)
     return dataclasses.replace(current, **changes)
+
+
+def _styles(value: Any, where: str) -> dict[str, str]:
+    """``emotion.styles`` from a file: name -> instruction, each named in its error. The
+    styles merge with the defaults name by name, so an empty mapping changes nothing."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of emotion name to instruction, got {value!r}")
+    for name, text in value.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}: expected emotion names as text, got {name!r}")
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{where}.{name}: expected an instruction for the LLM (some text, e.g. "
+                              f"\"Sound upbeat and warm.\"), got {text!r}")
+    return dict(value)
 
 
 # Context the prompt (instructions, examples, notes, question) may take besides the reply.

@@ -72,6 +72,11 @@ def refused(path: Path, needle: str) -> None:
      "vad: duplicate key on line 5 (already set on line 1)"),
     ("emotion:\n  styles:\n    calm: Slow.\n    calm: Slower.\n", "emotion.styles.calm: duplicate key on line 4"),
     ("persona:\n  name: ''\n", "persona.name: expected some text"),
+    # a style that says nothing would silently be no style at all
+    ("emotion:\n  styles:\n    grumpy: ''\n", "emotion.styles.grumpy: expected an instruction"),
+    ("emotion:\n  styles:\n    neutral:\n", "emotion.styles.neutral: expected an instruction"),
+    ("emotion:\n  styles:\n    calm: [Slow]\n", "emotion.styles.calm: expected an instruction"),
+    ("emotion:\n  styles: Be calm.\n", "emotion.styles: expected a mapping of emotion name to instruction"),
     ("vad:\n  barge_in_hold_ms: 500\n  barge_in_ms: 200\n",
      "vad.barge_in_hold_ms: expected less than vad.barge_in_ms (200)"),
     ("vad:\n  barge_in_hold_ms: 200\n", "vad.barge_in_hold_ms: expected less than vad.barge_in_ms (200)"),
@@ -82,6 +87,12 @@ def refused(path: Path, needle: str) -> None:
 ])
 def test_bad_values_name_file_key_and_expectation(tmp_path: Path, text: str, needle: str) -> None:
     refused(write(tmp_path, text), needle)
+
+
+def test_an_empty_styles_mapping_changes_nothing(tmp_path: Path) -> None:
+    """Styles merge with the defaults name by name, so `styles: {}` is no change, not an error."""
+    assert load_config(write(tmp_path, "emotion:\n  styles: {}\n")).emotion.styles == \
+        load_config(use_user_file=False).emotion.styles
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
