@@ -19,7 +19,8 @@ import pytest
 from daemon.cli.remote import NOT_RUNNING, remote_ask
 from daemon.config import Config
 from daemon.errors import (
-    EXIT_BAD_ARG, EXIT_INTERRUPTED, EXIT_NO_SERVICE, BadArgumentError, NotReadyError, SottovoceError,
+    EXIT_BAD_ARG, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_NO_SERVICE, BadArgumentError, ModelError,
+    NotReadyError,
 )
 from tests.fixtures_dbus import (
     SOTTOVOCE, PrivateBus, ServiceProcess, busctl, make_service_home, run_cli, start_private_bus,
@@ -372,8 +373,17 @@ def test_waiting_for_a_start_has_a_deadline_and_a_failed_start_is_named(
         remote_ask("Hello?", wait_s=1.0)
     assert capsys.readouterr().err.splitlines() == [WAITING]
     loop.call_soon_threadsafe(controller.startup_failed, "Model", "the LLM is missing")
-    with pytest.raises(SottovoceError, match="could not start: Model: the LLM is missing"):
+    wait_until(lambda: _state(empty_bus) == "error", 10, "State error")
+    # A failed start is not waited for, and has the model error's exit code.
+    with pytest.raises(ModelError, match="could not start: Model: the LLM is missing") as failed:
         remote_ask("Hello?", wait_s=30.0)
+    assert failed.value.exit_code == EXIT_MODEL
+    assert capsys.readouterr().err == ""
+
+
+def _state(bus: PrivateBus) -> str:
+    out = busctl(bus, "--json=short", "get-property", *A, "State")
+    return str(json.loads(out.stdout)["data"]) if out.returncode == 0 else ""
 
 
 # ------------------------------------------- watch follows the service across a restart

@@ -398,3 +398,29 @@ def test_calls_while_starting_are_refused_and_the_name_is_released(
         client.close()
 
     run_async(scenario)
+
+
+# ------------------------------------------------------------- --input FILE at start
+def test_an_input_file_that_is_not_audio_is_refused_before_the_models_load(tmp_path: Path) -> None:
+    """Text named .wav passed the existence check: every model loaded (State 'listening'
+    went out, READY=1 under systemd) before the service exited 4."""
+    from daemon.errors import EXIT_BAD_AUDIO
+    from tests.fixtures_dbus import make_service_home, start_private_bus, start_sottovoced
+
+    junk = tmp_path / "junk.wav"
+    junk.write_text("this is text, not a recording\n" * 20, encoding="utf-8")
+    bus = start_private_bus(tmp_path / "bus")
+    try:
+        home = make_service_home(tmp_path / "svc")
+        service = start_sottovoced(bus, home, tmp_path, wait_ready=False, extra_args=["--input", str(junk)])
+        try:
+            code = service.proc.wait(60)
+        finally:
+            service.stop()
+        log = service.log.read_text(errors="replace")
+        assert code == EXIT_BAD_AUDIO, log[-2000:]
+        assert f"--input {junk}: not a readable audio file" in log, log[-2000:]
+        assert "READY=1" not in service.notify.lines(), service.notify.lines()
+        assert "loading" not in log.lower() and "listening" not in log, log[-2000:]
+    finally:
+        bus.stop()

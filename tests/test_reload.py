@@ -1,13 +1,16 @@
 """Reload (D-Bus Reload(), `sottovoce reload`, SIGHUP) on a real `sottovoced`: the command
-line's settings stay in force, and what only a restart applies is named to the caller."""
+line's settings stay in force, what only a restart applies is named to the caller (compared
+with what the service started with), and a start whose models failed is tried again."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from daemon.errors import EXIT_MODEL
 from tests.fixtures_dbus import PrivateBus, ServiceHome, ServiceProcess, make_service_home, run_cli
 from tests.fixtures_service import BusThread, service_with_client
 
@@ -73,8 +76,59 @@ def test_reload_applies_the_emotion_and_names_what_needs_a_restart(kb_service: K
     assert "audio.output" not in lines[1], lines
     assert list(svc.client.get("Emotion")) == ["cheerful", 0.7]
 
-    # An emotion chosen over D-Bus is the user's: a new default does not replace it.
+    # An emotion chosen over D-Bus is the user's: a new default does not replace it. The
+    # reconnect delay is still the one the service started with: still named.
     svc.client.call("SetEmotion", "sd", ["calm", 0.3])
     lines = svc.reload("emotion:\n  default: serious\naudio:\n  reconnect_s: 3\n")
-    assert lines == ["configuration reloaded"]
+    assert lines[0] == "configuration reloaded" and "audio.reconnect_s" in lines[1], lines
     assert list(svc.client.get("Emotion")) == ["calm", 0.3]
+
+
+def test_restart_notes_compare_with_what_the_service_runs_with(kb_service: KbService) -> None:
+    """The notes compared with the previous reload: a change reverted was named again, and
+    a change still pending was forgotten after an unrelated reload."""
+    svc = kb_service
+    lines = svc.reload("service:\n  watchdog: false\n")
+    assert len(lines) == 2 and "for service.watchdog to take effect" in lines[1], lines
+    assert svc.reload("") == ["configuration reloaded"]        # back to what is in force
+    lines = svc.reload("audio:\n  reconnect_s: 2.5\n")
+    assert len(lines) == 2 and "for audio.reconnect_s to take effect" in lines[1], lines
+    lines = svc.reload("audio:\n  reconnect_s: 2.5\ntts:\n  speed: 1.05\n")   # unrelated change
+    assert len(lines) == 2 and "for audio.reconnect_s to take effect" in lines[1], lines
+    assert svc.reload("") == ["configuration reloaded"]
+
+
+def test_a_reload_loads_the_models_a_failed_start_could_not(tmp_path: Path) -> None:
+    """After a start whose models could not be loaded (State error, Problems startup), a
+    reload said "configuration reloaded" and changed nothing; `ask` waited for a service
+    that was not starting and exited 1."""
+    home = make_service_home(tmp_path, kb=tmp_path / "kb_missing")      # no knowledge base: quick
+    env_home = {"HOME": str(home.home)}
+    broken = "stt:\n  model: {}\n"
+    home.write_config(BASE + broken.format(tmp_path / "nomodel"))
+    with service_with_client(tmp_path, home) as (bus, service, client):
+        env = {**bus.env, **env_home}
+        assert client.get("State") == "error", service.log_tail()
+        assert "nomodel" in dict(client.get("Problems"))["startup"]
+
+        asked = run_cli(env, "ask", "hello", timeout=30)
+        assert asked.returncode == EXIT_MODEL, (asked.returncode, asked.stderr)
+        assert asked.stderr.count("\n") == 1 and "could not start: Model: " in asked.stderr, asked.stderr
+        assert "nomodel" in asked.stderr and "waiting" not in asked.stderr, asked.stderr
+
+        # Still broken, another way: the Reload call fails (exit 6) and the new reason is shown.
+        home.write_config(BASE + broken.format(tmp_path / "othermodel"))
+        out = run_cli(env, "reload", timeout=120)
+        assert out.returncode == EXIT_MODEL and "othermodel" in out.stderr, (out.returncode, out.stderr)
+        assert client.get("State") == "error"
+        assert "othermodel" in dict(client.get("Problems"))["startup"], service.log_tail()
+
+        mark = client.mark()
+        home.write_config(BASE)
+        out = run_cli(env, "reload", timeout=120)
+        assert out.returncode == 0 and out.stdout == "configuration reloaded\n", (out, service.log_tail())
+        assert client.states(mark)[-2:] == ["starting", "listening"], client.states(mark)
+        assert dict(client.get("Problems")) == {}
+        asked = run_cli(env, "ask", "Say hello.", timeout=120)
+        assert asked.returncode == 0 and asked.stdout.strip(), (asked, service.log_tail())
+        assert client.get("LastReply").strip() == asked.stdout.strip()

@@ -22,7 +22,7 @@ import pytest
 import soundfile
 from dbus_fast import DBusError
 
-from daemon.errors import EXIT_ALREADY_RUNNING, EXIT_FAILURE
+from daemon.errors import EXIT_ALREADY_RUNNING, EXIT_FAILURE, EXIT_NO_DEVICE
 from daemon.service.dbus_service import ERROR_PREFIX
 from daemon.stages.stt import WhisperTranscriber
 from tests.fixtures_dbus import PrivateBus, start_private_bus, wait_until
@@ -296,7 +296,8 @@ def test_without_a_speaker_say_is_refused_and_an_answer_is_not_claimed_as_spoken
         live: LiveService, idle: BusThread, pulse_clean: PulseRig, module_bus: PrivateBus) -> None:
     """The speaker goes away: the state is 'error' and Problems (and `sottovoce status`) say
     why; Say is refused with NoDevice (it said nothing yet returned success); an Ask still
-    gets its text, with an Error that it was not spoken (it had been logged as played)."""
+    gets its text, with an Error that it was not spoken (it had been logged as played), and
+    the history keeps nothing of it; `sottovoce ask` prints it and exits 11, as `say` does."""
     from tests.fixtures_dbus import run_cli
 
     mark = idle.mark()
@@ -320,6 +321,20 @@ def test_without_a_speaker_say_is_refused_and_an_answer_is_not_claimed_as_spoken
     code, message = idle.wait("Error", lambda b: b[0] == "Device" and "was not spoken" in b[1],
                               after=mark, timeout=30)
     assert "no speaker" in message, message
+    # Nothing was heard: the history and LastReply keep nothing of it (they kept it all).
+    wait_until(lambda: live.history_turns()[-1:] == [("How tall is Skerrimore Lighthouse?", "")], 30,
+               f"the unheard reply kept as nothing: {live.history_turns()[-1:]}", step=0.05)
+    assert idle.get("LastReply") == ""
+
+    # `sottovoce ask` prints the reply yet says it was not spoken, with `say`'s exit code (it exited 0).
+    question = "When was Skerrimore Lighthouse first lit?"
+    out = run_cli(module_bus.env, "ask", question, timeout=REPLY_TIMEOUT)
+    assert out.returncode == EXIT_NO_DEVICE, (out.returncode, out.stdout, out.stderr)
+    assert out.stdout.strip() and "sources: " in out.stdout, out.stdout
+    assert out.stderr.count("\n") == 1 and "the reply was not spoken: " in out.stderr, out.stderr
+    assert SPEAKER in out.stderr, out.stderr
+    wait_until(lambda: live.history_turns()[-1:] == [(question, "")], 30, "the CLI's question kept unheard",
+               step=0.05)
 
     pulse_clean.restore_device("speaker")
     wait_until(lambda: idle.get("State") == "listening", 30, "State listening", step=0.05)

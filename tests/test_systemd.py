@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from daemon.cli import service_install
+from daemon.errors import EXIT_CONFIG
 from daemon.service.dbus_service import BUS_NAME
 from daemon.service.logsetup import setup_logging
 from daemon.service.notify import Notifier, socket_notify
@@ -233,6 +234,49 @@ def test_install_service_writes_units_that_verify(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert not main.exists() and not tray.exists() and not activation.exists()
+
+
+def test_install_service_runs_the_service_with_the_given_config(tmp_path: Path) -> None:
+    """`install-service --config PATH` wrote units without it (and took a missing file)."""
+    env = _install_env(tmp_path)
+    home = Path(env["HOME"])
+    folder = home / "my profiles"
+    folder.mkdir(parents=True)
+    config = folder / "gpu 100%.yaml"          # a space and a systemd specifier character
+    config.write_text("tts:\n  speed: 1.1\n", encoding="utf-8")
+    out = subprocess.run([str(SOTTOVOCE), "install-service", "--config", f"{folder.name}/{config.name}"],
+                         env=env, cwd=str(home), capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    units = home / ".config/systemd/user"
+    main, tray = units / "sottovoce.service", units / "sottovoce-tray.service"
+    quoted = '"' + str(config).replace("%", "%%") + '"'
+    assert f"ExecStart={SOTTOVOCED.absolute()} --config {quoted}\n" in main.read_text()
+    assert f"ExecStart={SOTTOVOCED.parent.absolute() / 'sottovoce-tray'} --config {quoted}\n" in tray.read_text()
+    activation = home / ".local/share/dbus-1/services/org.sottovoce.Assistant.service"
+    assert f"Exec={SOTTOVOCED.absolute()} --config '{config}'\n" in activation.read_text()
+    verify = subprocess.run(["systemd-analyze", "--user", "verify", str(main), str(tray)],
+                            env=env, capture_output=True, text=True, timeout=60)
+    ours = [ln for ln in (verify.stdout + verify.stderr).splitlines() if "sottovoce" in ln]
+    assert verify.returncode == 0 and not ours, verify.stdout + verify.stderr
+
+    # A missing or invalid file is refused, with one line, and nothing is written.
+    for path in (main, tray, activation):
+        path.unlink()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("vad:\n  threshold: 7\n", encoding="utf-8")
+    for args, what in ((["install-service", "--config", str(tmp_path / "nowhere.yaml")], "not found"),
+                       (["--config", str(bad), "install-service"], "vad.threshold")):
+        out = subprocess.run([str(SOTTOVOCE), *args], env=env, capture_output=True, text=True, timeout=30)
+        assert out.returncode == EXIT_CONFIG and len(out.stderr.splitlines()) == 1, out
+        assert what in out.stderr and not main.exists() and not activation.exists(), out.stderr
+    # Under /tmp the sandboxed service would not see the file (PrivateTmp=yes): said so.
+    good = tmp_path / "good.yaml"
+    good.write_text("", encoding="utf-8")
+    out = subprocess.run([str(SOTTOVOCE), "install-service", "--config", str(good)], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and f"--config {good}" in main.read_text()
+    notes = [ln for ln in out.stderr.splitlines() if "PrivateTmp=yes" in ln]
+    assert len(notes) == (1 if str(good).startswith("/tmp/") else 0), out.stderr
 
 
 def test_unit_keys_that_matter() -> None:

@@ -20,6 +20,7 @@ import pytest
 from dbus_fast import Variant
 
 from daemon.config import Config, load_config
+from daemon.errors import ConfigError
 from tests.fixtures_dbus import ServiceProcess, make_service_home, start_sottovoced
 from tests.fixtures_x11 import ARTIFACTS, ROOT, Desktop, program, stop_process, wait_for
 from tray import icons
@@ -196,7 +197,10 @@ class Tray:
         self.desktop = desktop
         self.proc, self.log = desktop.start([*program("sottovoce-tray", "tray.app"), "--config", str(config),
                                              "--log-level", "DEBUG"], "tray_app.log")
-        self.emotions = tuple(load_config(config).emotion.styles)
+        try:
+            self.emotions = tuple(load_config(config).emotion.styles)
+        except ConfigError:       # the tray then runs with the default styles
+            self.emotions = tuple(load_config(use_user_file=False).emotion.styles)
 
     def icon_window(self) -> tuple[int, int, int, int]:
         """Geometry of the tray icon once it is docked inside trayer's panel, full size."""
@@ -362,6 +366,31 @@ def _view(desktop: Desktop) -> ServiceView:
     return ServiceView(online=bool(desktop.probe.owner), state=props["State"], paused=props["Paused"],
                        emotion=name, intensity=intensity, last_transcript=props["LastTranscript"],
                        last_reply=props["LastReply"], version=props["Version"])
+
+
+def test_an_invalid_config_shows_as_an_error_instead_of_stopping_the_tray(
+        desktop: Desktop, service: Service) -> None:
+    """The tray exited 2 on an invalid config (restarting in a loop under systemd while the
+    user edits the file): it runs with the default styles, says what is wrong (icon, tooltip,
+    notification), and follows the service again once the file is fixed. (Before the module's
+    tray: one tray per session.)"""
+    config = desktop.folder / "broken.yaml"
+    config.write_text("vad:\n  threshold: 7\n", encoding="utf-8")
+    since = len(desktop.probe.notifications)
+    app = Tray(desktop, config)
+    try:
+        summary, body = desktop.probe.wait_notification(lambda n: "config file is invalid" in n[0], since, 30)
+        assert "vad.threshold" in body and "default emotion styles" in body, body
+        app.log.wait(r"icon: error", 0, 30)
+        app.wait_icon("error", "tray_config_invalid.png")
+        assert app.proc.poll() is None
+        mark = app.log.mark()
+        config.write_text("emotion:\n  styles:\n    grumpy: Be grumpy.\n", encoding="utf-8")
+        app.log.wait(r"the config file is valid again", mark, 30)
+        app.log.wait(r"icon: listening", mark, 30)
+        app.wait_icon("listening", "tray_config_fixed.png")
+    finally:
+        assert app.stop() == 0, "the tray should quit cleanly on SIGTERM"
 
 
 def test_icon_docks_and_shows_the_state(desktop: Desktop, tray: Tray) -> None:

@@ -26,6 +26,7 @@ from tray.menu import build_menu, to_pystray, tooltip
 _LOGGER = logging.getLogger(__name__)
 
 PROGRAM = "sottovoce-tray"
+CONFIG_RECHECK_S = 2     # while the config file is invalid, how often it is looked at again
 
 _TEMPLATE_HEADER = """\
 # Sottovoce: your settings. Every key below is commented out and shows its default;
@@ -80,13 +81,20 @@ def open_in_editor(path: Path, opener: Sequence[str] = ("xdg-open",)) -> str | N
 
 
 class TrayApp:
-    """The icon, its menu, and the actions behind them (see :class:`tray.menu.TrayActions`)."""
+    """The icon, its menu, and the actions behind them (see :class:`tray.menu.TrayActions`).
+
+    ``config_problem``: why the config file could not be read (the tray then runs with the
+    default emotion styles). Until the file is fixed the icon shows 'error', the tooltip says
+    why and a notification did at start; the file is looked at again while it stays invalid.
+    """
 
     def __init__(self, pystray: Any, emotions: Sequence[str], config_file: Path,
-                 bus_address: str | None = None) -> None:
+                 bus_address: str | None = None, *, config_problem: str = "") -> None:
         self._pystray = pystray
         self._emotions = tuple(emotions)
         self._config_file = config_file
+        self._config_problem = config_problem
+        self._config_stamp = _stamp(config_file)
         self._images = {state: icons.render(state) for state in icons.ICON_STATES}
         self._shown = "offline"
         self._reindex_asked = False
@@ -145,8 +153,37 @@ class TrayApp:
     # --- internals ---------------------------------------------------------------------
     def _setup(self, icon: Any) -> None:
         icon.visible = True
-        self._set_tooltip(tooltip(self._client.view))
+        self._set_tooltip(self._tooltip(self._client.view))
         self._client.start()
+        if self._config_problem:
+            from gi.repository import GLib
+
+            _LOGGER.warning("%s; using the default emotion styles until it is fixed", self._config_problem)
+            self._client.notify("Sottovoce: the config file is invalid",
+                                f"{self._config_problem}. The tray uses the default emotion styles "
+                                "until it is fixed; the service keeps the configuration it runs with.",
+                                "dialog-error")
+            GLib.timeout_add_seconds(CONFIG_RECHECK_S, self._recheck_config)
+
+    def _recheck_config(self) -> bool:
+        """GLib timer while the config is invalid: read it again once it changed; False (the
+        timer ends) once it loads."""
+        stamp = _stamp(self._config_file)
+        if stamp == self._config_stamp:
+            return True
+        self._config_stamp = stamp
+        try:
+            config = load_config(self._config_file)
+        except ConfigError as exc:
+            self._config_problem = str(exc)
+            _LOGGER.warning("the config file is still invalid: %s", exc)
+            self._show(self._client.view)
+            return True
+        _LOGGER.info("the config file is valid again")
+        self._config_problem = ""
+        self._emotions = tuple(config.emotion.styles) or (config.emotion.default,)
+        self._show(self._client.view)
+        return False
 
     def _on_signal(self) -> bool:
         self.quit()
@@ -157,13 +194,22 @@ class TrayApp:
 
     def _on_change(self, view: ServiceView) -> None:
         _LOGGER.debug("view: %r", view)
+        self._show(view)
+
+    def _show(self, view: ServiceView) -> None:
         shown = icons.icon_state(view.state, view.online)
+        if self._config_problem and view.online:
+            shown = "error"         # the service runs, but the file it would reload is broken
         if shown != self._shown:
             self._shown = shown
             self._icon.icon = self._images[shown]
             _LOGGER.info("icon: %s", shown)
-        self._set_tooltip(tooltip(view))
+        self._set_tooltip(self._tooltip(view))
         self._icon.update_menu()
+
+    def _tooltip(self, view: ServiceView) -> str:
+        text = tooltip(view)
+        return text + f"\nProblem: config file: {self._config_problem}" if self._config_problem else text
 
     def _set_tooltip(self, text: str) -> None:
         self._icon.title = text
@@ -220,11 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               "e.g. from the desktop's autostart or systemd/sottovoce-tray.service",
               file=sys.stderr)
         return EXIT_CONFIG
+    problem = ""
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"{PROGRAM}: {exc}", file=sys.stderr)
-        return exc.exit_code
+        # Only the emotion names come from it: start with the defaults and show what is wrong
+        # (exiting would only restart-loop under systemd while the file is being edited).
+        problem = str(exc)
+        config = load_config(use_user_file=False)
     config_file = Path(args.config).expanduser() if args.config else user_config_path()
     try:
         pystray = _import_pystray()
@@ -233,7 +282,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               "check that the X server is running", file=sys.stderr)
         return EXIT_CONFIG
     emotions = tuple(config.emotion.styles) or (config.emotion.default,)
-    return TrayApp(pystray, emotions, config_file).run()
+    return TrayApp(pystray, emotions, config_file, config_problem=problem).run()
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """When ``path`` was last changed, and its size (None when it cannot be read)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
 
 
 if __name__ == "__main__":

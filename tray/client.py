@@ -122,6 +122,7 @@ class AssistantClient:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._thread_main, name="sottovoce-dbus", daemon=True)
         self._stopping = asyncio.Event()  # bound to the client's loop on first use there
+        self._connected = asyncio.Event()  # on the bus (and this session's one tray)
         self._notification_id = 0
 
     @property
@@ -201,6 +202,8 @@ class AssistantClient:
     async def _notify(self, summary: str, body: str, icon: str) -> None:
         hints = {"urgency": Variant("y", 2)}
         try:
+            # Asked for before the bus is reached (a problem found at start): wait for it.
+            await asyncio.wait_for(self._connected.wait(), self._timeout)
             reply = await self._call(_NOTIFICATIONS, "Notify", "susssasa{sv}i",
                                      ["Sottovoce", self._notification_id, icon, summary, body,
                                       [], hints, -1])
@@ -228,6 +231,7 @@ class AssistantClient:
                 await self._session()
             except Exception as exc:  # whatever broke the connection, the loop reconnects
                 _LOGGER.warning("session bus unavailable (%r); retrying in %.0f s", exc, _RECONNECT_S)
+            self._connected.clear()
             self._bus = None
             if self._stopping.is_set():
                 break
@@ -248,6 +252,7 @@ class AssistantClient:
             if self._on_duplicate is not None:
                 self._on_duplicate()
             return
+        self._connected.set()
         bus.add_message_handler(self._on_message)
         sender = f"sender='{_DBUS[0]}',interface='{_DBUS[2]}',member='NameOwnerChanged'"
         await self._call(_DBUS, "AddMatch", "s", [f"type='signal',{sender},arg0='{BUS_NAME}'"])

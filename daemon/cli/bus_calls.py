@@ -26,7 +26,8 @@ class ServiceAbsent(Exception):
 
 
 # ------------------------------------------------------------------ D-Bus plumbing
-def _error_class(code: str) -> type[SottovoceError]:
+def error_class(code: str) -> type[SottovoceError]:
+    """The SottovoceError named by a D-Bus error code (``Model`` -> ModelError, exit 6)."""
     pending: list[type[SottovoceError]] = [SottovoceError]
     while pending:
         cls = pending.pop()
@@ -44,7 +45,7 @@ def _raise_for(reply: Message) -> None:
         raise ServiceAbsent(text)
     if name.startswith(ERROR_PREFIX):
         code = name[len(ERROR_PREFIX):]
-        exc = _error_class(code)(text)
+        exc = error_class(code)(text)
         exc.code = code
         raise exc
     if name == "org.freedesktop.DBus.Error.NoReply":

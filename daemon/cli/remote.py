@@ -24,7 +24,7 @@ from daemon.cli.bus_calls import (
     PROPERTIES_IFACE, ServiceAbsent, answer, call, call_bus, get_all, get_property, has_owner, unwrap,
 )
 from daemon.cli.remote_wait import READY_WAIT_S, call_ready
-from daemon.errors import EXIT_NO_SERVICE, EXIT_OK, BadArgumentError, SottovoceError
+from daemon.errors import EXIT_NO_SERVICE, EXIT_OK, BadArgumentError, NoDeviceError, SottovoceError
 from daemon.service.dbus_service import BUS_NAME, OBJECT_PATH, connect_session_bus
 
 T = TypeVar("T")
@@ -279,12 +279,16 @@ def remote_reindex(on_progress: Callable[[str], None],
     return _if_running(reindex, None)
 
 
-def remote_ask(text: str, timeout: float = 120.0,
-               wait_s: float = READY_WAIT_S) -> tuple[str, list[str], dict[str, float]] | None:
+def remote_ask(text: str, timeout: float = 120.0, wait_s: float = READY_WAIT_S,
+               unspoken: Callable[[str, list[str]], None] | None = None,
+               ) -> tuple[str, list[str], dict[str, float]] | None:
     """Ask the running service: its reply, sources and the reply's timings (LastTimings, set
     before Ask returns); None when it is not on the bus (then ask in-process). A service still
     starting is waited for, up to ``wait_s`` (see :func:`call_ready`); ``timeout`` bounds the
-    answer itself. Raises SottovoceError when the service refuses the question."""
+    answer itself. Raises SottovoceError when the service refuses the question. A service with
+    no speaker still answers, unheard: the reply then goes to ``unspoken(reply, sources)``
+    (default: printed as `ask` prints it) and NoDeviceError says it was not spoken (exit 11,
+    as `say` there)."""
     async def ask(bus: MessageBus) -> tuple[str, list[str], dict[str, float]]:
         reply, sources = await call_ready(bus, "Ask", "s", [text], autostart=False, wait_s=wait_s,
                                           timeout=timeout)
@@ -292,9 +296,21 @@ def remote_ask(text: str, timeout: float = 120.0,
             timings = await answer(get_property(bus, "LastTimings", autostart=False), timeout)
         except SottovoceError:      # a service of an older version, still running
             timings = {}
+        problems = await answer(get_property(bus, "Problems", autostart=False), timeout)
+        speaker = dict(problems).get("speaker", "")
+        if speaker:
+            (unspoken or _print_unspoken)(str(reply), [str(s) for s in sources])
+            raise NoDeviceError(f"the reply was not spoken: {speaker}")
         return str(reply), [str(s) for s in sources], {str(k): float(v) for k, v in timings.items()}
 
     return _if_running(ask, None)
+
+
+def _print_unspoken(reply: str, sources: list[str]) -> None:
+    print(reply)
+    if sources:
+        print(f"sources: {', '.join(sources)}")
+    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------- register

@@ -1,6 +1,7 @@
 """Waiting for a service that is still loading its models (just started, or started by
 D-Bus activation): it refuses Ask, Say and Reindex with NotReady, and :func:`call_ready`
-waits for it instead, saying so once on stderr."""
+waits for it instead, saying so once on stderr. A service whose models could not be loaded
+(State 'error', Problems 'startup') is not waited for: its start-up error is raised."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any, AsyncIterator
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from daemon.cli.bus_calls import PROPERTIES_IFACE, ServiceAbsent, answer, call, call_bus, get_property
+from daemon.cli.bus_calls import (
+    PROPERTIES_IFACE, ServiceAbsent, answer, call, call_bus, error_class, get_property,
+)
 from daemon.errors import NotReadyError, SottovoceError
 from daemon.service.dbus_service import BUS_NAME, OBJECT_PATH
 
@@ -27,14 +30,16 @@ async def call_ready(bus: MessageBus, member: str, signature: str = "", body: li
     """:func:`call` for a method that needs the models loaded (Ask, Say, Reindex). While the
     service is still starting it answers NotReady: then say so once on stderr, follow its
     State until it has left 'starting' and call again, for up to ``wait_s`` seconds.
-    ``timeout`` bounds each call itself (the answer, not the wait)."""
+    ``timeout`` bounds each call itself (the answer, not the wait). A start that failed
+    raises its own error (a missing model: ModelError, exit 6) at once."""
     try:
         return await answer(call(bus, member, signature, body, autostart=autostart), timeout)
     except NotReadyError:
         pass
-    print(WAITING, file=sys.stderr, flush=True)
     deadline = asyncio.get_running_loop().time() + wait_s
     async with _following_start(bus) as watch:
+        await watch.state()         # not starting but failed: no waiting
+        print(WAITING, file=sys.stderr, flush=True)
         while True:
             state = await watch.state()
             if state != "starting":
@@ -75,8 +80,7 @@ class _StartWatch:
             raise SottovoceError("the service stopped before it finished starting; "
                                  "see `journalctl --user -u sottovoce`") from None
         if state == "error" and problems.get("startup"):
-            raise SottovoceError(f"the service could not start: {problems['startup']}; "
-                                 "see `journalctl --user -u sottovoce`")
+            raise startup_error(str(problems["startup"]))
         return state
 
     async def next_change(self, deadline: float, wait_s: float) -> None:
@@ -88,6 +92,14 @@ class _StartWatch:
             await asyncio.wait_for(self.changed.wait(), min(left, RECHECK_S))
         except asyncio.TimeoutError:
             pass
+
+
+def startup_error(problem: str) -> SottovoceError:
+    """The error of a start that could not load the models, from its Problems entry
+    ("Model: STT model ... does not exist"): of the class its code names."""
+    code = problem.partition(": ")[0]
+    return error_class(code)(f"the service could not start: {problem}; once that is fixed, "
+                             "`sottovoce reload` starts it (see `journalctl --user -u sottovoce`)")
 
 
 @asynccontextmanager

@@ -1,16 +1,18 @@
-"""`sottovoce install-service [--uninstall]`: the systemd user units and the D-Bus activation
-file, installed for the current user with the real path of the installed programs."""
+"""`sottovoce install-service [--config PATH] [--uninstall]`: the systemd user units and the
+D-Bus activation file, installed for the current user with the real path of the installed
+programs (and ``--config PATH``, absolute, on the command line of the service and the tray)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from daemon.errors import EXIT_OK, SottovoceError
 
@@ -19,6 +21,8 @@ UNITS = ("sottovoce.service", "sottovoce-tray.service")
 ACTIVATION = "org.sottovoce.Assistant.service"
 # Folders the sandboxed unit may write to (ReadWritePaths= needs them to exist).
 STATE_DIRS = (".local/share/sottovoce", ".local/state/sottovoce", ".cache/sottovoce")
+# What the unit's PrivateTmp=yes hides from the service: a config there is not found.
+PRIVATE_TMP = ("/tmp", "/var/tmp")
 
 
 @dataclass(frozen=True)
@@ -62,15 +66,43 @@ def find_program(name: str) -> Path:
                          "install the package first (`make setup` or `pip install .`)")
 
 
-def render(template: str, key: str, program: Path) -> str:
-    """The template with the program of every ``key=`` line replaced by ``program``."""
+def render(template: str, key: str, program: Path, args: Sequence[str] = ()) -> str:
+    """The template with the program of every ``key=`` line replaced by ``program``, followed
+    by ``args`` (quoted for a unit's ExecStart= or, with key ``Exec``, a D-Bus service file)."""
+    quote = shlex.quote if key == "Exec" else unit_word
     out = []
     for line in template.splitlines():
         if line.startswith(key + "="):
             _, _, rest = line[len(key) + 1:].partition(" ")
-            line = f"{key}={program}" + (f" {rest}" if rest else "")
+            line = " ".join([f"{key}={program}", *map(quote, args), *([rest] if rest else [])])
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+def unit_word(text: str) -> str:
+    """``text`` as one argument of a systemd ExecStart=: its specifiers (%) and variables
+    ($) escaped, and quoted when it holds spaces, quotes or backslashes."""
+    text = text.replace("%", "%%").replace("$", "$$")
+    if text and not any(ch.isspace() or ch in "\"'\\;" for ch in text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def config_argument(path: str | None) -> list[str]:
+    """``--config ABSOLUTE-PATH`` for the programs the units run ([] without ``path``). The
+    file must load as the service would load it: a missing or invalid one is refused
+    (ConfigError, exit 2) here rather than at each start of the service."""
+    if path is None:
+        return []
+    from daemon.config import load_config
+
+    config = Path(path).expanduser().absolute()
+    load_config(config)
+    hidden = next((d for d in PRIVATE_TMP if str(config).startswith(d + "/")), None)
+    if hidden:
+        print(f"sottovoce: note: {config} is under {hidden}, which the service does not see "
+              "(its unit has PrivateTmp=yes); keep the file in your home", file=sys.stderr)
+    return ["--config", str(config)]
 
 
 def _user_manager_running(env: Mapping[str, str]) -> bool:
@@ -83,8 +115,9 @@ def _systemctl(*args: str) -> None:
     subprocess.run(["systemctl", "--user", *args], check=False)
 
 
-def install(env: Mapping[str, str] | None = None) -> list[Path]:
-    """Write the units and the activation file; returns the paths written."""
+def install(env: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> list[Path]:
+    """Write the units and the activation file, their programs run with ``args`` (see
+    :func:`config_argument`); returns the paths written."""
     env = os.environ if env is None else env
     written = []
     for target in targets(env):
@@ -92,7 +125,7 @@ def install(env: Mapping[str, str] | None = None) -> list[Path]:
             raise SottovoceError(f"{target.source} is missing; run `sottovoce install-service` "
                                  "from a source checkout of Sottovoce (or `make install`)")
         text = render(target.source.read_text(encoding="utf-8"), target.key,
-                      find_program(target.program))
+                      find_program(target.program), args)
         target.dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.dest.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
@@ -125,7 +158,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
         for path in uninstall():
             print(f"removed {path}")
         return EXIT_OK
-    for path in install():
+    for path in install(args=config_argument(getattr(args, "config", None))):
         print(f"wrote {path}")
     print("next: systemctl --user daemon-reload && systemctl --user enable --now sottovoce\n"
           "      (and, on a desktop, systemctl --user enable --now sottovoce-tray)")
@@ -135,7 +168,10 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `install-service` to `sottovoce`."""
     p = sub.add_parser("install-service",
-                       help="install the systemd user units and D-Bus activation for this user")
+                       help="install the systemd user units and D-Bus activation for this user",
+                       description="Install the systemd user units and the D-Bus activation file "
+                       "for this user. With --config PATH the service and the tray run with that "
+                       "file (its absolute path is written into the units); it must exist and be valid.")
     p.add_argument("--uninstall", action="store_true",
                    help="stop, disable and remove them instead (your data stays)")
     p.set_defaults(handler=cmd_install_service)

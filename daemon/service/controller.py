@@ -48,7 +48,11 @@ class AssistantController:
 
     def __init__(self, cfg: Config, output: AudioOutput, on_fatal: Callable[[BaseException], None]) -> None:
         self.cfg = cfg
+        # What only a restart applies (the devices, the watchdog) stays as this one says.
+        self.started_with = cfg
         self.config_path: str | None = None
+        # Set by the service: loads the models and listens, as at start (for a reload after a failed one).
+        self.loader: Callable[[], Awaitable[None]] | None = None
         self.scope = InterruptionScope()
         self.hub = EventHub()
         self.turns = TurnKeeper(self, output, self.scope, self.hub)
@@ -233,6 +237,17 @@ class AssistantController:
         self.report_error(code, message)
         self.hub.publish(PropertyChanged("Problems"))
         self.set_state("error")
+
+    @property
+    def start_failed(self) -> bool:
+        """The models could not be loaded at start (nor since): nothing listens."""
+        return bool(self._startup_problem) and self.pipe is None
+
+    def starting_again(self) -> None:
+        """A reload after a failed start loads the models again: 'starting' meanwhile."""
+        self._startup_problem = ""
+        self.hub.publish(PropertyChanged("Problems"))
+        self.set_state("starting")
 
     def stage_failed(self, code: str, message: str, exc: BaseException | None = None) -> None:
         """A stage failed on one utterance: report it, keep listening; give up after a run."""

@@ -131,6 +131,7 @@ class Service:
         self.args = args
         self.stop = asyncio.Event()
         self.exit_code = EXIT_OK
+        self.mic: Any = None
 
     async def run(self) -> int:
         from daemon.service.controller import AssistantController
@@ -141,42 +142,60 @@ class Service:
         notifier.status("starting")
         ctl = AssistantController(self.cfg, None, on_fatal=self._fatal)  # type: ignore[arg-type]
         ctl.config_path = self.args.config
+        ctl.loader = lambda: self._load_again(ctl, notifier)
         self._install_signals(ctl)
         # The bus first: a second instance must be refused before it opens devices or loads models.
         bus = await self._export(ctl)
-        self._check_input_file()                 # a typo in --input FILE: before the models load
+        await self._check_input_file()           # a typo in --input FILE: before the models load
         output = ctl.output = open_output(self.cfg, self.args.output, ctl)
         tasks = [asyncio.create_task(notifier.watchdog_loop(), name="watchdog")] \
             if self.cfg.service.watchdog else []
         ctl.subscribe(lambda ev: _status_line(notifier, ev))
-        mic = None
         try:
             await output.start()
             if self.args.reset:
                 self._reset_history()
-            pipe = await self._until_stopped(self._load(ctl, notifier))
+            try:
+                pipe = await self._until_stopped(self._load(ctl, notifier))
+            except SottovoceError:
+                pipe = None      # the service keeps serving D-Bus so the user can see why; no listening
             if not self.stop.is_set():
                 if pipe is not None:
-                    mic = await self._listen(ctl, pipe)
+                    self.mic = await self._listen(ctl, pipe)
                 notifier.ready()
                 notifier.status(f"ready: {ctl.state}")
             await self.stop.wait()
         finally:
             notifier.stopping()
             _LOGGER.info("stopping")
-            await self._shutdown(ctl, mic, output, bus, tasks)
+            await self._shutdown(ctl, output, bus, tasks)
         return self.exit_code
 
-    def _check_input_file(self) -> None:
+    async def _check_input_file(self) -> None:
+        """``--input FILE`` (or audio.input) must be there and decode: found out now, not
+        after every model has loaded (the file is small: it is played in real time)."""
         from daemon.audio.devices import is_file_spec
-        from daemon.audio.fileio import check_audio_file
+        from daemon.audio.fileio import load_audio
         from daemon.errors import BadAudioError
 
-        if is_file_spec(self.cfg.audio.input):
-            try:
-                check_audio_file(self.cfg.audio.input)
-            except BadAudioError as exc:
-                raise BadAudioError(f"--input {exc}") from None
+        path = self.cfg.audio.input
+        if not is_file_spec(path):
+            return
+        try:
+            await asyncio.to_thread(load_audio, path)
+        except BadAudioError as exc:
+            raise BadAudioError(f"--input {exc}") from None
+        except OSError as exc:
+            raise BadAudioError(f"--input {path}: cannot read it ({exc.strerror or exc})") from None
+
+    async def _load_again(self, ctl: Any, notifier: Any) -> None:
+        """A reload after a failed start (``ctl.load_again``): the models with the config now
+        in force, then the microphone; a failure is raised (and shown, as at start)."""
+        pipe = await self._load(ctl, notifier)
+        if self.stop.is_set() or self.mic is not None:   # stopping meanwhile: nothing to start
+            return
+        self.mic = await self._listen(ctl, pipe)
+        notifier.status(f"ready: {ctl.state}")
 
     async def _listen(self, ctl: Any, pipe: Any) -> Any:
         from daemon.service.devices import open_input
@@ -218,6 +237,8 @@ class Service:
             return None
 
     async def _load(self, ctl: Any, notifier: Any) -> Any:
+        """The pipeline for ``ctl.cfg``, loaded off the event loop; when it cannot be loaded
+        the controller says why (State 'error', Problems 'startup') and the error is raised."""
         from daemon.pipeline import build_pipeline
         from daemon.threads import run_blocking
 
@@ -234,12 +255,12 @@ class Service:
                 notifier.status(f"indexing {line}")
 
         on_kb = ctl.first_indexing_follower(indexing)
+        cfg = ctl.cfg
         try:
-            return await run_blocking(lambda: build_pipeline(self.cfg, progress=progress, on_kb=on_kb))
+            return await run_blocking(lambda: build_pipeline(cfg, progress=progress, on_kb=on_kb))
         except SottovoceError as exc:
-            # The service keeps serving D-Bus so the user can see why; no listening.
             ctl.startup_failed(exc.code, str(exc))
-            return None
+            raise
 
     def _install_signals(self, ctl: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -256,14 +277,14 @@ class Service:
         self.exit_code = EXIT_FAILURE
         self.stop.set()
 
-    async def _shutdown(self, ctl: Any, mic: Any, output: Any, bus: Any, tasks: list[Any]) -> None:
+    async def _shutdown(self, ctl: Any, output: Any, bus: Any, tasks: list[Any]) -> None:
         step = "starting"
 
         async def steps() -> None:
             nonlocal step
             step = "closing the microphone"
-            if mic is not None:
-                await mic.stop()
+            if self.mic is not None:
+                await self.mic.stop()
             step = "stopping the controller and the knowledge base"
             await ctl.close()
             step = "closing the speaker"

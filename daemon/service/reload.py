@@ -7,7 +7,7 @@ from dataclasses import fields
 from typing import TYPE_CHECKING
 
 from daemon.config import Config, load_config
-from daemon.errors import ConfigError, SottovoceError
+from daemon.errors import ConfigError, NotReadyError, SottovoceError
 from daemon.history import ConversationHistory
 from daemon.messages import Emotion, ErrorEvent
 from daemon.threads import run_blocking
@@ -37,7 +37,7 @@ def changed_stages(old: Config, new: Config) -> list[str]:
 
 def restart_needed(old: Config, new: Config) -> list[str]:
     """Changed keys that only a restart applies: the devices are opened once, at start, and
-    the watchdog is set up with systemd then."""
+    the watchdog is set up with systemd then. ``old`` is the config the service started with."""
     keys = [f"audio.{f.name}" for f in fields(old.audio)
             if getattr(old.audio, f.name) != getattr(new.audio, f.name)]
     if old.service.watchdog != new.service.watchdog:
@@ -48,25 +48,53 @@ def restart_needed(old: Config, new: Config) -> list[str]:
 async def reload_config(ctl: "AssistantController") -> None:
     """Read the config again, the command line's overrides (``--kb``, ``--input``, ``--output``)
     still applied; rebuild only the stages whose section changed. On a bad file or a stage that
-    fails to load, report it and keep everything as it was. Changed keys that only a restart
-    applies are named in an ``Error`` event (code Config) before the call returns."""
+    fails to load, report it and keep everything as it was. After a start that could not load
+    the models, load them all again (a failure keeps the state 'error', with the new reason,
+    and is raised). Changed keys that only a restart applies (compared with the config the
+    service started with) are named in an ``Error`` event (code Config) before the call returns."""
     try:
         new = load_config(ctl.config_path, overrides=ctl.cfg.overrides)
     except SottovoceError as exc:
         ctl.report_error(exc.code, f"reload refused, keeping the running config: {exc}")
         raise
+    old = ctl.cfg
+    if ctl.start_failed:        # nothing runs yet: start with the new config
+        ctl.cfg = new
+        await _adopt(ctl, old, new)
+        await _start_again(ctl)
+        return
     pipe = ctl.pipe
-    stages = changed_stages(ctl.cfg, new)
+    stages = changed_stages(old, new)
     if pipe is not None and stages:
         await _rebuild(ctl, pipe, new, stages)
-    old, ctl.cfg = ctl.cfg, new
+    ctl.cfg = new
     if pipe is not None:
         _swap_config(ctl, pipe, old, new)
+    await _adopt(ctl, old, new)
+
+
+async def _start_again(ctl: "AssistantController") -> None:
+    """Load the models and listen, as at start; on failure the state stays 'error' with the
+    new reason (the service's loader reports it) and its error is raised."""
+    if ctl.loader is None:
+        raise NotReadyError("the service cannot load its models again; restart it")
+    _LOGGER.info("reload: loading the models again (they could not be loaded at start)")
+    ctl.starting_again()
+    try:
+        await ctl.loader()
+    finally:
+        if ctl.pipe is None and not ctl.start_failed:     # not left in 'starting'
+            ctl.startup_failed("Failed", "the models could not be loaded again; see the log")
+
+
+async def _adopt(ctl: "AssistantController", old: Config, new: Config) -> None:
+    """What follows the new config without loading anything: the emotion, the log level;
+    and the note on what only a restart applies."""
     await _follow_emotion(ctl, old, new)
     if old.service.log_level != new.service.log_level:
         logging.getLogger().setLevel(new.service.log_level)
     _LOGGER.info("config reloaded from %s", ", ".join(new.sources))
-    pending = restart_needed(old, new)
+    pending = restart_needed(ctl.started_with, new)
     if pending:
         message = (f"restart the service for {', '.join(pending)} to take effect (systemctl --user "
                    "restart sottovoce); the rest of the new configuration is in force")

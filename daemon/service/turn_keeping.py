@@ -188,7 +188,7 @@ class TurnKeeper:
         active.reply_ready(result)
         heard = await self._played_out(active)
         if self.scope.is_current(active.turn):
-            if heard is not None:           # the speaker was lost part way: only that was heard
+            if heard is not None:           # no speaker, or lost part way: only that was heard
                 self._cut_short(active, heard)
             elif remember:
                 self._remember(active.question, result.reply)
@@ -197,12 +197,13 @@ class TurnKeeper:
 
     async def _played_out(self, active: ActiveTurn) -> str | None:
         """Until the speaker has played the reply; bounded, so a stuck device cannot hang us.
-        None when it was played out; the part that was heard when the speaker was lost on the way."""
+        None when it was played out; the part that was heard when the speaker was lost on the
+        way ("" when there was no speaker: nothing was heard)."""
         limit = active.audio_s + PLAYOUT_SLACK_S
         if not getattr(self.output, "connected", True):
             self.host.stage_failed("Device", f"the reply ({active.audio_s:.1f} s) was not spoken: "
                                              "there is no speaker; check the output device")
-            return None
+            return ""
         try:
             await asyncio.wait_for(self.output.wait_done(), limit)
             if not getattr(self.output, "connected", True):
