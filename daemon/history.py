@@ -28,6 +28,18 @@ def without_oldest(messages: list[ChatMessage]) -> list[ChatMessage]:
     return messages[drop:]
 
 
+MAX_BACKUPS = 5
+
+
+def backup_name(path: Path) -> Path:
+    """Where an unreadable history file goes: ``NAME.bad``, else ``NAME.bad-1`` to ``-4``,
+    else (all five taken) the oldest of them is replaced, so they never pile up."""
+    names = [path.with_name(f"{path.name}.bad")]
+    names += [path.with_name(f"{path.name}.bad-{i}") for i in range(1, MAX_BACKUPS)]
+    free = next((n for n in names if not n.exists() and not n.is_symlink()), None)
+    return free if free is not None else min(names, key=lambda n: n.lstat().st_mtime)
+
+
 class ConversationHistory:
     """The last ``max_turns`` exchanges, trimmed further to ``max_tokens``."""
 
@@ -46,10 +58,29 @@ class ConversationHistory:
             return
         try:
             data = json.loads(self._path.read_text(encoding="utf-8"))
-            for user, assistant in data.get("turns", []):
-                self._turns.append((str(user), str(assistant)))
-        except (OSError, ValueError, TypeError) as exc:
+            turns = [(str(user), str(assistant)) for user, assistant in data.get("turns", [])]
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            self._set_aside(exc)
+            return
+        self._turns.extend(turns)
+
+    def _set_aside(self, exc: Exception) -> None:
+        """An unreadable file (a hand edit with a typo) is kept, not overwritten by the next turn."""
+        assert self._path is not None
+        if not self._path.is_file():
             _LOGGER.warning("conversation history %s unreadable, starting fresh: %s", self._path, exc)
+            return
+        backup = backup_name(self._path)
+        try:
+            os.replace(self._path, backup)
+            os.utime(backup)                # set aside now: the next one replaces the oldest
+        except OSError as err:
+            _LOGGER.warning("conversation history %s unreadable (%s) and cannot be set aside (%s): "
+                            "this session's history is not saved", self._path, exc, err)
+            self._path = None
+            return
+        _LOGGER.warning("conversation history %s unreadable (%s): kept as %s, starting fresh",
+                        self._path, exc, backup)
 
     def _save(self) -> None:
         if self._path is None:

@@ -91,16 +91,22 @@ async def run_turn(p: "Pipeline", req: TurnRequest, sink: AudioSink) -> TurnResu
 async def _llm_pieces(p: "Pipeline", messages: list, prog: _Progress):  # type: ignore[no-untyped-def]
     req = prog.req
     temperature = p.temperature_for(req.emotion)
+    tags = p.prompts.reply_filter()      # a "(Tone: ...)" the model copies is no part of the reply
     gen = iterate_in_thread(lambda: p.llm.stream(
         messages, max_tokens=p.cfg.llm.max_tokens, temperature=temperature,
         should_stop=req.should_stop))
     async for piece in gen:
         if prog.first_token is None:
             prog.first_token = time.monotonic()
-        prog.reply.append(piece)
-        yield piece
+        piece = tags.feed(piece)
+        if piece:
+            prog.reply.append(piece)
+            yield piece
         if req.should_stop():
-            break
+            return
+    if rest := tags.flush():
+        prog.reply.append(rest)
+        yield rest
 
 
 async def _streamed(p: "Pipeline", messages: list, prog: _Progress, sink: AudioSink) -> None:  # type: ignore[type-arg]

@@ -92,3 +92,14 @@ def test_flush_and_reset() -> None:
     assert c.flush() == []
     c.feed("  ...  ")
     assert c.flush() == []                        # punctuation alone is not worth speaking
+
+
+def test_a_whole_text_with_a_late_full_stop_is_still_cut_at_max_chars() -> None:
+    """Say and `speak` feed a whole text at once: a full stop 3,000 characters in made one
+    3,000-character clause, which the voice said in one pass of gigabytes."""
+    text = "the keeper climbed the stairs " * 100 + "and lit the lamp. Then he slept."
+    c = ClauseChunker(max_chars=120, first_max_chars=60)
+    clauses = c.feed(text) + c.flush()
+    assert len(clauses[0]) <= 60 and all(len(cl) <= 120 for cl in clauses)
+    assert " ".join(clauses).split() == text.split()
+    assert clauses[-1] == "Then he slept."

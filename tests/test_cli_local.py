@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from daemon import errors
-from tests.fixtures_core import DATA, one_line_error, sottovoce
+from tests.fixtures_audio import to_16k
+from tests.fixtures_core import DATA, ROOT, one_line_error, sottovoce
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -66,6 +69,40 @@ def test_speak_writes_a_wav(cli_env, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     heard = sottovoce("transcribe", str(out), env=cli_env)
     assert "hello" in heard.stdout.lower() and "http" not in heard.stdout.lower()
+
+
+def _peak_rss_mib(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[int, float]:
+    """Run the CLI; its exit code and its own peak resident memory (MiB), from wait4."""
+    with open(tmp_path / "stdout", "wb") as out, open(tmp_path / "stderr", "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli.main", *args], stdout=out, stderr=err,
+                                env=env, cwd=ROOT)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024
+
+
+def test_speak_says_a_long_text_with_no_full_stop_in_bounded_memory(cli_env, transcriber, tmp_path: Path) -> None:
+    """15,000 characters with no full stop took over 23 GB and the OOM killer: the voice got
+    them as one sentence. `speak` says a text clause by clause, as the service's Say does
+    (these 2,000 characters: ~1.8 GB before, ~0.38 GB now)."""
+    import soundfile as sf
+
+    text = " ".join(["once upon a time"] + ["the keeper climbed the stairs to light the lamp"] * 40
+                    + ["and that is where the story ends"])
+    out = tmp_path / "long.wav"
+    code, peak = _peak_rss_mib(["speak", text, "--out", str(out)], cli_env, tmp_path)
+    assert code == 0, (tmp_path / "stderr").read_text()
+    assert peak < 800, f"speak peaked at {peak:.0f} MiB"
+    audio, rate = sf.read(str(out), dtype="float32")
+    words = len(text.split())
+    assert words / 6 < audio.size / rate < words / 1.5, audio.size / rate     # all of it, at a speaking pace
+    start, _ = transcriber.transcribe(to_16k(audio[: 5 * rate], rate))
+    end, _ = transcriber.transcribe(to_16k(audio[-5 * rate:], rate))
+    assert "once upon" in start.lower() and "story ends" in end.lower(), (start, end)    # in order
 
 
 # ------------------------------------------------------------------ bad input

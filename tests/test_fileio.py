@@ -3,8 +3,10 @@ resampling is band-limited; WAVs are written as 16-bit PCM; non-audio gives one 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -181,3 +183,68 @@ def test_random_flac_is_exit_4_and_real_silence_still_exit_5(cli_env, tmp_path: 
         assert audio.size >= 30000 and not audio.any(), path
     res = sottovoce("transcribe", str(m4a), env=cli_env)
     one_line_error(res, errors.EXIT_NO_SPEECH, "no speech heard")
+
+
+# ------------------------------------------------------------------ files that cannot be read
+# A write-only attribute: open() for reading is refused even to root (kernfs: EACCES).
+_WRITE_ONLY = next((p for p in (Path("/sys/bus/pci/rescan"), Path("/sys/kernel/uevent_helper"))
+                    if p.is_file() and p.stat().st_mode & 0o444 == 0), None)
+
+
+def _as_nobody(work: Callable[[], str]) -> str:
+    """``work()`` run in a forked child that has dropped root (chmod 000 does not stop root)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # the child: never returns into pytest
+        result = "no result"
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            result = work()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            result = f"{type(exc).__name__}: {exc}"
+        finally:
+            os.write(write, result.encode()[:4000])
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as fh:
+        return fh.read().decode()
+
+
+def _load_error(path: str | Path) -> str:
+    try:
+        load_audio(path)
+    except BadAudioError as exc:
+        return f"BadAudioError: {exc}"
+    return "read"
+
+
+def test_a_file_without_read_permission_is_one_line_bad_audio(tmp_path: Path, monkeypatch) -> None:
+    """chmod 000 gave a PermissionError traceback from the sniffing open()."""
+    path = tmp_path / "noperm.wav"
+    sf.write(str(path), np.zeros(1600, np.float32), 16000)
+    path.chmod(0)
+    if os.geteuid() != 0:
+        assert _load_error(path) == f"BadAudioError: cannot read {path}: permission denied"
+        return
+    # As root: the folder is opened for "nobody" by working in it (its parents stay private).
+    tmp_path.chmod(0o711)
+    monkeypatch.chdir(tmp_path)
+    assert _as_nobody(lambda: _load_error("noperm.wav")) == "BadAudioError: cannot read noperm.wav: permission denied"
+
+
+def test_a_name_too_long_or_a_refused_open_is_one_line_bad_audio(tmp_path: Path) -> None:
+    """Each OSError on the way to the samples is the not-audio error, root or not."""
+    long_name = tmp_path / ("a" * 300 + ".wav")       # ENAMETOOLONG while checking the path
+    assert _load_error(long_name) == f"BadAudioError: cannot read {long_name}: file name too long"
+    if _WRITE_ONLY is not None:
+        assert _load_error(_WRITE_ONLY) == f"BadAudioError: cannot read {_WRITE_ONLY}: permission denied"
+
+
+def test_cli_unreadable_audio_is_exit_4_with_one_line(cli_env, tmp_path: Path) -> None:
+    files = [tmp_path / ("a" * 300 + ".wav")] + ([_WRITE_ONLY] if _WRITE_ONLY is not None else [])
+    for path in files:
+        for args in (["transcribe", str(path)], ["ask", "--wav", str(path), "--out", str(tmp_path / "r.wav")]):
+            res = sottovoce(*args, env=cli_env)
+            one_line_error(res, errors.EXIT_BAD_AUDIO, f"cannot read {path}: ")

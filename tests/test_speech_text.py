@@ -104,6 +104,9 @@ def test_every_list_item_ends_with_a_pause(text: str, expected: str) -> None:
     # not stage directions: emphasis inside a sentence, asides that are content
     ("He *nodded* slowly.", "He nodded slowly."),
     ("A (small) museum, the cries (of gulls).", "A, small, museum, the cries, of gulls."),
+    # the prompt's style line, copied into a reply: a note about it, not part of it
+    ("Call me Sotto. (Tone: polite and gentle.) Bye!", "Call me Sotto. Bye!"),
+    ("I also love cooking! (Tone: happy)", "I also love cooking!"),
 ])
 def test_stage_directions_are_not_read(text: str, expected: str) -> None:
     assert to_speakable(text) == expected

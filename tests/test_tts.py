@@ -17,6 +17,7 @@ from daemon.errors import ModelError
 from daemon.messages import Emotion
 from daemon.stages.tts import build_tts
 from daemon.stages.tts_espeak import EspeakSynthesizer
+from daemon.stages.tts_piper import bounded_runs
 from tests.fixtures_audio import to_16k
 
 LONG = ("The lighthouse stands on a rock. Its lamp was lit every night. "
@@ -120,3 +121,21 @@ def test_piper_memory_levels_off_over_sentences_of_many_lengths(piper_tts) -> No
         assert list(piper_tts.synthesize(text))
     grown = mib(proc_status()["RssAnon"]) - before
     assert grown < 15, f"saying 30 sentences again grew the process by {grown:.0f} MiB"
+
+
+def test_bounded_runs_cut_long_sentences_at_a_pause_or_a_word() -> None:
+    words = list("ab cd, ef gh ij kl")
+    assert list(bounded_runs(words, 100)) == [words]
+    runs = list(bounded_runs(words, 10))
+    assert ["".join(r) for r in runs] == ["ab cd,", "ef gh ij", "kl"]     # a pause, then a word boundary
+    assert ["".join(r) for r in bounded_runs(list("x" * 25), 10)] == ["x" * 10, "x" * 10, "x" * 5]
+
+
+def test_piper_says_a_sentence_without_an_end_in_bounded_passes(piper_tts) -> None:
+    """Piper cuts only at sentence ends: 15,000 characters with no full stop went through VITS
+    in one pass and took over 23 GB. Each pass now gets at most MAX_PHONEMES."""
+    text = " ".join(["the keeper climbed the stairs to light the lamp"] * 40)   # ~1,900 characters
+    chunks = list(piper_tts.synthesize(text))
+    seconds = [c.size / piper_tts.sample_rate for c in chunks]
+    assert len(chunks) >= 4 and max(seconds) < 40, seconds
+    assert 60 < sum(seconds) < 250, seconds              # 360 words said, none lost

@@ -30,13 +30,24 @@ _SUSPECT_BYTES_PER_S = 64_000
 
 
 def check_audio_file(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a Path when it names an existing file; else :class:`BadAudioError`."""
+    """``path`` as a Path when it names an existing file; else :class:`BadAudioError` (a
+    folder, no such file, or one that cannot be looked at: a folder on the way not
+    readable, a name too long)."""
     file = Path(path)
-    if file.is_dir():
-        raise BadAudioError(f"{file} is a folder, not an audio file")
-    if not file.is_file():
-        raise BadAudioError(f"{file}: no such audio file")
+    try:
+        if file.is_dir():
+            raise BadAudioError(f"{file} is a folder, not an audio file")
+        if not file.is_file():
+            raise BadAudioError(f"{file}: no such audio file")
+    except OSError as exc:
+        raise unreadable(file, exc) from None
     return file
+
+
+def unreadable(file: Path, exc: OSError) -> BadAudioError:
+    """One line for an OSError met while reading an input file: "cannot read F: permission denied"."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return BadAudioError(f"cannot read {file}: {reason[:1].lower()}{reason[1:]}")
 
 
 def load_audio(path: str | os.PathLike[str], sample_rate: int = TARGET_RATE, *,
@@ -52,10 +63,13 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = TARGET_RATE, *,
     (the one-shot CLI, before it loads models) should ask for it.
     """
     file = check_audio_file(path)
-    if file.stat().st_size == 0:
-        raise BadAudioError(f"{file}: the file is empty, not audio")
-    if not _looks_like_soundfile(file):
-        return _read_pyav(file, sample_rate)
+    try:
+        if file.stat().st_size == 0:
+            raise BadAudioError(f"{file}: the file is empty, not audio")
+        if not _looks_like_soundfile(file):
+            return _read_pyav(file, sample_rate)
+    except OSError as exc:              # no read permission (root is not stopped), a read error
+        raise unreadable(file, exc) from None
     try:
         with _stderr_silenced(quiet):
             samples, rate = _read_soundfile(file)

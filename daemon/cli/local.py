@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     tr.set_defaults(handler=cmd_transcribe)
 
     sp = sub.add_parser("speak", help="synthesize text into an audio file (or the default device)",
-                        description="Say the text with the configured voice (runs in-process).")
+                        description="Say the text with the configured voice (runs in-process), "
+                        "clause by clause as the service's Say does, so a text of any length.")
     sp.add_argument("text", nargs="+", help="what to say (quotes optional)")
     sp.add_argument("--out", metavar="FILE.wav",
                     help="output file, .wav, .flac, .ogg or .mp3 (default: play on the default device)")
@@ -289,23 +290,23 @@ def cmd_speak(args: argparse.Namespace) -> int:
     from daemon.stages.speech_text import has_words, to_speakable
 
     args.text = " ".join(args.text)
-    speakable = to_speakable(args.text)
-    if not has_words(speakable):
+    if not has_words(to_speakable(args.text)):
         what = "the text is empty" if not args.text.strip() else "the text has no words to speak"
         raise BadArgumentError(f"nothing to say: {what}")
-    cfg = load_config(args.config)
+    cfg = one_shot(load_config(args.config))
     emotion = parse_emotion(args.emotion, cfg)
     sink = _output_sink(args, cfg)               # no device / bad --out: before the voice loads
-    from daemon.pipeline import build_tts
+    from daemon.history import ConversationHistory
+    from daemon.pipeline import Pipeline, build_tts
+    from daemon.turn import speak_text
 
-    tts = build_tts(cfg)
+    # Said as the service's Say says it: clause by clause, each clause cleaned and synthesized
+    # in turn, so a long text (even one with no full stop) never goes to the voice at once.
+    pipe = Pipeline(cfg=cfg, llm=None, tts=build_tts(cfg), history=ConversationHistory(0, 0))  # type: ignore[arg-type]
 
     async def run() -> None:
-        from daemon.messages import AudioChunk
-
         try:
-            for i, samples in enumerate(tts.synthesize(speakable, emotion=emotion)):
-                sink.write(AudioChunk(turn=1, samples=samples, sample_rate=tts.sample_rate, chunk_index=i))
+            await speak_text(pipe, args.text, turn=1, should_stop=lambda: False, emotion=emotion, sink=sink)
         finally:
             await _close_sink(sink)
 

@@ -25,7 +25,7 @@ class ClauseChunker:
     ``min_chars``: a comma, colon or semicolon ends a clause only once it is this long
     (``first_min_chars`` for the first clause). ``max_chars``: a clause with no punctuation
     is cut at a space once it grows past this (``first_max_chars`` for the first one), before
-    a conjunction when there is one.
+    a conjunction when there is one; no clause is longer, unless it has no space to cut at.
     """
 
     def __init__(
@@ -71,12 +71,14 @@ class ClauseChunker:
         """Index just after the first boundary in the buffer, or None to wait for more text."""
         buf = self._buffer
         limit = self.first_min_chars if self._emitted == 0 else self.min_chars
-        for i in range(len(buf) - 1):                  # the last character waits for its follower
+        longest = self.first_max_chars if self._emitted == 0 else self.max_chars
+        # Only boundaries that leave a clause of at most ``longest``: a whole text fed at once
+        # (Say, `speak`) with its first full stop 3,000 characters in must still be cut.
+        for i in range(min(len(buf) - 1, longest)):   # the last character waits for its follower
             if not _speakable(buf[:i]):
                 continue                               # "1." or "-" alone is no clause
             if self._boundary(buf, i, limit):
                 return i + 1
-        longest = self.first_max_chars if self._emitted == 0 else self.max_chars
         if len(buf) > longest:
             return _forced_cut(buf, longest)
         return None

@@ -7,10 +7,17 @@ note word for word) over the single clause that answers the question makes it co
 The shots come from a made-up domain and share no words with likely answers ("full", "empty"),
 because the model parrots a shot when the note is unclear. Notes are always presented as data
 to quote, never as instructions, so a document that says "ignore your instructions" is a note.
+
+The style line is a plain sentence ("Be very cheerful."): written as a bracketed tag,
+"(Tone: very cheerful.)", it made SmolLM2 add a tag of its own to 68 of 144 chat replies
+("... I also love cooking! (Tone: happy)"); as a sentence, to none (6 questions x 6 emotions
+x 4 seeds). A tag it writes anyway (a history from before, another model) is taken out of
+the streamed reply by :class:`StyleTagFilter`, before it is shown, said or remembered.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -52,12 +59,46 @@ def grounding_note(messages: Sequence[ChatMessage]) -> str:
 
 
 def emotion_instruction(emotion: Emotion, styles: dict[str, str] | None) -> str:
-    """The style line for an emotion, scaled by its intensity."""
+    """The style line for an emotion, scaled by its intensity: "Sound upbeat. Be very cheerful."
+    (a sentence, not a bracketed tag the model would copy into its reply)."""
     base = (styles or {}).get(emotion.name, "")
     if not base or emotion.name == "neutral":
         return base
     degree = next(word for limit, word in _INTENSITY_WORDS if emotion.intensity < limit)
-    return f"{base} (Tone: {degree + ' ' if degree else ''}{emotion.name}.)"
+    return f"{base} Be {degree + ' ' if degree else ''}{emotion.name}."
+
+
+# "(Tone: happy)", "[tone: polite and gentle.]", "(Tone)": with the whitespace before it.
+_STYLE_TAG = re.compile(r"\s*[(\[]\s*tone\s*(?::[^()\[\]\n]{0,60})?[)\]]", re.IGNORECASE)
+# The end of the text that may be a tag still being written (or whitespace that may precede one).
+_TAG_BEGUN = re.compile(r"\s*(?:[(\[]\s*(?:t(?:o(?:n(?:e\s*(?::[^()\[\]\n]{0,60})?)?)?)?)?)?$",
+                        re.IGNORECASE)
+
+
+def strip_style_tags(text: str) -> str:
+    """``text`` less every "(Tone: ...)" tag, as a small model copies from a style line."""
+    return _STYLE_TAG.sub("", text)
+
+
+class StyleTagFilter:
+    """Takes style tags out of a streamed reply: text from an opening bracket that may begin
+    "(Tone:" is held until the tag is closed (dropped) or proves to be something else."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        """The part of the reply so far that is certainly no tag ("" while one may be open)."""
+        text = strip_style_tags(self._held + piece)
+        match = _TAG_BEGUN.search(text)
+        cut = match.start() if match else len(text)
+        self._held = text[cut:]
+        return text[:cut]
+
+    def flush(self) -> str:
+        """What was held back, once the stream has ended (an unclosed bracket is text)."""
+        rest, self._held = self._held, ""
+        return strip_style_tags(rest)
 
 
 @dataclass(frozen=True)
@@ -90,6 +131,12 @@ class PromptBuilder:
             return question
         text = " ".join(" ".join(n.text.split()) for n in notes)
         return f"{_NOTE}{text}{_ASKED}{question}"
+
+    @staticmethod
+    def reply_filter() -> StyleTagFilter:
+        """A fresh filter for one streamed reply: what the prompt's style line may make the
+        model add, out of the text that is shown, said and remembered."""
+        return StyleTagFilter()
 
     def _with_system(self, system: str, turns: list[ChatMessage]) -> list[ChatMessage]:
         if self.cfg.llm.system_role:

@@ -37,12 +37,15 @@ _STAGE_DIRECTION = re.compile(
     rf"\({_DIRECTION}\)|\[{_DIRECTION}\]|"
     # between asterisks only where no sentence is under way: "He *nodded* slowly" is emphasis
     rf"(?:^|(?<=[.!?,;:…]\s))\*{_DIRECTION}\*(?!\w)", re.IGNORECASE | re.MULTILINE)
+# A style note copied from the prompt ("(Tone: happy)"): about the reply, not part of it.
+_STYLE_NOTE = re.compile(r"[(\[]\s*tone\s*(?::[^()\[\]\n]{0,60})?[)\]]", re.IGNORECASE)
 
 
 def strip_markup(text: str) -> str:
     """Markdown, code, links, URLs and stage directions out; headings, list items and table
     rows become sentences with a pause after each."""
     text = _STAGE_DIRECTION.sub(" ", text)
+    text = _STYLE_NOTE.sub(" ", text)
     text = _FENCED.sub(" ", text)
     text = _INLINE_CODE.sub(lambda m: m.group(1) if len(m.group(1).split()) <= 4 else " ", text)
     text = _IMAGE.sub(r"\1", text)
