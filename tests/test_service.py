@@ -335,6 +335,11 @@ def test_without_a_speaker_say_is_refused_and_an_answer_is_not_claimed_as_spoken
     assert SPEAKER in out.stderr, out.stderr
     wait_until(lambda: live.history_turns()[-1:] == [(question, "")], 30, "the CLI's question kept unheard",
                step=0.05)
+    # With --json, the unspoken reply is still the one JSON object `ask --json` prints.
+    out = run_cli(module_bus.env, "ask", "--json", question, timeout=REPLY_TIMEOUT)
+    assert out.returncode == EXIT_NO_DEVICE, (out.returncode, out.stdout, out.stderr)
+    reply = json.loads(out.stdout)
+    assert reply["transcript"] == question and reply["reply"] and reply["sources"], reply
 
     pulse_clean.restore_device("speaker")
     wait_until(lambda: idle.get("State") == "listening", 30, "State listening", step=0.05)

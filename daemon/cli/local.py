@@ -158,7 +158,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.text is not None:
         check_question(args.text)
     if _uses_service(args):
-        remote = _try_remote(args.text)
+        remote = _try_remote(args)
         if remote is not None:
             return _print_result(args, remote)
     from daemon.audio.fileio import load_audio
@@ -189,12 +189,18 @@ def one_shot(cfg: Config) -> Config:
     return cfg.replace("conversation", history_file="")
 
 
-def _try_remote(text: str) -> TurnResult | None:
+def _try_remote(args: argparse.Namespace) -> TurnResult | None:
     try:
         from daemon.cli.remote import remote_ask
     except ImportError:
         return None
-    answer = remote_ask(text)
+    text = args.text
+
+    def unspoken(reply: str, sources: list[str]) -> None:   # printed as always, then exit 11
+        _print_result(args, TurnResult(transcript=text, reply=reply, sources=tuple(sources), timings={}))
+        sys.stdout.flush()
+
+    answer = remote_ask(text, unspoken=unspoken)
     if answer is None:
         return None
     reply, sources, timings = answer
