@@ -12,16 +12,15 @@ unreadable file costs a recomputation, never a wrong vector.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
 import threading
-import zipfile
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+
+from daemon.kb.vector_file import read_vectors, write_vectors
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -107,20 +106,12 @@ class ClauseVectors:
     # ------------------------------------------------------------------ disk
     def load(self) -> None:
         """Read the file if there is a usable one; anything else starts empty."""
-        try:
-            with np.load(self._path, allow_pickle=False) as data:
-                if str(data["model"]) != self._model:
-                    return
-                keys, vectors, covered = data["keys"], data["vectors"], data["covered"]
-        except FileNotFoundError:
+        found = read_vectors(self._path, "model", self._model, "covered")
+        if found is None:
             return
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-            _LOGGER.warning("knowledge base: ignoring unreadable %s (%s)", self._path, exc)
-            return
-        if len(keys) != len(vectors):
-            return
+        vectors, (covered,) = found
         with self._lock:
-            self._vectors = {str(k): np.asarray(v, dtype=np.float32) for k, v in zip(keys, vectors)}
+            self._vectors = vectors
             self._covered = frozenset(str(c) for c in covered)
             self._dirty = False
 
@@ -129,18 +120,11 @@ class ClauseVectors:
         with self._lock:
             if not self._dirty:
                 return
-            keys = list(self._vectors)
-            vectors = np.stack([self._vectors[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+            vectors = dict(self._vectors)
             covered = sorted(self._covered)
             self._dirty = False
-        tmp = self._path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                np.savez(fh, model=np.array(self._model), keys=np.array(keys, dtype="U40"),
-                         vectors=vectors.astype(np.float32), covered=np.array(covered, dtype=str))
-            os.replace(tmp, self._path)
+            write_vectors(self._path, vectors, "U40", model=np.array(self._model),
+                          covered=np.array(covered, dtype=str))
         except OSError as exc:      # a cache: the answers only get slower without it
-            with contextlib.suppress(OSError):     # e.g. the folder is a file or read-only
-                tmp.unlink(missing_ok=True)
             _LOGGER.warning("knowledge base: cannot write %s: %s", self._path, exc)

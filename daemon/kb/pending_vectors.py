@@ -13,16 +13,15 @@ cannot be read, is ignored, and the vectors are embedded again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
-import zipfile
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+
+from daemon.kb.vector_file import read_vectors, write_vectors
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -76,20 +75,11 @@ class PendingVectors:
     # ------------------------------------------------------------------ disk
     def load(self) -> None:
         """Read the file if there is a usable one; anything else starts empty."""
-        try:
-            with np.load(self._path, allow_pickle=False) as data:
-                if str(data["stamp"]) != self._stamp:
-                    return
-                keys, vectors = data["keys"], data["vectors"]
-        except FileNotFoundError:
-            return
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-            _LOGGER.warning("knowledge base: ignoring unreadable %s (%s)", self._path, exc)
-            return
-        if len(keys) != len(vectors):
+        found = read_vectors(self._path, "stamp", self._stamp)
+        if found is None:
             return
         with self._lock:
-            self._vectors = {str(k): np.asarray(v, dtype=np.float32) for k, v in zip(keys, vectors)}
+            self._vectors = found[0]
             self._dirty = False
         if self._vectors:
             _LOGGER.info("knowledge base: %d chunk vectors kept from an interrupted indexing", len(self._vectors))
@@ -102,22 +92,12 @@ class PendingVectors:
         with self._lock:
             if not self._dirty:
                 return
-            keys = list(self._vectors)
-            vectors = np.stack([self._vectors[k] for k in keys]) if keys else None
+            vectors = dict(self._vectors)
             self._dirty = False
         try:
-            if vectors is None:
+            if vectors:
+                write_vectors(self._path, vectors, "U64", stamp=np.array(self._stamp))
+            else:
                 self._path.unlink(missing_ok=True)
-                return
-            tmp = self._path.with_name(f".{FILE_NAME}.{os.getpid()}.tmp")
-            try:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, stamp=np.array(self._stamp), keys=np.array(keys, dtype="U64"),
-                             vectors=vectors.astype(np.float32))
-                os.replace(tmp, self._path)
-            finally:
-                with contextlib.suppress(OSError):
-                    tmp.unlink(missing_ok=True)
         except OSError as exc:      # a cache: a restart only embeds more without it
             _LOGGER.debug("knowledge base: cannot write %s: %s", self._path, exc)
