@@ -90,6 +90,16 @@ class NoDeviceError(SottovoceError):
     code = "NoDevice"
 
 
+class ReplyNotSpokenError(NoDeviceError):
+    """A question was answered but not heard (the service has no speaker): the reply and its
+    sources come with the error, for the caller to show before it says so."""
+
+    def __init__(self, message: str, reply: str, sources: list[str]) -> None:
+        super().__init__(message)
+        self.reply = reply
+        self.sources = sources
+
+
 class ReplyInterruptedError(SottovoceError):
     """The reply was cut short before it was complete (what the service calls Interrupted)."""
     exit_code = EXIT_INTERRUPTED

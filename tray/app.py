@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from daemon.config import DEFAULT_CONFIG, load_config, user_config_path
+from daemon.config import DEFAULT_CONFIG, Config, load_config, user_config_path
 from daemon.errors import EXIT_CONFIG, EXIT_OK, ConfigError
 from tray import icons
 from tray.client import AssistantClient, ServiceView
@@ -181,7 +181,7 @@ class TrayApp:
             return True
         _LOGGER.info("the config file is valid again")
         self._config_problem = ""
-        self._emotions = tuple(config.emotion.styles) or (config.emotion.default,)
+        self._emotions = emotion_names(config)
         self._show(self._client.view)
         return False
 
@@ -281,8 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROGRAM}: cannot use the display {os.environ['DISPLAY']!r} ({exc}): "
               "check that the X server is running", file=sys.stderr)
         return EXIT_CONFIG
-    emotions = tuple(config.emotion.styles) or (config.emotion.default,)
-    return TrayApp(pystray, emotions, config_file, config_problem=problem).run()
+    return TrayApp(pystray, emotion_names(config), config_file, config_problem=problem).run()
+
+
+def emotion_names(config: Config) -> tuple[str, ...]:
+    """The styles the Emotion submenu offers."""
+    return tuple(config.emotion.styles) or (config.emotion.default,)
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

@@ -64,12 +64,16 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = TARGET_RATE, *,
     """
     file = check_audio_file(path)
     try:
-        if file.stat().st_size == 0:
-            raise BadAudioError(f"{file}: the file is empty, not audio")
-        if not _looks_like_soundfile(file):
-            return _read_pyav(file, sample_rate)
+        return _decode(file, sample_rate, quiet)
     except OSError as exc:              # no read permission (root is not stopped), a read error
         raise unreadable(file, exc) from None
+
+
+def _decode(file: Path, sample_rate: int, quiet: bool) -> np.ndarray:
+    if file.stat().st_size == 0:
+        raise BadAudioError(f"{file}: the file is empty, not audio")
+    if not _looks_like_soundfile(file):
+        return _read_pyav(file, sample_rate)
     try:
         with _stderr_silenced(quiet):
             samples, rate = _read_soundfile(file)

@@ -194,13 +194,16 @@ def _try_remote(args: argparse.Namespace) -> TurnResult | None:
         from daemon.cli.remote import remote_ask
     except ImportError:
         return None
+    from daemon.errors import ReplyNotSpokenError
+
     text = args.text
-
-    def unspoken(reply: str, sources: list[str]) -> None:   # printed as always, then exit 11
-        _print_result(args, TurnResult(transcript=text, reply=reply, sources=tuple(sources), timings={}))
+    try:
+        answer = remote_ask(text)
+    except ReplyNotSpokenError as exc:      # printed as always, then the error (exit 11)
+        _print_result(args, TurnResult(transcript=text, reply=exc.reply, sources=tuple(exc.sources),
+                                       timings={}))
         sys.stdout.flush()
-
-    answer = remote_ask(text, unspoken=unspoken)
+        raise
     if answer is None:
         return None
     reply, sources, timings = answer

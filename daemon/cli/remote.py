@@ -24,7 +24,7 @@ from daemon.cli.bus_calls import (
     PROPERTIES_IFACE, ServiceAbsent, answer, call, call_bus, get_all, get_property, has_owner, unwrap,
 )
 from daemon.cli.remote_wait import READY_WAIT_S, call_ready
-from daemon.errors import EXIT_NO_SERVICE, EXIT_OK, BadArgumentError, NoDeviceError, SottovoceError
+from daemon.errors import EXIT_NO_SERVICE, EXIT_OK, BadArgumentError, ReplyNotSpokenError, SottovoceError
 from daemon.service.dbus_service import BUS_NAME, OBJECT_PATH, connect_session_bus
 
 T = TypeVar("T")
@@ -279,16 +279,14 @@ def remote_reindex(on_progress: Callable[[str], None],
     return _if_running(reindex, None)
 
 
-def remote_ask(text: str, timeout: float = 120.0, wait_s: float = READY_WAIT_S,
-               unspoken: Callable[[str, list[str]], None] | None = None,
-               ) -> tuple[str, list[str], dict[str, float]] | None:
+def remote_ask(text: str, timeout: float = 120.0,
+               wait_s: float = READY_WAIT_S) -> tuple[str, list[str], dict[str, float]] | None:
     """Ask the running service: its reply, sources and the reply's timings (LastTimings, set
     before Ask returns); None when it is not on the bus (then ask in-process). A service still
     starting is waited for, up to ``wait_s`` (see :func:`call_ready`); ``timeout`` bounds the
     answer itself. Raises SottovoceError when the service refuses the question. A service with
-    no speaker still answers, unheard: the reply then goes to ``unspoken(reply, sources)``
-    (default: printed as `ask` prints it) and NoDeviceError says it was not spoken (exit 11,
-    as `say` there)."""
+    no speaker still answers, unheard: ReplyNotSpokenError (exit 11, as `say` there) then
+    carries the reply and its sources."""
     async def ask(bus: MessageBus) -> tuple[str, list[str], dict[str, float]]:
         reply, sources = await call_ready(bus, "Ask", "s", [text], autostart=False, wait_s=wait_s,
                                           timeout=timeout)
@@ -299,18 +297,11 @@ def remote_ask(text: str, timeout: float = 120.0, wait_s: float = READY_WAIT_S,
         problems = await answer(get_property(bus, "Problems", autostart=False), timeout)
         speaker = dict(problems).get("speaker", "")
         if speaker:
-            (unspoken or _print_unspoken)(str(reply), [str(s) for s in sources])
-            raise NoDeviceError(f"the reply was not spoken: {speaker}")
+            raise ReplyNotSpokenError(f"the reply was not spoken: {speaker}", str(reply),
+                                      [str(s) for s in sources])
         return str(reply), [str(s) for s in sources], {str(k): float(v) for k, v in timings.items()}
 
     return _if_running(ask, None)
-
-
-def _print_unspoken(reply: str, sources: list[str]) -> None:
-    print(reply)
-    if sources:
-        print(f"sources: {', '.join(sources)}")
-    sys.stdout.flush()
 
 
 # ---------------------------------------------------------------------- register

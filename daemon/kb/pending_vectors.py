@@ -41,10 +41,6 @@ class PendingVectors:
         self._dirty = False
         self._saved_at = time.monotonic()
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._vectors)
-
     def get(self, digest: str) -> np.ndarray | None:
         with self._lock:
             return self._vectors.get(digest)

@@ -177,19 +177,18 @@ class Service:
         from daemon.audio.devices import is_file_spec
         from daemon.audio.fileio import load_audio
         from daemon.errors import BadAudioError
+        from daemon.threads import run_blocking
 
         path = self.cfg.audio.input
         if not is_file_spec(path):
             return
         try:
-            await asyncio.to_thread(load_audio, path)
+            await run_blocking(load_audio, path)        # every read error is a BadAudioError
         except BadAudioError as exc:
             raise BadAudioError(f"--input {exc}") from None
-        except OSError as exc:
-            raise BadAudioError(f"--input {path}: cannot read it ({exc.strerror or exc})") from None
 
     async def _load_again(self, ctl: Any, notifier: Any) -> None:
-        """A reload after a failed start (``ctl.load_again``): the models with the config now
+        """A reload after a failed start (``ctl.loader``): the models with the config now
         in force, then the microphone; a failure is raised (and shown, as at start)."""
         pipe = await self._load(ctl, notifier)
         if self.stop.is_set() or self.mic is not None:   # stopping meanwhile: nothing to start

@@ -68,8 +68,10 @@ def emotion_instruction(emotion: Emotion, styles: dict[str, str] | None) -> str:
     return f"{base} Be {degree + ' ' if degree else ''}{emotion.name}."
 
 
-# "(Tone: happy)", "[tone: polite and gentle.]", "(Tone)": with the whitespace before it.
-_STYLE_TAG = re.compile(r"\s*[(\[]\s*tone\s*(?::[^()\[\]\n]{0,60})?[)\]]", re.IGNORECASE)
+# "(Tone: happy)", "[tone: polite and gentle.]", "(Tone)": a style tag as the model copies it
+# (speech cleanup drops the same tags from text given to Say).
+STYLE_TAG = r"[(\[]\s*tone\s*(?::[^()\[\]\n]{0,60})?[)\]]"
+_STYLE_TAG = re.compile(r"\s*" + STYLE_TAG, re.IGNORECASE)       # with the whitespace before it
 # The end of the text that may be a tag still being written (or whitespace that may precede one).
 _TAG_BEGUN = re.compile(r"\s*(?:[(\[]\s*(?:t(?:o(?:n(?:e\s*(?::[^()\[\]\n]{0,60})?)?)?)?)?)?$",
                         re.IGNORECASE)

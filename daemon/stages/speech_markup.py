@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 
+from daemon.stages.prompt import STYLE_TAG
+
 _FENCED = re.compile(r"```.*?(```|\Z)", re.DOTALL)
 _INLINE_CODE = re.compile(r"`([^`\n]*)`")
 _IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
@@ -38,7 +40,7 @@ _STAGE_DIRECTION = re.compile(
     # between asterisks only where no sentence is under way: "He *nodded* slowly" is emphasis
     rf"(?:^|(?<=[.!?,;:…]\s))\*{_DIRECTION}\*(?!\w)", re.IGNORECASE | re.MULTILINE)
 # A style note copied from the prompt ("(Tone: happy)"): about the reply, not part of it.
-_STYLE_NOTE = re.compile(r"[(\[]\s*tone\s*(?::[^()\[\]\n]{0,60})?[)\]]", re.IGNORECASE)
+_STYLE_NOTE = re.compile(STYLE_TAG, re.IGNORECASE)
 
 
 def strip_markup(text: str) -> str:
