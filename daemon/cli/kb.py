@@ -19,7 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeGuard
 
 from daemon.errors import EXIT_OK
 
@@ -66,7 +66,7 @@ def _open(args: argparse.Namespace, service: dict[str, Any] | None = None, *,
 
     cfg = load_config(args.config)
     rag = cfg.rag
-    if service and service.get("folder"):
+    if _names_its_folder(service):
         # KnowledgeBase keeps a folder's index in a folder of its own under rag.index_dir.
         index_dir = str(service.get("index_dir", ""))
         rag = dataclasses.replace(rag, knowledge_base=str(service["folder"]),
@@ -90,6 +90,12 @@ def _running_service(args: argparse.Namespace) -> dict[str, Any] | None:
     if getattr(args, "kb", None) and not (folder and _same_folder(args.kb, folder)):
         return None
     return remote
+
+
+def _names_its_folder(service: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
+    """The running service's KnowledgeBase property (``service``; None: no service for this
+    folder) names its folder, whose index is then the service's (an older one does not say)."""
+    return bool(service and service.get("folder"))
 
 
 def _same_folder(given: str, folder: str) -> bool:
@@ -150,7 +156,7 @@ def _search(args: argparse.Namespace) -> int:
         raise BadArgumentError("kb search: --top-k must be 1 or more")
     service = _running_service(args)
     # The service's index is the service's to write: read it, embed what it lacks in memory.
-    kb = _open(args, service, read_only=bool(service and service.get("folder")))
+    kb = _open(args, service, read_only=_names_its_folder(service))
     kb.open(ProgressBar(sys.stderr))
     passages = kb.retrieve(args.query, args.top_k)
     relevant = kb.is_relevant(passages)
@@ -173,7 +179,7 @@ def _search(args: argparse.Namespace) -> int:
 def _rebuild(args: argparse.Namespace) -> int:
     service = _running_service(args)
     started = time.monotonic()
-    info = _rebuild_by_service(service) if service and service.get("folder") else None
+    info = _rebuild_by_service(service) if _names_its_folder(service) else None
     if info is None:
         kb = _open(args, service)
         kb.rebuild(ProgressBar(sys.stderr))

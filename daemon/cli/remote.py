@@ -21,8 +21,9 @@ from dbus_fast.aio import MessageBus
 
 from daemon.cli import remote_format
 from daemon.cli.bus_calls import (
-    PROPERTIES_IFACE, ServiceAbsent, answer, call, call_bus, get_all, get_property, has_owner, unwrap,
+    ServiceAbsent, answer, call, call_bus, get_all, get_property, has_owner, unwrap,
 )
+from daemon.cli.bus_signals import OWNER_CHANGED_RULE, PROPERTIES_CHANGED_RULE, owner_changed, properties_changed
 from daemon.cli.remote_wait import READY_WAIT_S, call_ready
 from daemon.errors import EXIT_NO_SERVICE, EXIT_OK, BadArgumentError, ReplyNotSpokenError, SottovoceError
 from daemon.service.dbus_service import BUS_NAME, OBJECT_PATH, connect_session_bus
@@ -158,12 +159,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
         printed = [""]                      # the last line printed
 
         def on_message(msg: Message) -> None:
-            if msg.message_type != MessageType.SIGNAL:
+            owner = owner_changed(msg)
+            if owner is not None:
+                owners.put_nowait(owner)
                 return
-            if msg.member == "NameOwnerChanged" and msg.body[:1] == [BUS_NAME]:
-                owners.put_nowait(str(msg.body[2]))
-                return
-            if msg.path != OBJECT_PATH:
+            if msg.message_type != MessageType.SIGNAL or msg.path != OBJECT_PATH:
                 return
             line = remote_format.signal_line(msg.member, unwrap(msg.body), args.json)
             if line and not (line == printed[-1] and line.startswith("knowledge base: ")):
@@ -171,9 +171,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 printed[-1] = line
 
         bus.add_message_handler(on_message)
-        for rule in (f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}'",
-                     "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
-                     f"arg0='{BUS_NAME}'"):
+        for rule in (f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}'", OWNER_CHANGED_RULE):
             await call_bus(bus, "AddMatch", "s", [rule])
         # Reading State also starts the service through activation when it is installed.
         state = await get_property(bus, "State")
@@ -262,17 +260,15 @@ def remote_reindex(on_progress: Callable[[str], None],
         last = [""]
 
         def on_message(msg: Message) -> None:
-            if (msg.message_type == MessageType.SIGNAL and msg.member == "PropertiesChanged"
-                    and msg.path == OBJECT_PATH and len(msg.body) > 1 and "KnowledgeBase" in msg.body[1]):
-                line = str(unwrap(msg.body[1]["KnowledgeBase"]).get("indexing", ""))
+            changed = properties_changed(msg) or {}
+            if "KnowledgeBase" in changed:
+                line = str(unwrap(changed["KnowledgeBase"]).get("indexing", ""))
                 if line and line != last[0]:
                     on_progress(line)
                 last[0] = line
 
         bus.add_message_handler(on_message)
-        await call_bus(bus, "AddMatch", "s", [
-            f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',"
-            f"interface='{PROPERTIES_IFACE}',member='PropertiesChanged'"])
+        await call_bus(bus, "AddMatch", "s", [PROPERTIES_CHANGED_RULE])
         await call_ready(bus, "Reindex", autostart=False, wait_s=wait_s)
         return dict(await get_property(bus, "KnowledgeBase", autostart=False))
 

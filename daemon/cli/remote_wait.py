@@ -10,14 +10,12 @@ import sys
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
-from dbus_fast import Message, MessageType
+from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
-from daemon.cli.bus_calls import (
-    PROPERTIES_IFACE, ServiceAbsent, answer, call, call_bus, error_class, get_property,
-)
+from daemon.cli.bus_calls import ServiceAbsent, answer, call, call_bus, error_class, get_property
+from daemon.cli.bus_signals import OWNER_CHANGED_RULE, PROPERTIES_CHANGED_RULE, owner_changed, properties_changed
 from daemon.errors import NotReadyError, SottovoceError
-from daemon.service.dbus_service import BUS_NAME, OBJECT_PATH
 
 WAITING = "sottovoce: waiting for the service to finish starting ..."
 READY_WAIT_S = 120.0         # longest a command waits for a service still loading its models
@@ -59,13 +57,11 @@ class _StartWatch:
         self.gone = False
 
     def on_message(self, msg: Message) -> None:
-        if msg.message_type != MessageType.SIGNAL:
-            return
-        if msg.member == "NameOwnerChanged" and msg.body[:1] == [BUS_NAME]:
-            self.gone = self.gone or not msg.body[2]
+        owner = owner_changed(msg)
+        if owner is not None:
+            self.gone = self.gone or not owner
             self.changed.set()
-        elif (msg.member == "PropertiesChanged" and msg.path == OBJECT_PATH
-              and len(msg.body) > 1 and "State" in msg.body[1]):
+        elif "State" in (properties_changed(msg) or {}):
             self.changed.set()
 
     async def state(self) -> str:
@@ -105,10 +101,7 @@ def startup_error(problem: str) -> SottovoceError:
 @asynccontextmanager
 async def _following_start(bus: MessageBus) -> AsyncIterator[_StartWatch]:
     watch = _StartWatch(bus)
-    rules = [f"type='signal',sender='{BUS_NAME}',path='{OBJECT_PATH}',"
-             f"interface='{PROPERTIES_IFACE}',member='PropertiesChanged'",
-             "type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
-             f"arg0='{BUS_NAME}'"]
+    rules = [PROPERTIES_CHANGED_RULE, OWNER_CHANGED_RULE]
     bus.add_message_handler(watch.on_message)
     try:
         for rule in rules:

@@ -1,7 +1,8 @@
 """Applying filesystem changes (from the watcher or a caller) to the knowledge base.
 
-A mixin of :class:`daemon.kb.index.KnowledgeBase`, kept apart so that the index module reads
-as "load, sync, search" and this one as "a file appeared, changed, moved or went away".
+A mixin of :class:`daemon.kb.index.KnowledgeBase`, beside :mod:`daemon.kb.indexing` (bringing
+the index in line with the folder) and :mod:`daemon.kb.queries` (searching it): this one reads
+as "a file appeared, changed, moved or went away".
 """
 
 from __future__ import annotations

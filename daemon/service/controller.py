@@ -324,15 +324,13 @@ class AssistantController:
 
     # ----------------------------------------------------------- commands
     async def pause(self) -> None:
-        self._paused = True
-        if self.hearing is not None:
-            self.hearing.reset()
-        self.hub.publish(PropertyChanged("Paused"))
-        if not self.busy and self._state != "starting":    # still loading: it stays 'starting'
-            self.set_state(self.idle_state())
+        self._set_paused(True)
 
     async def resume(self) -> None:
-        self._paused = False
+        self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        self._paused = paused
         if self.hearing is not None:
             self.hearing.reset()
         self.hub.publish(PropertyChanged("Paused"))
@@ -356,7 +354,7 @@ class AssistantController:
     async def ask(self, text: str) -> TurnResult:
         """Answer typed text out loud; returns once the reply text is complete."""
         text = check_text(text)
-        self._require_ready()
+        self._ready_pipe()
         active = self.turns.start(text, time.monotonic(), 0.0)
         return await asyncio.shield(active.text_done)
 
@@ -365,11 +363,9 @@ class AssistantController:
         text = check_text(text)
         if not has_words(to_speakable(text)):   # emoji, punctuation: nothing to read aloud
             raise BadArgumentError("nothing to say: the text has no words to speak")
-        self._require_ready()
+        pipe = self._ready_pipe()
         if "speaker" in self._device_errors:
             raise NoDeviceError(f"nothing was said: {self._device_errors['speaker']}")
-        pipe = self.pipe
-        assert pipe is not None
         active = self.turns.begin("")
 
         async def work() -> TurnResult:
@@ -381,11 +377,9 @@ class AssistantController:
         await asyncio.shield(active.text_done)
 
     async def reindex(self) -> None:
-        self._require_ready()
-        assert self.pipe is not None
-        if self.pipe.kb is None:
+        kb = self._ready_pipe().kb
+        if kb is None:
             raise SottovoceError("the knowledge base is not available; check rag.knowledge_base")
-        kb = self.pipe.kb
         await run_blocking(kb.rebuild)
         status = kb.status()
         self._index_updated(int(status.get("documents", 0)), int(status.get("chunks", 0)))
@@ -395,9 +389,11 @@ class AssistantController:
 
         await reload_config(self)
 
-    def _require_ready(self) -> None:
+    def _ready_pipe(self) -> Pipeline:
+        """The pipeline; NotReady while the models are still loading."""
         if self.pipe is None:
             raise NotReadyError("the assistant is still starting; try again in a few seconds")
+        return self.pipe
 
 
 __all__ = ["AssistantController", "NotReadyError", "StageError", "spoken_part"]
