@@ -8,8 +8,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
-from bench.util import machine, pct, table
+from bench.util import machine, no_options, pct, table
 
 ROUNDS = 50
 
@@ -52,7 +53,8 @@ def _cli_status(env: dict[str, str]) -> list[float]:
     return times
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    no_options("dbus", __doc__, argv)
     from tests.fixtures_dbus import make_service_home, start_private_bus, start_sottovoced
 
     with tempfile.TemporaryDirectory(prefix="bench-dbus-") as tmp:
@@ -78,4 +80,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Sequence
 
 import numpy as np
 
-from bench.util import machine, pct, table
+from bench.util import machine, no_options, pct, table
 from daemon.audio.devices import Microphone, Speaker
 from daemon.config import AudioConfig
 from tests.fixtures_pulse import PulseRig, pulse_available, running_rig
@@ -85,7 +86,8 @@ def _p(values: list[float]) -> tuple[float, float, int]:
     return pct(values, 50) * 1000.0, pct(values, 95) * 1000.0, len(values)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    no_options("devices", __doc__, argv)
     reason = pulse_available()
     if reason:
         print(f"(skipped: {reason})")
@@ -109,4 +111,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -185,7 +185,7 @@ def run(docs: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.kb", description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=1000, help="documents to generate (default 1000)")
     args = parser.parse_args(argv if argv is not None else [])
     print(run(args.docs), flush=True)

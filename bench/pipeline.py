@@ -12,9 +12,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 from bench.questions import LONG_REPLIES, QUESTIONS
-from bench.util import espeak_wav, machine, pct, table
+from bench.util import espeak_wav, machine, no_options, pct, table
 
 STAGES = ("stt_s", "retrieve_s", "llm_first_token_s", "first_audio_s", "total_s")
 
@@ -35,7 +36,8 @@ def _run(base: list[str], wav: Path, out: Path, streaming: bool, env: dict[str, 
         return json.loads(so.read()), usage.ru_maxrss / 1024.0
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    no_options("pipeline", __doc__, argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         cfg = tmpdir / "bench.yaml"
@@ -85,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

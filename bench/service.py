@@ -21,11 +21,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bench.util import espeak_wav, machine, mib, pct, proc_status, table
+from bench.util import espeak_wav, machine, mib, no_options, pct, proc_status, table
 from tests.fixtures_dbus import start_private_bus
 from tests.fixtures_pulse import PulseRig, Recording, pulse_available
 from tests.fixtures_service import (
@@ -219,7 +219,8 @@ def _row(name: str, values: list[float], target: str) -> tuple[Any, ...]:
     return (name, pct(values, 50) * 1000, pct(values, 95) * 1000, target, len(values))
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    no_options("service", __doc__, argv)
     reason = pulse_available()
     if reason:
         print(f"(skipped: {reason})")
@@ -248,4 +249,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

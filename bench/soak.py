@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.service import INTERRUPTIONS, QUESTIONS, Measure, Results, ask_aloud, barge_in, run_live
-from bench.util import espeak_wav, machine, mib, pct, proc_status, table
+from bench.util import cleanup_on_sigterm, espeak_wav, machine, mib, pct, proc_status, table
 from tests.fixtures_pulse import PulseRig, pulse_available
 from tests.fixtures_service import SPEAK_WPM, BusThread, LiveService
 
@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv or [])
     if args.turns < 1:
         parser.error("--turns must be at least 1")
+    cleanup_on_sigterm()
     reason = pulse_available()
     if reason:
         print(f"(skipped: {reason})")

@@ -10,11 +10,11 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from bench.util import espeak_wav, machine, pct, table
+from bench.util import espeak_wav, machine, no_options, pct, table
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIPS = {
@@ -156,7 +156,8 @@ def _speakable_rows() -> list[list[object]]:
     return [[label, f"{count}/{n}", count / n] for label, count in hits.items()]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    no_options("stages", __doc__, argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(f"Machine: {machine()}\n")
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,4 +169,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

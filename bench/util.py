@@ -65,3 +65,28 @@ def machine() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def no_options(name: str, doc: str | None, argv: Sequence[str] | None) -> None:
+    """``python -m bench.NAME [-h]`` for a benchmark without options: ``--help`` prints what
+    it measures and exits instead of running it; anything else is a usage error (exit 2)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=(doc or "").split("\n\n")[0],
+                                     epilog="Needs a quiet machine: anything else on the CPU skews the figures.")
+    parser.parse_args([] if argv is None else list(argv))      # python -m bench: no options
+    cleanup_on_sigterm()
+
+
+def cleanup_on_sigterm() -> None:
+    """SIGTERM (``timeout``, a closed terminal) ends the run through its ``finally`` blocks,
+    so the private bus and sound server it started and its temporary folders go with it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
