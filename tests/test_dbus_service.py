@@ -392,6 +392,13 @@ def test_calls_while_starting_are_refused_and_the_name_is_released(
             assert await client.get("Problems") == {"startup": "Model: the LLM could not be loaded"}
             await client.call("Resume")     # nothing to listen with: still 'error', and why
             assert await client.get("State") == "error"
+            for member, sig, body in (("Ask", "s", ["Hello?"]), ("Say", "s", ["Hi"]),
+                                      ("Reindex", "", [])):
+                with pytest.raises(DBusError) as err:    # not "still starting": it never will be
+                    await client.call(member, sig, body)
+                assert err.value.type == ERROR_PREFIX + "NotReady", member
+                assert "the LLM could not be loaded" in err.value.text and "Reload" in err.value.text, \
+                    err.value.text
         finally:
             await handle.close()
         assert await client.bus_call("NameHasOwner", "s", [BUS_NAME]) == [False]

@@ -390,7 +390,10 @@ class AssistantController:
         await reload_config(self)
 
     def _ready_pipe(self) -> Pipeline:
-        """The pipeline; NotReady while the models are still loading."""
+        """The pipeline; NotReady while the models are still loading, or after they failed to."""
+        if self.start_failed:
+            raise NotReadyError(f"the assistant could not start ({self._startup_problem}); "
+                                "fix the config, then Reload (sottovoce reload)")
         if self.pipe is None:
             raise NotReadyError("the assistant is still starting; try again in a few seconds")
         return self.pipe
