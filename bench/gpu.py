@@ -365,8 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     if not torch.cuda.is_available() and not args.tiny:
-        print("bench.gpu: no CUDA GPU on this machine, nothing measured (the numbers in docs/gpu.md "
-              "were taken on an H100; run `python -m bench.gpu` on a GPU machine).")
+        print("bench.gpu: no CUDA GPU on this machine, nothing measured (the numbers in the README's GPU "
+              "profile section were taken on an H100; run `python -m bench.gpu` on a GPU machine).")
         return 0
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     only = set(args.only or ("csm", "whisper", "phi3"))

@@ -6,7 +6,7 @@ the report converts everything to GiB, the unit of card sizes (``gpu.total_vram_
 Each model the config puts on the GPU gets an estimate (weights, KV cache, workspace); vLLM
 reserves its whole share (``gpu.vllm_gpu_memory_utilization`` of the card) up front. The
 total is compared with the card found, or with ``gpu.total_vram_gb`` on a machine without one.
-The figures are measured (CSM-1B, Phi-3-medium shapes: ``bench/gpu.py``, docs/gpu.md) or
+The figures are measured (CSM-1B, Phi-3-medium shapes: ``bench/gpu.py``, the README's GPU profile section) or
 computed from parameter counts; they are estimates with a margin, not promises.
 """
 

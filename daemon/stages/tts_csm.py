@@ -12,7 +12,7 @@ sample more conservatively, livelier ones more freely).
 ``tts.speed`` has no effect: CSM has no rate control (its pace follows the reference voice).
 
 No watermark is added: transformers' CSM port has none, and Sesame's reference generator
-adds one with the `silentcipher` package, which is not a dependency here (docs/gpu.md).
+adds one with the `silentcipher` package, which is not a dependency here (README, GPU profile).
 """
 
 from __future__ import annotations
