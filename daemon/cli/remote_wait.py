@@ -36,16 +36,16 @@ async def call_ready(bus: MessageBus, member: str, signature: str = "", body: li
         pass
     deadline = asyncio.get_running_loop().time() + wait_s
     async with _following_start(bus) as watch:
-        await watch.state()         # not starting but failed: no waiting
+        state = await watch.state()         # not starting but failed: raised here, no waiting
         print(WAITING, file=sys.stderr, flush=True)
         while True:
-            state = await watch.state()
             if state != "starting":
                 try:
                     return await answer(call(bus, member, signature, body, autostart=False), timeout)
                 except NotReadyError:   # 'error' for a lost device while the models still load
                     pass
             await watch.next_change(deadline, wait_s)
+            state = await watch.state()
 
 
 class _StartWatch:
