@@ -251,7 +251,7 @@ def test_words_options_and_empty_paths_as_a_user_types_them(cli_env, tmp_path: P
 
 
 def test_write_audio_refuses_what_it_cannot_write(tmp_path: Path) -> None:
-    from daemon.audio.fileio import check_output_file, write_audio
+    from daemon.audio.filewrite import check_output_file, write_audio
 
     samples = np.zeros(1000, dtype=np.float32)
     with pytest.raises(errors.BadArgumentError, match=r"\.aac"):
@@ -300,3 +300,131 @@ def test_extra_arguments_are_reported_by_their_subcommand(cli_env, args: list[st
     assert lines[0].startswith(f"usage: sottovoce {command} "), res.stderr
     assert lines[-1] == f"sottovoce {command}: error: unrecognized arguments: {args[-1]}", res.stderr
     assert "Traceback" not in res.stderr
+
+
+# ------------------------------------------------------------------ 9. --out is replaced whole or not at all
+def _md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_ctrl_c_during_speak_keeps_the_existing_out_file(cli_env, tmp_path: Path) -> None:
+    """SIGINT once the reply is being written: exit 130, the old file byte for byte, and no
+    partial file (it used to be a 13 MB partial recording)."""
+    import signal
+
+    out = tmp_path / "keep.wav"
+    out.write_bytes((DATA / "question_lighthouse.wav").read_bytes())
+    before = _md5(out)
+    text = " ".join(["The keeper climbed the stairs to light the lamp."] * 300)
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli.main", "speak", text, "--out", str(out)],
+                            env=cli_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Once it writes (or, for a writer that does not stream, once it has had time to speak).
+        deadline = time.monotonic() + 20
+        while not any(p.stat().st_size > 100_000 for p in tmp_path.glob(".keep.wav.*.part")):
+            assert proc.poll() is None, proc.communicate()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, err)
+    assert _md5(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.wav"]
+
+
+# ------------------------------------------------------------------ 10. output over input
+def test_ask_out_over_its_own_wav_is_refused(cli_env, no_models: Path, tmp_path: Path) -> None:
+    question = tmp_path / "q.wav"
+    question.write_bytes((DATA / "question_lighthouse.wav").read_bytes())
+    before = _md5(question)
+    os.link(question, tmp_path / "hard.wav")
+    for out in (question, tmp_path / "." / "q.wav", tmp_path / "hard.wav"):
+        res = sottovoce("--config", str(no_models), "ask", "--wav", str(question), "--out", str(out), env=cli_env)
+        one_line_error(res, errors.EXIT_BAD_ARG, "is the same file as --wav", str(out))
+    assert _md5(question) == before
+
+
+def test_sottovoced_output_over_its_input_is_refused(tmp_path: Path) -> None:
+    """`sottovoced --input X --output X` emptied the recording to a 44-byte WAV."""
+    bus = start_private_bus(tmp_path / "bus")
+    try:
+        home = make_service_home(tmp_path / "svc")
+        env = {**bus.env, "HOME": str(home.home), "HF_HUB_OFFLINE": "1"}
+        same = tmp_path / "same.wav"
+        same.write_bytes((DATA / "question_lighthouse.wav").read_bytes())
+        before = _md5(same)
+        for out in (same, tmp_path / "svc" / ".." / "same.wav"):
+            res = subprocess.run([str(SOTTOVOCED), "--config", str(home.config), "--input", str(same),
+                                  "--output", str(out)], env=env, capture_output=True, text=True, timeout=60)
+            assert res.returncode == errors.EXIT_BAD_ARG, (res.returncode, res.stderr[-2000:])
+            assert "Traceback" not in res.stderr and "loading" not in res.stderr, res.stderr[-2000:]
+            assert f"sottovoced: --output {out} is the same file as --input {same}" in res.stderr, res.stderr
+            assert _md5(same) == before
+    finally:
+        bus.stop()
+
+
+# ------------------------------------------------------------------ 11. cheap checks first
+def test_missing_kb_is_found_before_the_audio_is_decoded(cli_env, tmp_path: Path) -> None:
+    """The audio was decoded first: a header claiming 1 Hz took 43 s and 2.7 GB before the
+    missing folder was reported. Bad audio plus a missing folder now answers the folder."""
+    junk = tmp_path / "notes.wav"
+    junk.write_text("this is not audio at all\n" * 50)
+    res = sottovoce("ask", "--wav", str(junk), "--kb", str(tmp_path / "nosuch"), "--out", str(tmp_path / "r.wav"),
+                    env=cli_env)
+    one_line_error(res, errors.EXIT_KB, "does not exist")
+
+
+def test_absurd_sample_rate_is_refused_at_once(cli_env, tmp_path: Path) -> None:
+    import soundfile
+
+    wav = tmp_path / "rate1.wav"
+    data, rate = soundfile.read(str(DATA / "question_lighthouse.wav"), dtype="int16")
+    soundfile.write(str(wav), data[: rate // 2], rate, subtype="PCM_16")
+    raw = bytearray(wav.read_bytes())
+    fmt = raw.index(b"fmt ")
+    raw[fmt + 12:fmt + 16] = (1).to_bytes(4, "little")
+    wav.write_bytes(bytes(raw))
+    for args in (["transcribe", str(wav)], ["ask", "--wav", str(wav), "--out", str(tmp_path / "r.wav")]):
+        res = sottovoce(*args, env=cli_env, timeout=60)
+        one_line_error(res, errors.EXIT_BAD_AUDIO, "sample rate of 1 Hz is not plausible")
+
+
+# ------------------------------------------------------------------ 12. a knowledge base with nothing to read
+def test_kb_of_only_unsupported_files_is_empty(cli_env, no_models: Path, tmp_path: Path) -> None:
+    """A folder of .csv and .json passed the check and got an invented answer, exit 0."""
+    kb = tmp_path / "kb"
+    (kb / "sub").mkdir(parents=True)
+    (kb / "a.csv").write_text("height,212\n")
+    (kb / "sub" / "b.json").write_text("{}\n")
+    (kb / ".hidden.md").write_text("# hidden\n")
+    res = sottovoce("--config", str(no_models), "ask", "--local", "How tall is it?", "--kb", str(kb),
+                    "--out", str(tmp_path / "r.wav"), env=cli_env)
+    one_line_error(res, errors.EXIT_KB_EMPTY, "holds no documents it can read", ".txt, .md")
+
+
+# ------------------------------------------------------------------ 13. odd --emotion values
+def test_empty_emotion_or_no_intensity_is_refused(cli_env, no_models: Path, tmp_path: Path) -> None:
+    """`--emotion ""` and `--emotion calm=` quietly meant the default style."""
+    for spec, hint in (("", "--emotion is empty"), ("  ", "--emotion is empty"), ("calm=", "no intensity")):
+        for args in (["speak", "Hello"], ["ask", "--local", "Hello"]):
+            res = sottovoce("--config", str(no_models), *args, f"--emotion={spec}",
+                            "--out", str(tmp_path / "x.wav"), env=cli_env)
+            one_line_error(res, errors.EXIT_BAD_ARG, hint)
+
+
+# ------------------------------------------------------------------ 14. an --out name that is not UTF-8
+def test_out_name_not_utf8_is_refused_before_synthesis(cli_env, no_models: Path, tmp_path: Path) -> None:
+    """It gave a UnicodeEncodeError traceback after the whole text had been synthesized."""
+    out = os.fsencode(tmp_path) + b"/o\xff.wav"
+    res = subprocess.run([sys.executable, "-m", "daemon.cli.main", "--config", str(no_models), "speak", "Hello",
+                          "--out", out], env=cli_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    one_line_error(res, errors.EXIT_BAD_ARG, "UTF-8")
+    assert list(tmp_path.iterdir()) == [no_models]

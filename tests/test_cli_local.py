@@ -150,3 +150,22 @@ def test_unknown_emotion_and_bad_config(cli_env, tmp_path: Path) -> None:
     res = sottovoce("--config", str(bad), "config", "show", env=cli_env)
     _one_line_error(res, errors.EXIT_CONFIG)
     assert str(bad) in res.stderr and "vad.end_silence_ms" in res.stderr and "integer" in res.stderr
+
+
+def test_kb_whose_documents_all_fail_is_treated_as_empty(cli_env, tmp_path: Path) -> None:
+    """A folder of only broken documents got an invented answer with exit 0; it is now the
+    empty-folder answer (exit 10), naming the files that could not be read."""
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "fake.pdf").write_bytes(b"this is not a PDF at all\n" * 20)
+    (kb / "junk.md").write_bytes(bytes(range(256)) * 8)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"rag:\n  index_dir: {tmp_path / 'index'}\n")
+    res = sottovoce("--config", str(cfg), "ask", "--local", "How tall is Skerrimore lighthouse?", "--kb", str(kb),
+                    "--out", str(tmp_path / "r.wav"), env=cli_env)
+    assert res.returncode == errors.EXIT_KB_EMPTY, (res.returncode, res.stdout, res.stderr)
+    assert res.stdout == "" and "Traceback" not in res.stderr
+    last = res.stderr.splitlines()[-1]
+    assert last.startswith(f"sottovoce: knowledge-base folder {kb} holds no usable documents (fake.pdf: "), last
+    assert "junk.md: " in last
+    assert not (tmp_path / "r.wav").exists()

@@ -21,7 +21,8 @@ from daemon.audio.devices import (
     FileMicrophone, FileSpeaker, Microphone, NullMicrophone, Speaker,
     echo_cancel_setup_commands, make_microphone, make_speaker,
 )
-from daemon.audio.fileio import load_audio, resample, write_wav
+from daemon.audio.fileio import load_audio, resample
+from daemon.audio.filewrite import write_wav
 from daemon.audio.resampler import StreamResampler, resample_once
 from daemon.config import AudioConfig
 from tests.fixtures_core import DATA

@@ -13,7 +13,8 @@ import pytest
 import soundfile as sf
 
 from daemon import errors
-from daemon.audio.fileio import check_output_file, load_audio, resample, write_audio, write_wav
+from daemon.audio.fileio import load_audio, resample
+from daemon.audio.filewrite import check_output_file, write_audio, write_wav
 from daemon.errors import BadArgumentError, BadAudioError
 from tests.fixtures_core import DATA, one_line_error, sottovoce
 
@@ -248,3 +249,177 @@ def test_cli_unreadable_audio_is_exit_4_with_one_line(cli_env, tmp_path: Path) -
         for args in (["transcribe", str(path)], ["ask", "--wav", str(path), "--out", str(tmp_path / "r.wav")]):
             res = sottovoce(*args, env=cli_env)
             one_line_error(res, errors.EXIT_BAD_AUDIO, f"cannot read {path}: ")
+
+
+# ------------------------------------------------------------------ what is not a file
+def test_things_that_are_not_audio_files_say_what_they_are(tmp_path: Path) -> None:
+    """A FIFO, a device, a broken symlink and a symlink loop all said "no such audio file"."""
+    fifo = tmp_path / "fifo.wav"
+    os.mkfifo(fifo)
+    dangling = tmp_path / "dangling.wav"
+    dangling.symlink_to(tmp_path / "gone.wav")
+    loop = tmp_path / "loop1.wav"
+    loop.symlink_to(tmp_path / "loop2.wav")
+    (tmp_path / "loop2.wav").symlink_to(loop)
+    cases = [(fifo, "is a pipe (FIFO), not an audio file"), (Path("/dev/zero"), "is a device, not an audio file"),
+             (dangling, "is a broken symlink"), (loop, "is a symlink loop")]
+    for path, words in cases:
+        assert _load_error(path).startswith(f"BadAudioError: {path} {words}"), _load_error(path)
+    assert _load_error(tmp_path / "absent.wav") == f"BadAudioError: {tmp_path / 'absent.wav'}: no such audio file"
+
+
+def test_cli_fifo_is_exit_4_and_named_a_pipe(cli_env, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.wav"
+    os.mkfifo(fifo)
+    one_line_error(sottovoce("transcribe", str(fifo), env=cli_env), errors.EXIT_BAD_AUDIO, "pipe (FIFO)")
+
+
+# ------------------------------------------------------------------ damaged headers, bad samples
+def _with_rate(src: Path, dst: Path, rate: int) -> Path:
+    """``src`` (a PCM WAV) with the sample rate in its header replaced: a damaged header."""
+    data = bytearray(src.read_bytes())
+    fmt = data.index(b"fmt ")
+    data[fmt + 12:fmt + 16] = rate.to_bytes(4, "little")
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize("rate", [1, 3999, 2_000_000])
+def test_an_implausible_sample_rate_is_refused_before_resampling(tmp_path: Path, rate: int) -> None:
+    """A header claiming 1 Hz made 85 KB of audio resample into 9 GB (16000 times the samples)."""
+    wav = tmp_path / "speech.wav"
+    sf.write(str(wav), np.zeros(2000, np.float32), 16000, subtype="PCM_16")
+    bad = _with_rate(wav, tmp_path / f"rate{rate}.wav", rate)
+    assert sf.info(str(bad)).samplerate == rate
+    with pytest.raises(BadAudioError) as err:
+        load_audio(bad)
+    assert str(err.value) == (f"{bad}: a sample rate of {rate} Hz is not plausible for audio (4000 to 768000 Hz "
+                              "expected); the file's header is probably damaged")
+    assert load_audio(_with_rate(wav, tmp_path / "ok.wav", 4000)).size == 8000     # the lowest rate taken
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 1e30])
+def test_float_samples_that_are_not_sound_are_bad_audio(jfk: np.ndarray, tmp_path: Path, bad: float) -> None:
+    """NaN, infinite or absurd float samples said "no speech heard"; loud audio still loads."""
+    samples = jfk[:16000].copy()
+    if bad == 1e30:
+        samples *= bad
+    else:
+        samples[8000] = bad
+    path = tmp_path / "bad.wav"
+    sf.write(str(path), samples, 16000, subtype="FLOAT")
+    with pytest.raises(BadAudioError, match="holds invalid samples") as err:
+        load_audio(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    sf.write(str(path), jfk[:16000] * 50, 16000, subtype="FLOAT")   # overdriven, not broken
+    assert load_audio(path).size == 16000
+
+
+# ------------------------------------------------------------------ writing: atomic, streamed
+def _chunk(samples: np.ndarray, rate: int = 22050):  # type: ignore[no-untyped-def]
+    from daemon.messages import AudioChunk
+
+    return AudioChunk(turn=1, samples=samples, sample_rate=rate, chunk_index=0)
+
+
+def _parts(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".*.part"))
+
+
+def test_file_sink_streams_to_a_temporary_file_and_replaces_at_close(tmp_path: Path) -> None:
+    """The reply was kept in memory and written over the file at the end, even after an error."""
+    from daemon.audio.sinks import AudioFileSink
+
+    out = tmp_path / "reply.wav"
+    sf.write(str(out), np.full(1000, 0.25, np.float32), 16000)
+    out.chmod(0o640)
+    old = out.read_bytes()
+    tone = np.sin(np.arange(22050) / 10).astype(np.float32) * 0.5
+    sink = AudioFileSink(out)
+    sizes = []
+    for _ in range(5):
+        sink.write(_chunk(tone))
+        (part,) = _parts(tmp_path)
+        sizes.append(part.stat().st_size)
+        assert out.read_bytes() == old          # the old file stays until the new one is whole
+    assert sizes == sorted(sizes) and sizes[-1] >= 4 * 22050 * 2, sizes      # on disk as it comes
+    assert sink.close() == out
+    assert _parts(tmp_path) == []
+    back, rate = sf.read(str(out), dtype="float32")
+    assert rate == 22050 and back.size == 5 * 22050
+    assert out.stat().st_mode & 0o777 == 0o640                 # the replaced file's permissions
+
+
+def test_file_sink_discard_keeps_the_existing_file(tmp_path: Path) -> None:
+    """Ctrl-C or an error in the turn: the old file as it was, no partial file left."""
+    from daemon.audio.sinks import AudioFileSink
+
+    for name in ("keep.wav", "keep.mp3", "new.flac"):
+        out = tmp_path / name
+        if name.startswith("keep"):
+            sf.write(str(out), np.full(1000, 0.25, np.float32), 16000)
+        old = out.read_bytes() if out.exists() else None
+        sink = AudioFileSink(out)
+        sink.write(_chunk(np.zeros(22050, np.float32)))
+        sink.discard()
+        sink.discard()
+        assert (out.read_bytes() if out.exists() else None) == old
+        assert _parts(tmp_path) == []
+
+
+def test_write_audio_into_a_symlink_writes_its_target(tmp_path: Path) -> None:
+    real = tmp_path / "real.wav"
+    sf.write(str(real), np.zeros(100, np.float32), 16000)
+    link = tmp_path / "link.wav"
+    link.symlink_to(real)
+    write_audio(link, np.full(3000, 0.1, np.float32), 16000)
+    assert link.is_symlink() and sf.info(str(real)).frames == 3000
+
+
+def test_an_out_name_that_is_not_utf8_is_refused_up_front(tmp_path: Path) -> None:
+    """``--out $'o\\xff.wav'`` failed with a UnicodeEncodeError traceback after synthesis."""
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/o\xff.wav")
+    with pytest.raises(BadArgumentError, match="not valid UTF-8") as err:
+        check_output_file(name)
+    assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_same_file_knows_links_and_spellings(tmp_path: Path) -> None:
+    from daemon.audio.filewrite import same_file
+
+    a = tmp_path / "a.wav"
+    sf.write(str(a), np.zeros(100, np.float32), 16000)
+    os.link(a, tmp_path / "hard.wav")
+    (tmp_path / "soft.wav").symlink_to(a)
+    for other in (a, tmp_path / "hard.wav", tmp_path / "soft.wav", tmp_path / "." / "x" / ".." / "a.wav"):
+        assert same_file(a, str(other)), other
+    assert not same_file(a, tmp_path / "b.wav")
+    assert same_file(tmp_path / "b.wav", tmp_path / "." / "b.wav")
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real 256 KiB tmpfs (root only; skipped where it cannot be mounted)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_keeps_the_old_file_and_says_so(small_disk: Path) -> None:
+    """The file was truncated first, then "cannot write keep.wav (System error.)", exit 8."""
+    out = small_disk / "keep.wav"
+    sf.write(str(out), np.full(50_000, 0.25, np.float32), 16000)      # 100 KB of 256
+    old = out.read_bytes()
+    with pytest.raises(errors.SottovoceError) as err:
+        write_audio(out, np.full(200_000, 0.25, np.float32), 16000)  # 400 KB: does not fit
+    assert str(err.value).startswith(f"cannot write {out}: no space left on device"), err.value
+    assert err.value.exit_code == errors.EXIT_FAILURE
+    assert out.read_bytes() == old and _parts(small_disk) == []

@@ -16,7 +16,8 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from daemon.audio.fileio import check_output_file, load_audio
+from daemon.audio.fileio import load_audio
+from daemon.audio.filewrite import check_output_file
 from daemon.audio.mic import FRAME_SAMPLES, FrameCallback
 from daemon.audio.playqueue import PlayQueue, QueuedOutput
 
@@ -127,7 +128,7 @@ class FileSpeaker(QueuedOutput):
     def __init__(self, path: str | os.PathLike[str],
                  on_first_audio: Callable[[float], None] | None = None, *,
                  sample_rate: int = 22050, block_ms: float = 20.0) -> None:
-        self.path = check_output_file(path, suffixes=(".wav",))
+        self.path = check_output_file(path, suffixes=(".wav",), in_place=True)
         self.sample_rate = sample_rate
         self._block = max(1, round(sample_rate * block_ms / 1000))
         self._on_first_audio = on_first_audio

@@ -1,4 +1,4 @@
-"""Reading any audio file as 16 kHz float32 mono, resampling, and writing WAV/FLAC/OGG/MP3.
+"""Reading any audio file as 16 kHz float32 mono, and resampling (writing: filewrite.py).
 
 libsndfile (through soundfile) reads WAV, FLAC, OGG and MP3; anything else it refuses is
 handed to PyAV (through faster-whisper's decoder), which knows what ffmpeg knows.
@@ -7,16 +7,18 @@ handed to PyAV (through faster-whisper's decoder), which knows what ffmpeg knows
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from daemon.errors import BadArgumentError, BadAudioError
+from daemon.errors import BadAudioError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -27,21 +29,43 @@ _BLOCK = 8192            # output samples resampled per block (bounds the gather
 # File bytes per decoded second above which PyAV's result is checked packet by packet: compressed
 # audio stays under 40000 (320 kbit/s); more is a video, or junk that decoded to a few frames.
 _SUSPECT_BYTES_PER_S = 64_000
+MIN_RATE = 4000          # sample rates outside these bounds come from a damaged header
+MAX_RATE = 768_000
+_MAX_PEAK = 1000.0       # float samples 60 dB over full scale: garbage, not loud audio
 
 
 def check_audio_file(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a Path when it names an existing file; else :class:`BadAudioError` (a
-    folder, no such file, or one that cannot be looked at: a folder on the way not
-    readable, a name too long)."""
+    """``path`` as a Path when it names an existing regular file; else :class:`BadAudioError`
+    saying what it is instead (a folder, a pipe or device, a broken symlink, a symlink loop,
+    no such file) or why it cannot be looked at (a folder on the way not readable, a name
+    too long)."""
     file = Path(path)
     try:
-        if file.is_dir():
-            raise BadAudioError(f"{file} is a folder, not an audio file")
-        if not file.is_file():
-            raise BadAudioError(f"{file}: no such audio file")
+        st = os.stat(file)
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(file):
+            raise BadAudioError(f"{file} is a broken symlink (what it points to does not exist)") from None
+        raise BadAudioError(f"{file}: no such audio file") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BadAudioError(f"{file} is a symlink loop, not an audio file") from None
         raise unreadable(file, exc) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise BadAudioError(f"{file} is a folder, not an audio file")
+    if not stat.S_ISREG(st.st_mode):
+        raise BadAudioError(f"{file} is {_file_kind(st.st_mode)}, not an audio file; "
+                            "save the audio to a file and give that")
     return file
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
 
 def unreadable(file: Path, exc: OSError) -> BadAudioError:
@@ -80,7 +104,29 @@ def _decode(file: Path, sample_rate: int, quiet: bool) -> np.ndarray:
     except Exception as first:  # noqa: BLE001 - libsndfile's errors are untyped RuntimeErrors
         _LOGGER.debug("soundfile could not read %s (%s); trying PyAV", file, first)
         return _read_pyav(file, sample_rate)
+    _check_rate(file, rate)             # before resampling: 1 Hz to 16 kHz is 16000 times the samples
+    _check_samples(file, samples)
     return resample(samples, rate, sample_rate)
+
+
+def _check_rate(file: Path, rate: int) -> None:
+    """A damaged header can claim any rate; resampling from an absurd one takes gigabytes."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise BadAudioError(f"{file}: a sample rate of {rate} Hz is not plausible for audio "
+                            f"({MIN_RATE} to {MAX_RATE} Hz expected); the file's header is probably damaged")
+
+
+def _check_samples(file: Path, samples: np.ndarray) -> None:
+    """Float files can hold NaN, infinities or values far outside -1..1: not sound, and
+    every model downstream would hear nothing in them."""
+    if samples.size == 0:
+        return
+    peak = float(np.max(np.abs(samples)))
+    if not math.isfinite(peak):
+        raise BadAudioError(f"{file}: holds invalid samples (NaN or infinite values), not usable audio")
+    if peak > _MAX_PEAK:
+        raise BadAudioError(f"{file}: holds invalid samples (values up to {peak:.3g}, where audio "
+                            "stays within -1 to 1), not usable audio")
 
 
 def _looks_like_soundfile(file: Path) -> bool:
@@ -127,6 +173,9 @@ def _to_mono(data: np.ndarray) -> np.ndarray:
 
 
 def _read_pyav(file: Path, sample_rate: int) -> np.ndarray:
+    rate = _stream_rate(file)
+    if rate is not None:
+        _check_rate(file, rate)
     try:
         from faster_whisper.audio import decode_audio
 
@@ -170,6 +219,18 @@ def _mostly_undecodable(file: Path) -> bool:
     except Exception:  # noqa: BLE001 - it decoded once already; count what was counted
         pass
     return bad > good
+
+
+def _stream_rate(file: Path) -> int | None:
+    """The sample rate of the first audio stream, as PyAV reads the header (None: no answer)."""
+    import av
+
+    try:
+        with av.open(str(file), metadata_errors="ignore") as container:
+            streams = container.streams.audio
+            return int(streams[0].rate) if streams and streams[0].rate else None
+    except Exception:  # noqa: BLE001 - decoding will say what is wrong
+        return None
 
 
 def _has_audio_stream(file: Path) -> bool:
@@ -216,97 +277,3 @@ def _kernel(dist: np.ndarray, cutoff: float, half: int) -> np.ndarray:
     ratio = np.clip(dist / half, -1.0, 1.0)
     window = np.i0(_KAISER_BETA * np.sqrt(1.0 - ratio**2)) / np.i0(_KAISER_BETA)
     return (cutoff * np.sinc(cutoff * dist) * window).astype(np.float32)
-
-
-# --------------------------------------------------------------------- writing
-# What an output file's extension asks for: (libsndfile format, subtype).
-_WRITE_FORMATS = {
-    ".wav": ("WAV", "PCM_16"),
-    ".flac": ("FLAC", "PCM_16"),
-    ".ogg": ("OGG", "VORBIS"),
-    ".mp3": ("MP3", "MPEG_LAYER_III"),
-}
-
-
-def output_formats() -> dict[str, tuple[str, str]]:
-    """The extensions this libsndfile can write, with their (format, subtype)."""
-    import soundfile
-
-    available = soundfile.available_formats()
-    return {ext: fmt for ext, fmt in _WRITE_FORMATS.items() if fmt[0] in available}
-
-
-def check_output_file(path: str | os.PathLike[str], suffixes: tuple[str, ...] | None = None) -> Path:
-    """Refuse, before any work is done, a path audio could not be written to.
-
-    ``suffixes``: the extensions allowed (default: every one :func:`write_audio` can write).
-    Raises :class:`BadArgumentError` with one line: a folder, an unsupported extension, a
-    folder that does not exist (no folder is made: a typo in its name must not create one)
-    or cannot be written to.
-    """
-    file = Path(path).expanduser()
-    allowed = suffixes if suffixes is not None else tuple(output_formats())
-    if os.fspath(path).endswith(os.sep) or file.is_dir():
-        raise BadArgumentError(f"{path} is a folder; give a file name such as {file / ('reply' + allowed[0])}")
-    if file.suffix.lower() not in allowed:
-        raise _unsupported(file, allowed)
-    _check_writable(file)
-    return file
-
-
-def _unsupported(file: Path, allowed: tuple[str, ...]) -> BadArgumentError:
-    what = f"a {file.suffix} file" if file.suffix else "a file without an extension"
-    names = allowed[0] if len(allowed) == 1 else f"{', '.join(allowed[:-1])} or {allowed[-1]}"
-    return BadArgumentError(f"{file}: cannot write {what}; name it {names}")
-
-
-def _check_folder(file: Path) -> None:
-    """The folder ``file`` goes in must exist already: it is never created."""
-    folder = file.parent
-    if not folder.exists():
-        raise BadArgumentError(f"cannot write {file}: the folder {folder} does not exist")
-    if not folder.is_dir():
-        raise BadArgumentError(f"cannot write {file}: {folder} is not a folder")
-
-
-def _check_writable(file: Path) -> None:
-    _check_folder(file)
-    existed = file.exists()
-    try:
-        with open(file, "ab"):       # appends nothing: an existing file is left as it is
-            pass
-    except OSError as exc:
-        raise BadArgumentError(f"cannot write {file} ({exc.strerror or exc})") from None
-    if not existed:
-        file.unlink(missing_ok=True)
-
-
-def write_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> None:
-    """Write float32 samples in the format the extension names (.wav, .flac, .ogg, .mp3).
-
-    Raises :class:`BadArgumentError` (one line) when the extension is not one of those or the
-    file cannot be written (its folder missing included).
-    """
-    import soundfile
-
-    file = Path(path)
-    formats = output_formats()
-    fmt = formats.get(file.suffix.lower())
-    if fmt is None:
-        raise _unsupported(file, tuple(formats))
-    data = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    _check_folder(file)
-    try:
-        soundfile.write(str(file), data, int(sample_rate), format=fmt[0], subtype=fmt[1])
-    except (OSError, RuntimeError) as exc:   # LibsndfileError is a RuntimeError
-        raise BadArgumentError(f"cannot write {file} ({exc})") from None
-
-
-def write_wav(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int) -> None:
-    """Write float32 samples in [-1, 1] (mono, or frames x channels) as 16-bit PCM WAV
-    into an existing folder (:class:`BadArgumentError` if it is missing)."""
-    import soundfile
-
-    data = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
-    _check_folder(Path(path))
-    soundfile.write(str(path), data, int(sample_rate), subtype="PCM_16", format="WAV")

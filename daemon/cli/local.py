@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Awaitable, TextIO, TypeVar
 
 from daemon.config import Config, dump_config, load_config
 from daemon.errors import (
@@ -20,6 +20,8 @@ from daemon.errors import (
     UnknownEmotionError,
 )
 from daemon.messages import Emotion, TurnResult
+
+T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -70,12 +72,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 # ------------------------------------------------------------------ helpers
 def parse_emotion(spec: str | None, cfg: Config) -> Emotion:
-    if not spec:
+    """``--emotion NAME[=0..1]``; None (not given) is the configured default."""
+    if spec is None:
         return Emotion(cfg.emotion.default, cfg.emotion.intensity)
-    name, _, level = spec.partition("=")
+    choices = ", ".join(cfg.emotion.styles)
+    if not spec.strip():
+        raise BadArgumentError(f"--emotion is empty; choose one of: {choices} (optionally NAME=0..1)")
+    name, equals, level = spec.partition("=")
     if name not in cfg.emotion.styles:
-        raise UnknownEmotionError(
-            f"unknown emotion {name!r}; choose one of: {', '.join(cfg.emotion.styles)}")
+        raise UnknownEmotionError(f"unknown emotion {name!r}; choose one of: {choices}")
+    if equals and not level.strip():
+        raise BadArgumentError(f"--emotion {spec}: no intensity after '='; give one from 0 to 1, "
+                               f"e.g. {name}=0.5, or leave out '='")
     intensity = cfg.emotion.intensity
     if level:
         try:
@@ -88,13 +96,50 @@ def parse_emotion(spec: str | None, cfg: Config) -> Emotion:
 
 
 def check_kb_folder(folder: Path) -> None:
+    """The folder exists and holds at least one file the knowledge base would index (by its
+    name: a folder of only .csv files is as empty as an empty one)."""
     if folder.exists() and not folder.is_dir():
         raise KnowledgeBaseError(f"knowledge base {folder} is not a folder; pass --kb DIR with a folder of documents")
     if not folder.is_dir():
         raise KnowledgeBaseError(f"knowledge-base folder {folder} does not exist; create it or pass --kb DIR")
-    if not any(p.is_file() and not p.name.startswith(".") for p in folder.rglob("*")):
-        raise KnowledgeBaseEmptyError(
-            f"knowledge-base folder {folder} holds no documents; add .txt, .md, .pdf, .html or .docx files")
+    other = _first_document(folder)
+    if other is None or isinstance(other, str):
+        what = "no documents" if other is None else f"no documents it can read (only files such as {other})"
+        raise KnowledgeBaseEmptyError(f"knowledge-base folder {folder} holds {what}; {_ADD_DOCUMENTS}")
+
+
+_ADD_DOCUMENTS = "add .txt, .md, .pdf, .html or .docx files"
+
+
+def _first_document(folder: Path) -> Path | str | None:
+    """The first file the knowledge base would index; else the name of the first other
+    visible file (a str), or None when there is none."""
+    from daemon.kb.files import is_candidate, is_ignored, log_name
+
+    other: str | None = None
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if is_ignored(rel) or not path.is_file():
+            continue
+        if is_candidate(rel):
+            return path
+        other = other or log_name(str(rel))
+    return other
+
+
+def check_kb_indexed(kb: Any) -> None:
+    """After indexing: a folder none of whose documents could be read is as empty as one with
+    none (answering would only invent), and the files that failed are named."""
+    if kb is None:
+        return
+    status = kb.status()
+    if status["documents"]:
+        return
+    failed = [f"{name}: {reason}" for name, reason in status["failed"].items() if name != "."]
+    if failed:
+        shown = "; ".join(failed[:3]) + (f"; and {len(failed) - 3} more" if len(failed) > 3 else "")
+        raise KnowledgeBaseEmptyError(f"knowledge-base folder {status['folder']} holds no usable documents "
+                                      f"({shown}); {_ADD_DOCUMENTS}")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -157,17 +202,28 @@ def cmd_ask(args: argparse.Namespace) -> int:
     emotion = parse_emotion(args.emotion, cfg)
     if args.text is not None:
         check_question(args.text)
+    if args.wav and args.out:
+        check_not_same_file(args.wav, args.out, "--wav", "--out")
     if _uses_service(args):
         remote = _try_remote(args)
         if remote is not None:
             return _print_result(args, remote)
     from daemon.audio.fileio import load_audio
 
+    check_kb_folder(Path(cfg.rag.knowledge_base))        # cheap: before the audio is decoded
     audio = load_audio(args.wav, quiet=True) if args.wav else None   # bad audio: before models load
     sink = _output_sink(args, cfg)                       # no device / bad --out: likewise
-    check_kb_folder(Path(cfg.rag.knowledge_base))
     result = asyncio.run(_ask_local(args, one_shot(cfg), emotion, audio, sink))
     return _print_result(args, result)
+
+
+def check_not_same_file(source: str, out: str, source_option: str, out_option: str) -> None:
+    """Writing the reply over the file it answers would destroy the question."""
+    from daemon.audio.filewrite import same_file
+
+    if same_file(source, out):
+        raise BadArgumentError(f"{out_option} {out} is the same file as {source_option} {source}: "
+                               f"the reply would overwrite it; give {out_option} another file name")
 
 
 def check_question(text: str) -> None:
@@ -221,16 +277,29 @@ async def _ask_local(args: argparse.Namespace, cfg: Config, emotion: Emotion, au
     pipe = await run_blocking(lambda: build_pipeline(cfg, progress=progress, stages=stages, strict_kb=True,
                                                         indexing=progress.indexing))
     progress.done()
+    check_kb_indexed(pipe.kb)
     question, speech_end, stt_s = args.text, time.monotonic(), 0.0
     if audio is not None:
         question, speech_end, stt_s = await run_blocking(_hear, pipe, audio, args.wav)
         check_question(question)
     req = TurnRequest(question=question, turn=1, should_stop=lambda: False, emotion=emotion,
                       streaming=not args.no_streaming, speech_end=speech_end, stt_s=stt_s)
+    return await _into_sink(run_turn(pipe, req, sink), sink)
+
+
+async def _into_sink(work: Awaitable[T], sink: Any) -> T:
+    """Await ``work``, then close ``sink`` (the file is put in place, playback finishes). On
+    an error or Ctrl-C a file sink's partial audio is thrown away and an existing file kept."""
     try:
-        result = await run_turn(pipe, req, sink)
-    finally:
-        await _close_sink(sink)
+        result = await work
+    except BaseException:
+        discard = getattr(sink, "discard", None)
+        if discard is not None:
+            discard()
+        else:
+            await _close_sink(sink)
+        raise
+    await _close_sink(sink)
     return result
 
 
@@ -314,10 +383,8 @@ def cmd_speak(args: argparse.Namespace) -> int:
     pipe = Pipeline(cfg=cfg, llm=None, tts=build_tts(cfg), history=ConversationHistory(0, 0))  # type: ignore[arg-type]
 
     async def run() -> None:
-        try:
-            await speak_text(pipe, args.text, turn=1, should_stop=lambda: False, emotion=emotion, sink=sink)
-        finally:
-            await _close_sink(sink)
+        await _into_sink(speak_text(pipe, args.text, turn=1, should_stop=lambda: False, emotion=emotion,
+                                    sink=sink), sink)
 
     asyncio.run(run())
     if args.out:

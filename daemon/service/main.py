@@ -147,6 +147,7 @@ class Service:
         # The bus first: a second instance must be refused before it opens devices or loads models.
         bus = await self._export(ctl)
         await self._check_input_file()           # a typo in --input FILE: before the models load
+        self._check_output_is_not_input()        # opening the output empties it
         output = ctl.output = open_output(self.cfg, self.args.output, ctl)
         tasks = [asyncio.create_task(notifier.watchdog_loop(), name="watchdog")] \
             if self.cfg.service.watchdog else []
@@ -186,6 +187,18 @@ class Service:
             await run_blocking(load_audio, path)        # every read error is a BadAudioError
         except BadAudioError as exc:
             raise BadAudioError(f"--input {exc}") from None
+
+    def _check_output_is_not_input(self) -> None:
+        """``--output`` is emptied when it is opened: the recording ``--input`` names must
+        not be the same file."""
+        from daemon.audio.devices import is_file_spec
+        from daemon.audio.filewrite import same_file
+        from daemon.errors import BadArgumentError
+
+        audio = self.cfg.audio
+        if is_file_spec(audio.input) and is_file_spec(audio.output) and same_file(audio.input, audio.output):
+            raise BadArgumentError(f"--output {audio.output} is the same file as --input {audio.input}: "
+                                   "it would be overwritten; give --output another file name")
 
     async def _load_again(self, ctl: Any, notifier: Any) -> None:
         """A reload after a failed start (``ctl.loader``): the models with the config now
