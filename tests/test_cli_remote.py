@@ -19,8 +19,8 @@ import pytest
 from daemon.cli.remote import NOT_RUNNING, remote_ask
 from daemon.config import Config
 from daemon.errors import (
-    EXIT_BAD_ARG, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_NO_SERVICE, BadArgumentError, ModelError,
-    NotReadyError,
+    EXIT_BAD_ARG, EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_KB, EXIT_MODEL, EXIT_NO_SERVICE,
+    BadArgumentError, ModelError, NotReadyError,
 )
 from tests.fixtures_dbus import (
     SOTTOVOCE, PrivateBus, ServiceProcess, busctl, make_service_home, run_cli, start_private_bus,
@@ -184,12 +184,10 @@ def test_remote_ask_uses_the_running_service(assistant: ServiceProcess,
 def test_service_absent(empty_bus: PrivateBus, monkeypatch: pytest.MonkeyPatch,
                         tmp_path: Any) -> None:
     no_bus = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"}
-    for env, commands in ((empty_bus.env, (["status"], ["emotion", "calm"], ["say", "hi"], ["watch"])),
-                          (no_bus, (["pause"], ["watch"]))):
-        for args in commands:
-            out = run_cli(env, *args)
-            assert out.returncode == EXIT_NO_SERVICE, (args, out)
-            assert out.stderr == NOT_RUNNING + "\n" and out.stdout == ""
+    for args in (["status"], ["emotion", "calm"], ["say", "hi"], ["watch"]):
+        out = run_cli(empty_bus.env, *args)
+        assert out.returncode == EXIT_NO_SERVICE, (args, out)
+        assert out.stderr == NOT_RUNNING + "\n" and out.stdout == ""
     for env in (empty_bus.env, no_bus):
         monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", env["DBUS_SESSION_BUS_ADDRESS"])
         assert remote_ask("Is anyone there?") is None
@@ -455,4 +453,167 @@ def test_watch_follows_the_service_across_a_restart(tmp_path: Path) -> None:
                 proc.wait(10)
         for service in services:
             service.stop()
+        bus.stop()
+
+
+# ------------------------------------------- bad input: one line and the right exit code
+def _one_line(out: subprocess.CompletedProcess[str], code: int, *hints: str) -> None:
+    """``out`` failed with ``code`` and one line on stderr holding every hint."""
+    assert out.returncode == code, out
+    assert "Traceback" not in out.stderr and out.stderr.startswith("sottovoce: "), out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr
+    for hint in hints:
+        assert hint in out.stderr, (hint, out.stderr)
+
+
+def test_text_that_is_not_utf8_is_refused_in_one_line(assistant: ServiceProcess, tmp_path: Path) -> None:
+    """Latin-1 bytes from a terminal or a script: a traceback from dbus-fast or the embedder
+    before; now one line naming the argument, exit 8, and the service untouched."""
+    from daemon.service.turns import check_text
+
+    env = {**assistant.bus.env, "HOME": str(tmp_path)}
+    reply = tmp_path / "r.wav"
+    for args, named in (([b"ask", b"caf\xe9?"], "ask: the text is not valid UTF-8 (byte 0xe9)"),
+                        ([b"say", b"caf\xe9"], "say: the text"),
+                        ([b"emotion", b"calm\xff"], "emotion: the name is not valid UTF-8 (byte 0xff)"),
+                        ([b"emotion", b"calm", b"0.\xff"], "emotion: the intensity"),
+                        ([b"kb", b"search", b"caf\xe9"], "kb search: the query"),
+                        ([b"ask", b"--local", b"caf\xe9?", b"--out", bytes(reply)], "ask: the text"),
+                        ([b"ask", b"--emotion", b"calm\xff", b"hi"], "ask: --emotion")):
+        out = subprocess.run([bytes(SOTTOVOCE), *args], env=env, capture_output=True, text=True, timeout=120)
+        _one_line(out, EXIT_BAD_ARG, named, "check your terminal's encoding")
+    assert not reply.exists()
+    assert _prop(assistant, "State") == "listening"
+    with pytest.raises(BadArgumentError, match="the question is not valid UTF-8"):
+        check_text("caf\udce9?", "question")          # as Python keeps the byte 0xe9
+
+
+def test_a_question_with_no_words_is_refused_as_say_refuses_it(assistant: ServiceProcess) -> None:
+    before = _prop(assistant, "LastTranscript")
+    out = busctl(assistant.bus, "call", *A, "Ask", "s", "\U0001F600\U0001F600")
+    assert out.returncode != 0 and "has no words" in out.stderr, out
+    _one_line(run_cli(assistant.bus.env, "ask", "\U0001F600\U0001F600"), EXIT_BAD_ARG,
+              "nothing to answer: the question has no words")
+    _one_line(run_cli(assistant.bus.env, "ask", "?!"), EXIT_BAD_ARG, "nothing to answer")
+    _one_line(run_cli(assistant.bus.env, "say", "\U0001F389"), EXIT_BAD_ARG, "nothing to say")
+    assert _prop(assistant, "LastTranscript") == before          # never asked
+
+
+def test_commands_for_the_service_refuse_config(assistant: ServiceProcess, tmp_path: Path) -> None:
+    """`reload --config F` does not make the service use F: refused in one line (exit 2), not
+    silently ignored; the commands that use a config keep --config."""
+    env, nope = assistant.bus.env, str(tmp_path / "nope.yaml")
+    emotion = _prop(assistant, "Emotion")
+    _one_line(run_cli(env, "reload", "--config", nope), EXIT_CONFIG,
+              "--config is not used by reload: the service re-reads its own file; "
+              "restart it with --config to change it")
+    for args in (["--config", nope, "emotion", "calm", "0.4"], ["pause", "--config", nope],
+                 ["status", "--config", nope], ["--config", nope, "reindex"], ["watch", "--config", nope]):
+        command = next(a for a in args if not a.startswith("-") and a != nope)
+        _one_line(run_cli(env, *args), EXIT_CONFIG, f"--config is not used by {command}: ")
+    assert _prop(assistant, "Emotion") == emotion and _prop(assistant, "Paused") is False
+    for command in ("status", "pause", "resume", "reload", "interrupt", "emotion", "say", "reindex", "watch"):
+        out = run_cli(env, command, "--help")
+        assert out.returncode == 0 and "--config" not in out.stdout, (command, out.stdout)
+    for command in (["ask"], ["kb", "status"], ["speak"], ["config", "show"]):
+        assert "--config PATH" in run_cli(env, *command, "--help").stdout, command
+
+
+def test_an_unusable_bus_address_is_named_with_its_reason(tmp_path: Path) -> None:
+    """Not "the service is not running": there is no bus to look for it on (exit 3 all the same)."""
+    for address, reason in ((f"unix:path={tmp_path}/no-bus", "No such file or directory"),
+                            ("garbage", "address did not contain a transport")):
+        env = {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address}
+        for args in (["status"], ["pause"], ["watch"]):
+            out = run_cli(env, *args)
+            _one_line(out, EXIT_NO_SERVICE, f"cannot reach the D-Bus session bus at {address} (", reason)
+            assert out.stdout == ""
+
+
+def test_reindex_and_kb_rebuild_of_a_missing_folder_exit_7(assistant: ServiceProcess, tmp_path: Path) -> None:
+    """The service's folder gone (or a file in its place): exit 7, as `kb search` gives, not
+    a summary of nothing with exit 0."""
+    env, folder, _index_dir = _service_kb(assistant, tmp_path)
+    moved = Path(folder + ".moved")
+    os.rename(folder, moved)
+    try:
+        for args in (["reindex"], ["reindex", "--json"], ["kb", "rebuild"]):
+            out = run_cli(env, *args, timeout=120)
+            assert out.returncode == EXIT_KB and "Rebuilt" not in out.stdout, (args, out)
+            assert out.stderr.splitlines()[-1].startswith(
+                f"sottovoce: the service's knowledge base: folder {folder} is missing;"), out.stderr
+        Path(folder).write_text("a file where the folder was\n")
+        out = run_cli(env, "reindex", timeout=120)
+        _one_line(out, EXIT_KB, f"{folder} is not a folder")
+    finally:
+        if Path(folder).is_file():
+            Path(folder).unlink()
+        os.rename(moved, folder)
+    out = run_cli(env, "reindex", "--json", timeout=120)       # back: every document again
+    assert out.returncode == 0 and json.loads(out.stdout)["documents"] == 3, out
+
+
+def test_kb_rebuild_that_cannot_save_the_index_fails(empty_bus: PrivateBus, tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "kettle.md").write_text("# Kettle\n\nThe blue kettle whistles at ninety degrees.\n")
+    blocker = tmp_path / "index-is-a-file"
+    blocker.write_text("")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"rag:\n  index_dir: {blocker}\n")
+    out = run_cli({**empty_bus.env, "HOME": str(tmp_path)}, "--config", str(config), "kb", "rebuild",
+                  "--kb", str(notes), timeout=180)
+    assert out.returncode == EXIT_KB and "Rebuilt" not in out.stdout, out
+    last = out.stderr.splitlines()[-1]
+    assert last.startswith(f"sottovoce: the index of {notes} was rebuilt but could not be saved to {blocker}/"), last
+    assert "Not a directory" in last and "Traceback" not in out.stderr
+
+
+def test_status_and_watch_escape_control_characters(assistant: ServiceProcess) -> None:
+    """A question sent over D-Bus with terminal escapes and a newline: `status` and `watch`
+    show them escaped, never raw (they would recolour the terminal or fake a line)."""
+    question = "\x1b[31mHow tall\x9b2J is Skerrimore lighthouse?\nlast reply:      faked"
+    watch = subprocess.Popen([str(SOTTOVOCE), "watch"], env=assistant.bus.env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = _Stream(watch.stdout)
+        lines.wait_for("state: ")
+        out = busctl(assistant.bus, "--timeout=120", "call", *A, "Ask", "s", question, timeout=150)
+        assert out.returncode == 0, out.stderr
+        lines.wait_for("transcript: ")
+        watch.send_signal(signal.SIGINT)
+        watch.wait(30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    shown = "\\x1b[31mHow tall\\x9b2J is Skerrimore lighthouse?\\nlast reply:      faked"
+    assert f"transcript: {shown}" in lines.lines, lines.lines
+    assert any(ln.startswith("changed: ") and 'LastTranscript="\\u001b[31mHow tall\\u009b2J' in ln
+               for ln in lines.lines), lines.lines          # JSON's own escapes, not doubled
+    status = run_cli(assistant.bus.env, "status")
+    assert status.returncode == 0, status.stderr
+    assert f"last transcript: {shown}\n" in status.stdout, status.stdout
+    for printed in ("\n".join(lines.lines), status.stdout):
+        assert not any(ch in printed for ch in "\x1b\x9b") and "\nlast reply:      faked" not in printed
+    as_json = run_cli(assistant.bus.env, "status", "--json").stdout
+    assert "\x9b" not in as_json and json.loads(as_json)["last_transcript"] == question
+
+
+def test_kb_status_when_the_service_could_not_start(tmp_path: Path) -> None:
+    """Not an empty knowledge base "as the running service has them": say that the service
+    could not start, and read its folder here. (A missing VAD model: the start fails at once.)"""
+    bus = start_private_bus(tmp_path / "bus")
+    home = make_service_home(tmp_path / "svc")
+    home.write_config(f"vad:\n  model: {tmp_path / 'missing' / 'silero_vad.onnx'}\n")
+    service = start_sottovoced(bus, home, tmp_path)
+    try:
+        wait_until(lambda: _state(bus) == "error", 30, "State error")
+        out = run_cli({**bus.env, "HOME": str(home.home)}, "kb", "status", timeout=180)
+        assert out.returncode == 0, out.stderr
+        assert out.stderr.startswith("sottovoce: the service could not start (Model: "), out.stderr
+        assert f"reading its knowledge base {home.kb} here instead" in out.stderr
+        assert f"Knowledge base  {home.kb}\n" in out.stdout and "Documents       3 (" in out.stdout, out.stdout
+        assert "running service" not in out.stdout
+    finally:
+        service.stop()
         bus.stop()

@@ -9,7 +9,8 @@ from typing import Any, Awaitable, TypeVar
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from daemon.errors import SottovoceError
+from daemon.cli.remote_format import printable_text
+from daemon.errors import EXIT_NO_SERVICE, SottovoceError
 from daemon.service.dbus_service import BUS_NAME, ERROR_PREFIX, INTERFACE, OBJECT_PATH
 
 T = TypeVar("T")
@@ -22,7 +23,14 @@ _ABSENT_ERRORS = ("org.freedesktop.DBus.Error.ServiceUnknown",
 
 
 class ServiceAbsent(Exception):
-    """Nobody owns org.sottovoce.Assistant on the session bus (or there is no bus)."""
+    """Nobody owns org.sottovoce.Assistant on the session bus."""
+
+
+class BusUnreachable(SottovoceError):
+    """No connection to the session bus at all (a bad DBUS_SESSION_BUS_ADDRESS, no session
+    bus): its message says why. The service cannot be reached: the same exit code as absent."""
+
+    exit_code = EXIT_NO_SERVICE
 
 
 # ------------------------------------------------------------------ D-Bus plumbing
@@ -40,7 +48,8 @@ def error_class(code: str) -> type[SottovoceError]:
 def _raise_for(reply: Message) -> None:
     """Turn an error reply into ServiceAbsent or the matching SottovoceError."""
     name = reply.error_name or ""
-    text = str(reply.body[0]) if reply.body else name
+    # One line on the user's terminal: no control characters from the other end.
+    text = printable_text(str(reply.body[0])) if reply.body else name
     if name.startswith(_ABSENT_ERRORS):
         raise ServiceAbsent(text)
     if name.startswith(ERROR_PREFIX):

@@ -106,15 +106,21 @@ def _same_folder(given: str, folder: str) -> bool:
 
 
 def _status(args: argparse.Namespace) -> int:
-    info = _service_status(args)
+    remote = _running_service(args)
+    failed_start = remote is not None and _could_not_start(remote)
+    info = None if remote is None or failed_start else _service_status(args, remote)
     if info is None:
-        kb = _open(args)
+        # A service that could not start has no knowledge base open: its folder, read here.
+        kb = _open(args, remote if failed_start else None)
         kb.open(ProgressBar(sys.stderr))
         info = kb.status()
     if args.json:
         print(json.dumps(info, indent=2))
         return EXIT_OK
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["last_indexed"])) if info["last_indexed"] else "never"
+    from daemon.cli.remote_format import printable_values
+
+    info = printable_values(info)       # no control characters on the terminal, as `status`
     print(f"Knowledge base  {info['folder']}")
     print(f"Index           {info['index_dir'] or 'not opened by the service (yet)'}")
     print(f"Documents       {info['documents']} ({info['chunks']} chunks)"
@@ -127,15 +133,12 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _service_status(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The running service's view of its own knowledge base, or None when it is not running
-    (or --kb names another folder): the service keeps the index up to date itself, and a
-    second process embedding the same files into the same index would only duplicate its work."""
+def _service_status(args: argparse.Namespace, remote: dict[str, Any]) -> dict[str, Any]:
+    """The running service's view of its own knowledge base (``remote``, its KnowledgeBase
+    property): the service keeps the index up to date itself, and a second process embedding
+    the same files into the same index would only duplicate its work."""
     from daemon.config import load_config
 
-    remote = _running_service(args)
-    if remote is None:
-        return None
     if "folder" in remote:
         folder, index_dir = str(remote["folder"]), str(remote.get("index_dir", ""))
     else:                       # an older service: it does not say, assume the config's
@@ -145,6 +148,24 @@ def _service_status(args: argparse.Namespace) -> dict[str, Any] | None:
             "documents": int(remote.get("documents", 0)), "chunks": int(remote.get("chunks", 0)),
             "last_indexed": float(remote.get("last_indexed", 0.0)),
             "failed": dict(remote.get("failed", {}))}
+
+
+def _could_not_start(remote: dict[str, Any]) -> bool:
+    """The running service has not set up its knowledge base (no ``index_dir``) because it
+    could not load its models (Problems ``startup``): its zeros are not the folder's. Say so
+    on stderr (the caller then reads the folder in this process)."""
+    from daemon.cli.remote import remote_problems
+    from daemon.cli.remote_format import printable_text
+
+    if remote.get("index_dir") or "folder" not in remote:     # set up, or an older service
+        return False
+    startup = (remote_problems() or {}).get("startup", "")
+    if not startup:                 # still starting: its figures fill in as it indexes
+        return False
+    print(f"sottovoce: the service could not start ({printable_text(startup)}); reading its "
+          f"knowledge base {printable_text(str(remote['folder']))} here instead",
+          file=sys.stderr, flush=True)
+    return True
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -177,6 +198,10 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
+    """Rebuild the index; KnowledgeBaseError when the folder is unusable (exit 7) or the new
+    index could not be saved (its job: no "Rebuilt" then)."""
+    from daemon.errors import KnowledgeBaseError
+
     service = _running_service(args)
     started = time.monotonic()
     info = _rebuild_by_service(service) if _names_its_folder(service) else None
@@ -184,6 +209,10 @@ def _rebuild(args: argparse.Namespace) -> int:
         kb = _open(args, service)
         kb.rebuild(ProgressBar(sys.stderr))
         info = kb.status()
+    if info.get("save_error"):
+        raise KnowledgeBaseError(f"the index of {info['folder']} was rebuilt but could not be saved "
+                                 f"to {info['index_dir']}: {info['save_error']}; make that folder "
+                                 "writable or set rag.index_dir")
     by = " (by the running service)" if info.get("source") else ""
     print(f"Rebuilt {info['index_dir']}: {info['documents']} documents, {info['chunks']} chunks, "
           f"{len(info['failed'])} failed, in {time.monotonic() - started:.1f} s{by}")
@@ -193,15 +222,17 @@ def _rebuild(args: argparse.Namespace) -> int:
 def _rebuild_by_service(service: dict[str, Any]) -> dict[str, Any] | None:
     """Have the running service rebuild the index of its folder; its summary, or None when it
     left the bus before it could (then the rebuild happens here)."""
-    from daemon.cli.remote import remote_reindex
+    from daemon.cli.remote import check_folder_indexed, remote_reindex
 
     print(f"The running service indexes {service['folder']}: it rebuilds the index itself.",
           file=sys.stderr, flush=True)
     done = remote_reindex(lambda line: print(f"indexing {line}", file=sys.stderr, flush=True))
     if done is None:
         return None
+    check_folder_indexed(done)                 # its folder missing: exit 7, as `kb search`
     return {**done, "index_dir": done.get("index_dir") or service.get("index_dir", ""),
             "source": "the running service", "failed": dict(done.get("failed", {}))}
+
 
 
 class ProgressBar:

@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sottovoce {__version__}")
     parser.add_argument("--config", metavar="PATH", help="config file overriding config/default.yaml "
-                        "(default: ~/.config/sottovoce/config.yaml when it exists)")
+                        "(default: ~/.config/sottovoce/config.yaml when it exists); commands that only "
+                        "talk to the running service refuse it: it has its own")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in groups.REGISTRARS:
@@ -37,13 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _common_options_anywhere(parser: argparse.ArgumentParser) -> None:
-    """Accept --config and -v after the subcommand too (`sottovoce ask hi --config F`)."""
+    """Accept --config and -v after the subcommand too (`sottovoce ask hi --config F`). A
+    command that only talks to the running service (``config_unused`` set) does not list
+    --config in its help; it still takes it, to refuse it in one line (:func:`config_refusal`)."""
     for action in parser._actions:
         if not isinstance(action, argparse._SubParsersAction):
             continue
         for child in action.choices.values():
+            unused = child.get_default("config_unused")
             child.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
-                               help="config file (as before the command)")
+                               help=argparse.SUPPRESS if unused else "config file (as before the command)")
             child.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                                help="log progress to stderr")
             _common_options_anywhere(child)
@@ -83,11 +87,70 @@ def chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     return parser
 
 
+# Arguments that name files or folders: Linux allows any bytes in a path, so they need not be
+# UTF-8 (the code that opens them deals with such names); every other text must be.
+_PATH_ARGUMENTS = frozenset({"config", "kb", "out", "wav", "file", "dest"})
+
+
+def not_utf8(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """One line naming the first text argument that is not valid UTF-8 (bytes of another
+    encoding arrive as lone surrogates, which cannot be encoded); None when all are."""
+    chosen = chosen_parser(parser, args)
+    command = chosen.prog.removeprefix(f"{parser.prog} ")
+    for dest, value in vars(args).items():
+        if dest in _PATH_ARGUMENTS:
+            continue
+        for text in value if isinstance(value, list) else [value]:
+            bad = _first_unencodable(text) if isinstance(text, str) else None
+            if bad is not None:
+                return (f"{command}: {_argument_name(chosen, dest)} is not valid UTF-8 "
+                        f"({bad}); check your terminal's encoding (LANG, LC_ALL)")
+    return None
+
+
+def _first_unencodable(text: str) -> str | None:
+    """'byte 0xe9' for the first character of ``text`` that UTF-8 cannot encode; None if none."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        # surrogateescape keeps an undecodable byte B as U+DC00+B.
+        return f"byte {code - 0xDC00:#04x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+    return None
+
+
+def _argument_name(parser: argparse.ArgumentParser, dest: str) -> str:
+    """The argument stored in ``dest``, as ``parser``'s usage names it ("--emotion", "the query")."""
+    for action in parser._actions:
+        if action.dest == dest:
+            if action.option_strings:
+                return max(action.option_strings, key=len)
+            return f"the {str(action.metavar or dest).lower()}"
+    return f"the {dest}"
+
+
+def config_refusal(args: argparse.Namespace) -> str | None:
+    """One line when --config was given to a command that only talks to the running service
+    (its ``config_unused`` says why it is not used); None otherwise."""
+    unused = getattr(args, "config_unused", None)
+    if not unused or getattr(args, "config", None) is None:
+        return None
+    return f"--config is not used by {args.command}: {unused}; restart it with --config to change it"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
     args = parse(parser, argv)
+    bad_text = not_utf8(parser, args)
+    if bad_text:
+        print(f"sottovoce: {bad_text}", file=sys.stderr)
+        return EXIT_BAD_ARG
+    refusal = config_refusal(args)
+    if refusal:
+        print(f"sottovoce: {refusal}", file=sys.stderr)
+        return EXIT_CONFIG
     empty = [f"--{name}" for name in ("config", "kb", "out", "wav") if getattr(args, name, None) == ""]
     if empty:
         print(f"sottovoce: {empty[0]} is empty: give a path", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -21,14 +22,17 @@ from dbus_fast.aio import MessageBus
 
 from daemon.cli import remote_format
 from daemon.cli.bus_calls import (
-    ServiceAbsent, answer, call, call_bus, get_all, get_property, has_owner, unwrap,
+    BusUnreachable, ServiceAbsent, answer, call, call_bus, get_all, get_property, has_owner, unwrap,
 )
 from daemon.cli.bus_signals import OWNER_CHANGED_RULE, PROPERTIES_CHANGED_RULE, owner_changed, properties_changed
 from daemon.cli.remote_wait import READY_WAIT_S, call_ready
-from daemon.errors import EXIT_NO_SERVICE, EXIT_OK, BadArgumentError, ReplyNotSpokenError, SottovoceError
+from daemon.errors import (
+    EXIT_NO_SERVICE, EXIT_OK, BadArgumentError, KnowledgeBaseError, ReplyNotSpokenError, SottovoceError,
+)
 from daemon.service.dbus_service import BUS_NAME, OBJECT_PATH, connect_session_bus
 
 T = TypeVar("T")
+_LOGGER = logging.getLogger(__name__)
 
 NOT_RUNNING = ("sottovoce: the service is not running; start it with "
                "`systemctl --user start sottovoce` or `sottovoced`")
@@ -36,12 +40,14 @@ NOT_RUNNING = ("sottovoce: the service is not running; start it with "
 
 # ------------------------------------------------------------------ D-Bus plumbing
 def _run(session: Callable[[MessageBus], Awaitable[int]]) -> int:
-    """Connect, run ``session``, disconnect; the one-line hint when the service is absent."""
+    """Connect, run ``session``, disconnect; the one-line hint when the service is absent.
+    No usable bus (a bad DBUS_SESSION_BUS_ADDRESS, no session bus) is said as such, with the
+    reason (same exit code: the service cannot be reached either way)."""
     async def main() -> int:
         try:
             bus = await connect_session_bus()
         except SottovoceError as exc:
-            raise ServiceAbsent(str(exc)) from exc
+            raise BusUnreachable(str(exc)) from None
         try:
             return await session(bus)
         finally:
@@ -70,8 +76,8 @@ def _simple(member: str, done: str) -> Callable[[argparse.Namespace], int]:
             props = await get_all(bus)
             state, problems = str(props.get("State", "")), dict(props.get("Problems", {}))
             if state == "error" and problems:   # resumed, but not listening: say why
-                print(f"{done}, but the state is error: " +
-                      "; ".join(f"{what}: {why}" for what, why in sorted(problems.items())))
+                print(f"{done}, but the state is error: " + remote_format.printable_text(
+                      "; ".join(f"{what}: {why}" for what, why in sorted(problems.items()))))
             else:
                 print(done)
             return EXIT_OK
@@ -97,7 +103,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
         await call(bus, "Reload")
         print("configuration reloaded")
         for note in notes:
-            print(note)
+            print(remote_format.printable_text(note))
         return EXIT_OK
     return _run(session)
 
@@ -106,7 +112,8 @@ def cmd_interrupt(args: argparse.Namespace) -> int:
     async def session(bus: MessageBus) -> int:
         state = str(await get_property(bus, "State"))
         await call(bus, "Interrupt")     # harmless when idle; the state may change meanwhile
-        print("interrupted" if state in ("thinking", "speaking") else f"nothing to interrupt (the service was {state})")
+        print("interrupted" if state in ("thinking", "speaking")
+              else f"nothing to interrupt (the service was {remote_format.printable_text(state)})")
         return EXIT_OK
     return _run(session)
 
@@ -142,12 +149,25 @@ def cmd_say(args: argparse.Namespace) -> int:
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
+    """Reindex, then the summary; a folder missing or not a folder is a KnowledgeBaseError
+    (exit 7, as `kb search` and `ask --kb` give), not a summary of nothing."""
     async def session(bus: MessageBus) -> int:
         await call_ready(bus, "Reindex")
         kb = (await get_all(bus))["KnowledgeBase"]
+        check_folder_indexed(kb)
         print(json.dumps(kb) if args.json else remote_format.kb_text(kb))
         return EXIT_OK
     return _run(session)
+
+
+def check_folder_indexed(kb: dict[str, Any]) -> None:
+    """KnowledgeBaseError when the service's KnowledgeBase property says its folder itself
+    could not be indexed (``failed["."]``: missing, or not a folder)."""
+    reason = dict(kb.get("failed", {})).get(".")
+    if reason:
+        raise KnowledgeBaseError(
+            f"the service's knowledge base: {remote_format.printable_text(str(reason))}; create the folder "
+            "or point rag.knowledge_base at one (the service picks it up when it appears)")
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -227,7 +247,8 @@ def _if_running(work: Callable[[MessageBus], Awaitable[T]], timeout: float | Non
     async def main() -> T | None:
         try:
             bus = await connect_session_bus()
-        except SottovoceError:
+        except SottovoceError as exc:
+            _LOGGER.info("%s; working in this process", exc)
             return None
         try:
             if not await has_owner(bus):
@@ -249,6 +270,16 @@ def remote_kb_status(timeout: float = 10.0) -> dict[str, Any] | None:
     ``folder`` and ``index_dir`` say which folder and index it uses (missing from an older
     service; ``index_dir`` is "" until its knowledge base is set up)."""
     return _if_running(lambda bus: get_property(bus, "KnowledgeBase", autostart=False), timeout)
+
+
+def remote_problems(timeout: float = 10.0) -> dict[str, str] | None:
+    """The running service's Problems property (``startup``: its models could not be loaded);
+    None when it is not running."""
+    async def problems(bus: MessageBus) -> dict[str, str]:
+        found = await get_property(bus, "Problems", autostart=False)
+        return {str(k): str(v) for k, v in dict(found).items()}
+
+    return _if_running(problems, timeout)
 
 
 def remote_reindex(on_progress: Callable[[str], None],
@@ -301,40 +332,46 @@ def remote_ask(text: str, timeout: float = 120.0,
 
 
 # ---------------------------------------------------------------------- register
+# Why --config means nothing to these commands (see daemon.cli.main.config_refusal).
+SERVICE_OWN_CONFIG = "the running service has its own config file"
+RELOAD_OWN_CONFIG = "the service re-reads its own file"
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the D-Bus subcommands to `sottovoce`."""
     p = sub.add_parser("status", help="show what the running service is doing",
                        description="Show the running service's state, emotion, last exchange, "
                        "knowledge base and models.")
     p.add_argument("--json", action="store_true", help="print the properties as JSON")
-    p.set_defaults(handler=cmd_status)
+    p.set_defaults(handler=cmd_status, config_unused=SERVICE_OWN_CONFIG)
     for name, member, done, text in (
             ("pause", "Pause", "paused", "stop listening to the microphone"),
             ("resume", "Resume", "listening", "listen to the microphone again")):
         sub.add_parser(name, help=text, description=f"Tell the running service to {text}.") \
-            .set_defaults(handler=_simple(member, done))
+            .set_defaults(handler=_simple(member, done), config_unused=SERVICE_OWN_CONFIG)
     sub.add_parser("reload", help="re-read the configuration file",
-                   description="Tell the running service to re-read the configuration file.") \
-        .set_defaults(handler=cmd_reload)
+                   description="Tell the running service to re-read its configuration file (the "
+                   "one it was started with).") \
+        .set_defaults(handler=cmd_reload, config_unused=RELOAD_OWN_CONFIG)
     sub.add_parser("interrupt", help="stop the current reply at once",
                    description="Tell the running service to stop the current reply at once.") \
-        .set_defaults(handler=cmd_interrupt)
+        .set_defaults(handler=cmd_interrupt, config_unused=SERVICE_OWN_CONFIG)
     p = sub.add_parser("emotion", help="set the emotional style of the replies",
                        description="Set the emotional style of the running service's replies.")
     p.add_argument("name", help="a style from the config (neutral, cheerful, empathetic, ...)")
     p.add_argument("intensity", nargs="?",
                    help="0 to 1 (default: keep the current intensity)")
-    p.set_defaults(handler=cmd_emotion)
+    p.set_defaults(handler=cmd_emotion, config_unused=SERVICE_OWN_CONFIG)
     p = sub.add_parser("say", help="speak the given text through the service",
                        description="Have the running service say the text, as given, on its speaker "
                        "(a service still starting is waited for).")
     p.add_argument("text", nargs="+", help="what to say")
-    p.set_defaults(handler=cmd_say)
+    p.set_defaults(handler=cmd_say, config_unused=SERVICE_OWN_CONFIG)
     p = sub.add_parser("reindex", help="rebuild the knowledge-base index now",
                        description="Have the running service rebuild its knowledge-base index now "
                        "(a service still starting is waited for).")
     p.add_argument("--json", action="store_true", help="print the index summary as JSON")
-    p.set_defaults(handler=cmd_reindex)
+    p.set_defaults(handler=cmd_reindex, config_unused=SERVICE_OWN_CONFIG)
     p = sub.add_parser("watch", help="follow the service's signals live (Ctrl-C to stop)",
                        description="Print the running service's signals as they come (Ctrl-C to stop). "
                        "When the service leaves the bus (stopped, or restarted by systemd) `watch` says "
@@ -343,4 +380,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="one JSON object per signal")
     p.add_argument("--exit-when-gone", action="store_true",
                    help="end (exit code 3) when the service leaves the bus instead of waiting for it")
-    p.set_defaults(handler=cmd_watch)
+    p.set_defaults(handler=cmd_watch, config_unused=SERVICE_OWN_CONFIG)

@@ -3,8 +3,45 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+import unicodedata
 from typing import Any, Mapping
+
+# What a terminal acts on instead of printing: C0 and C1 controls (ESC, CSI, newline, ...),
+# DEL, and the Unicode line and paragraph separators. Emoji joiners and the like print.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+# The same characters as raw text inside a JSON string (json.dumps escapes only C0 itself).
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
+def printable_text(text: str) -> str:
+    """``text`` with every control character escaped as Python writes it (``\\x1b``,
+    ``\\n``): a transcript or reply sent over D-Bus must not recolour, move or clear the
+    user's terminal, nor fake a line of its own."""
+    return "".join(_escape(ch) if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text)
+
+
+def _escape(ch: str) -> str:
+    return ch.encode("unicode_escape").decode("ascii")
+
+
+def printable_values(value: Any) -> Any:
+    """``value`` (plain values from D-Bus: str, numbers, lists, dicts) with :func:`printable_text`
+    applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return printable_text(value)
+    if isinstance(value, dict):
+        return {printable_values(k): printable_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [printable_values(v) for v in value]
+    return value
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """``json.dumps`` keeping non-ASCII text as it is, but not the controls a terminal acts on."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def status_dict(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -25,11 +62,12 @@ def status_dict(props: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def status_json(props: Mapping[str, Any]) -> str:
-    return json.dumps(status_dict(props), indent=2, ensure_ascii=False)
+    return json_text(status_dict(props), indent=2)
 
 
 def kb_text(kb: Mapping[str, Any]) -> str:
     """One line about the knowledge base, plus one per failed file and one while it indexes."""
+    kb = printable_values(dict(kb))
     stamp = float(kb.get("last_indexed", 0.0))
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "never"
     failed = dict(kb.get("failed", {}))
@@ -48,7 +86,7 @@ def _kb_now(kb: Mapping[str, Any]) -> str:
 
 def status_text(props: Mapping[str, Any]) -> str:
     """`sottovoce status` for a person."""
-    s = status_dict(props)
+    s = status_dict(printable_values(dict(props)))
     lines = [
         f"state:           {s['state']}" + (" (paused)" if s["paused"] and s["state"] != "paused" else ""),
         *[f"  problem:       {what}: {why}" for what, why in sorted(s["problems"].items())],
@@ -75,7 +113,8 @@ def timings_text(timings: Mapping[str, float]) -> str:
             + f", total {timings.get('total_s', 0.0):.2f} s")
 
 
-def _text_line(member: str, args: list[Any]) -> str | None:
+def _text_line(member: str, raw: list[Any]) -> str | None:
+    args = printable_values(raw)
     if member == "StateChanged":
         return f"state: {args[0]}"
     if member == "Transcript":
@@ -84,18 +123,19 @@ def _text_line(member: str, args: list[Any]) -> str | None:
         sources = f" [sources: {', '.join(args[1])}]" if args[1] else ""
         return f"reply: {args[0]}{sources}"
     if member == "Interrupted":
-        return f"interrupted after: {args[0]!r}"
+        return f"interrupted after: {raw[0]!r}"
     if member == "Error":
         return f"error: {args[0]}: {args[1]}"
     if member == "IndexUpdated":
         return f"index updated: {args[0]} documents, {args[1]} chunks"
     if member == "PropertiesChanged":
-        # State changes already have their own line.
-        changed = {k: v for k, v in args[1].items() if k != "State"}
+        # State changes already have their own line. The values are printed as JSON, which
+        # escapes control characters itself: the raw ones, not escaped twice.
+        changed = {printable_text(str(k)): v for k, v in raw[1].items() if k != "State"}
         kb = changed.pop("KnowledgeBase", None)
         lines = [f"knowledge base: {_kb_now(kb)}"] if kb is not None else []
         if changed:
-            lines.append("changed: " + ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
+            lines.append("changed: " + ", ".join(f"{k}={json_text(v)}"
                                                  for k, v in sorted(changed.items())))
         return "\n".join(lines) or None
     return None
@@ -105,6 +145,6 @@ def signal_line(member: str, args: list[Any], as_json: bool) -> str | None:
     """One `watch` line for a signal; None for signals not worth a line."""
     if as_json:
         if member == "PropertiesChanged":
-            return json.dumps({"signal": member, "changed": args[1]}, ensure_ascii=False)
-        return json.dumps({"signal": member, "args": args}, ensure_ascii=False)
+            return json_text({"signal": member, "changed": args[1]})
+        return json_text({"signal": member, "args": args})
     return _text_line(member, args)

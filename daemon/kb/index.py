@@ -60,7 +60,7 @@ class KnowledgeBase(Indexing, Queries, LiveChanges):
         self.cfg = cfg
         self.persist = persist
         self.folder = Path(cfg.knowledge_base).expanduser().absolute()
-        key = hashlib.sha1(str(self.folder).encode()).hexdigest()[:10]
+        key = hashlib.sha1(os.fsencode(self.folder)).hexdigest()[:10]
         self.index_dir = Path(cfg.index_dir).expanduser().absolute() / f"{self.folder.name or 'kb'}-{key}"
         self._embedder = embedder
         self._model_id = str(getattr(embedder, "model_id", "") or cfg.embedding_model)
@@ -185,7 +185,8 @@ class KnowledgeBase(Indexing, Queries, LiveChanges):
 
     def status(self) -> dict[str, Any]:
         """documents, chunks, last_indexed (unix time), failed {file: reason}, folder, index_dir,
-        watching, reason (why the folder is unusable) and indexing ("" when idle, else e.g.
+        watching, reason (why the folder is unusable), save_error (why the index could not be
+        written to index_dir the last time; "" when it was) and indexing ("" when idle, else e.g.
         "file 1 of 3: big.txt, 3200 of 24310 chunks embedded")."""
         # The D-Bus property is read on the event loop: during the merge of a large file it
         # gets the figures from just before rather than wait.
@@ -211,6 +212,7 @@ class KnowledgeBase(Indexing, Queries, LiveChanges):
             "watching": self._watcher is not None,
             "reason": self._folder_reason,
             "indexing": self._progress.describe(),
+            "save_error": self._save_error,
         }
 
     # ------------------------------------------------------------------ internals

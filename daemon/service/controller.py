@@ -353,7 +353,7 @@ class AssistantController:
 
     async def ask(self, text: str) -> TurnResult:
         """Answer typed text out loud; returns once the reply text is complete."""
-        text = check_text(text)
+        text = check_text(text, "question")
         self._ready_pipe()
         active = self.turns.start(text, time.monotonic(), 0.0)
         return await asyncio.shield(active.text_done)

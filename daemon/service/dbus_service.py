@@ -88,10 +88,10 @@ def _interrupted() -> DBusError:
         "the reply was cut short (by the user speaking, Interrupt() or a newer question) before it was complete"))
 
 
-def check_text(text: str) -> str:
-    """Refuse empty or over-long text with InvalidArgument (the controller's own check)."""
+def check_text(text: str, what: str = "text") -> str:
+    """Refuse empty, over-long or wordless text with InvalidArgument (the controller's own check)."""
     try:
-        return turns.check_text(text)
+        return turns.check_text(text, what)
     except BadArgumentError as exc:
         raise _to_dbus_error(exc) from None
 
@@ -209,7 +209,7 @@ class AssistantInterface(ServiceInterface):
 
     @method()
     async def Ask(self, text: DBusStr) -> DBusReplyOut:
-        text = check_text(text)
+        text = check_text(text, "question")
         result = await self._call(self._controller.ask, text)
         if result.interrupted:      # what was spoken travels in the Interrupted signal
             raise _interrupted()
@@ -312,6 +312,7 @@ def _kb_variants(info: Mapping[str, Any]) -> dict[str, Variant]:
         "indexing": Variant("s", printable(str(info.get("indexing", "")))),
         "folder": Variant("s", printable(str(info.get("folder", "")))),
         "index_dir": Variant("s", printable(str(info.get("index_dir", "")))),
+        "save_error": Variant("s", printable(str(info.get("save_error", "")))),
     }
 
 

@@ -22,12 +22,30 @@ class StageError(SottovoceError):
 
 def check_text(text: str, what: str = "text") -> str:
     """Typed text for Ask/Say (D-Bus, the controller, the CLI), stripped; BadArgumentError
-    when empty or too long. ``what`` names it in the message ("question")."""
+    when empty, too long, not valid UTF-8 (undecodable bytes kept as lone surrogates) or
+    without a word (only emoji, symbols or punctuation). ``what`` names it ("question")."""
     if not (text or "").strip():
         raise BadArgumentError(f"the {what} is empty: give 1 to {MAX_TEXT_CHARS} characters")
     if len(text) > MAX_TEXT_CHARS:
         raise BadArgumentError(f"the {what} is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadArgumentError(f"the {what} is not valid UTF-8 text (check your terminal's encoding)") from None
+    if not _has_words(text):
+        verb = "answer" if what == "question" else "say"
+        raise BadArgumentError(f"nothing to {verb}: the {what} has no words (only emoji, symbols or punctuation)")
     return text.strip()
+
+
+def _has_words(text: str) -> bool:
+    """A letter or digit, as written or as it would be read aloud ("+" is "plus"): Say
+    refuses less than this on its own, so this refuses nothing Say would speak."""
+    if any(ch.isalnum() for ch in text):
+        return True
+    from daemon.stages.speech_text import has_words, to_speakable
+
+    return has_words(to_speakable(text))
 
 
 @dataclass
