@@ -177,6 +177,39 @@ def test_config_show_refuses_nan_with_exit_code_2(tmp_path: Path) -> None:
     assert "vad.threshold: expected a value from 0.01 to 0.99, got nan" in res.stderr, res.stderr
 
 
+def _laughs(levels: int) -> str:
+    """A "billion laughs" config: each level a list of ten aliases of the one before, all
+    inside one valid key, so nothing refuses it before its values are looked at."""
+    items = ["&l0 [x, x, x, x, x, x, x, x, x, x]"]
+    items += [f"&l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, levels)]
+    return "persona:\n  name: [" + ", ".join(items) + "]\n"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("a: &a [*a]\n", "a YAML alias refers to the value that holds it"),
+    ("persona:\n  name: &n {x: *n}\n", "a YAML alias refers to the value that holds it"),
+    ("rag: " + "[" * 3000 + "]" * 3000 + "\n", "the YAML nests too deeply"),
+    (_laughs(9), "its aliases expand to more than 100000 values"),
+])
+def test_configs_that_never_end_are_refused_at_once(tmp_path: Path, text: str, needle: str) -> None:
+    """Self-reference gave a RecursionError traceback; a 9-level billion laughs took minutes
+    (each alias was walked again at every use), so a Reload froze the service."""
+    path = write(tmp_path, text)
+    res = subprocess.run([sys.executable, "-m", "daemon.cli.main", "--config", str(path), "config", "show"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr[-2000:]
+    assert needle in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
+def test_a_folder_or_a_file_not_in_utf8_is_named_plainly(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
+        load_config(tmp_path)
+    binary = tmp_path / "latin1.yaml"
+    binary.write_bytes("persona:\n  name: Jos\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 0xe9 at offset 20\); save it as UTF-8"):
+        load_config(binary)
+
+
 def test_whisper_languages_match_faster_whisper() -> None:
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 

@@ -132,3 +132,28 @@ def test_a_reload_loads_the_models_a_failed_start_could_not(tmp_path: Path) -> N
         asked = run_cli(env, "ask", "Say hello.", timeout=120)
         assert asked.returncode == 0 and asked.stdout.strip(), (asked, service.log_tail())
         assert client.get("LastReply").strip() == asked.stdout.strip()
+
+
+def test_a_voice_that_fails_to_load_on_reload_is_named(kb_service: KbService, tmp_path: Path) -> None:
+    """The fallback (espeak) took over with only a log line: `reload` said "configuration
+    reloaded" and nothing else, and the Models property was not announced as changed."""
+    svc = kb_service
+    lines = svc.reload(f"tts:\n  voice: {tmp_path / 'missing.onnx'}\n")
+    assert lines[0] == "configuration reloaded" and len(lines) == 2, lines
+    assert "tts.engine piper could not be loaded" in lines[1] and "speaking with espeak" in lines[1], lines
+    assert dict(svc.client.get("Models"))["tts"] == "espeak"
+    assert svc.reload("") == ["configuration reloaded"]          # the voice back: no note
+    assert dict(svc.client.get("Models"))["tts"] == "piper"
+
+
+def test_a_config_that_never_ends_is_refused_while_the_service_serves(kb_service: KbService) -> None:
+    """A 9-level "billion laughs" file was checked on the event loop for minutes: no D-Bus
+    call was answered meanwhile (and systemd's watchdog would have killed the service)."""
+    svc = kb_service
+    items = ["&l0 [x, x, x, x, x, x, x, x, x, x]"]
+    items += [f"&l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, 9)]
+    svc.home.write_config(BASE + "persona:\n  name: [" + ", ".join(items) + "]\n")
+    out = run_cli(svc.bus.env, "reload", timeout=60)
+    assert out.returncode == 2 and "expand to more than" in out.stderr, out.stderr + svc.service.log_tail()
+    assert svc.client.get("State") == "listening"
+    assert svc.reload("") == ["configuration reloaded"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from daemon.config import Config, load_config
 from daemon.errors import ConfigError, NotReadyError, SottovoceError
 from daemon.history import ConversationHistory
-from daemon.messages import Emotion, ErrorEvent
+from daemon.messages import Emotion, ErrorEvent, PropertyChanged
 from daemon.threads import run_blocking
 
 if TYPE_CHECKING:
@@ -52,8 +52,9 @@ async def reload_config(ctl: "AssistantController") -> None:
     the models, load them all again (a failure keeps the state 'error', with the new reason,
     and is raised). Changed keys that only a restart applies (compared with the config the
     service started with) are named in an ``Error`` event (code Config) before the call returns."""
-    try:
-        new = load_config(ctl.config_path, overrides=ctl.cfg.overrides)
+    path, overrides = ctl.config_path, ctl.cfg.overrides
+    try:        # off the event loop: a pathological file must not stop the service answering
+        new = await run_blocking(lambda: load_config(path, overrides=overrides))
     except SottovoceError as exc:
         ctl.report_error(exc.code, f"reload refused, keeping the running config: {exc}")
         raise
@@ -119,6 +120,21 @@ async def _rebuild(ctl: "AssistantController", pipe: "Pipeline", new: Config, st
             setattr(pipe, attr, getattr(fresh, attr))
     if "kb" in stages and pipe.kb is not None:
         ctl.watch_kb(pipe.kb)
+    ctl.hub.publish(PropertyChanged("Models"))
+    if "tts" in stages:
+        _note_tts_fallback(ctl, new, fresh.tts)
+
+
+def _note_tts_fallback(ctl: "AssistantController", new: Config, tts: object) -> None:
+    """The new voice could not be loaded and its fallback speaks instead: say so in an Error
+    signal (code Config, which `sottovoce reload` prints), not only in the log."""
+    speaking = str(getattr(tts, "name", new.tts.engine))
+    if speaking == new.tts.engine:
+        return
+    message = (f"tts.engine {new.tts.engine} could not be loaded (the service log says why); "
+               f"speaking with {speaking} (tts.fallback) until the config is fixed and reloaded")
+    _LOGGER.warning("reload: %s", message)
+    ctl.hub.publish(ErrorEvent(ConfigError.code, message))
 
 
 def _swap_config(ctl: "AssistantController", pipe: "Pipeline", old: Config, new: Config) -> None:
