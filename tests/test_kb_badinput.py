@@ -231,3 +231,21 @@ def test_a_megabyte_on_one_line_gives_short_notes(make_kb: Any, tmp_path: Path) 
 
     longest = max(len(clause) for text, heading in chunks for clause, _ in clause_contexts(text, heading))
     assert longest <= MAX_CLAUSE_CHARS, longest
+
+
+def test_a_damaged_pdf_is_named_once_without_the_pdf_library_s_own_warnings(tmp_path: Path) -> None:
+    """pypdf's warnings ("invalid pdf header: b'...'", "EOF marker not found") reached the
+    user beside the knowledge base's own line, which already says what is wrong."""
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    (folder / "note.md").write_text("# Note\n\nThe Orrin ferry leaves at noon.\n", encoding="utf-8")
+    (folder / "fake.pdf").write_bytes(bytes((i * 97 + 13) % 256 for i in range(2000)))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"rag:\n  index_dir: {tmp_path / 'index'}\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "daemon.cli.main", "--config", str(config), "kb", "status",
+                             "--kb", str(folder)], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "skipping fake.pdf: not a valid PDF" in result.stderr, result.stderr
+    assert "pypdf" not in result.stderr, result.stderr
+    assert "fake.pdf: not a valid PDF" in result.stdout, result.stdout

@@ -264,6 +264,10 @@ def _load_docx(data: bytes) -> LoadedDocument:
 def _load_pdf(data: bytes) -> LoadedDocument:
     import pypdf
 
+    # pypdf warns about every flaw it meets ("invalid pdf header: b'...'"); a damaged file is
+    # named once, by the indexer's "skipping FILE: not a valid PDF (...)", and a flaw it read
+    # past needs no word at all.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
