@@ -29,8 +29,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_size(root, path)             # first: it bounds the walk below
         _check_duplicate_keys(root, path)
-        _check_size(root, path)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -46,20 +46,13 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_duplicate_keys(node: Any, path: Path, prefix: str = "",
-                          seen_nodes: set[int] | None = None) -> None:
+def _check_duplicate_keys(node: Any, path: Path, prefix: str = "") -> None:
     """A key given twice in one mapping is an error (YAML loaders keep the last one silently,
-    so the first, often the one being edited, would be ignored without a word).
-
-    Each node is checked once: an alias names a node already composed, and walking it again
-    at every use would take time exponential in the aliases' nesting ("billion laughs")."""
-    seen_nodes = set() if seen_nodes is None else seen_nodes
-    if id(node) in seen_nodes:
-        return
-    seen_nodes.add(id(node))
+    so the first, often the one being edited, would be ignored without a word). Aliases are
+    walked at every use: :func:`_check_size` has bounded that to ``MAX_VALUES`` nodes."""
     if isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _check_duplicate_keys(item, path, prefix, seen_nodes)
+            _check_duplicate_keys(item, path, prefix)
         return
     if not isinstance(node, yaml.MappingNode):
         return
@@ -73,7 +66,7 @@ def _check_duplicate_keys(node: Any, path: Path, prefix: str = "",
                 raise ConfigError(f"{path}: {name}: duplicate key on line {line} (already set on line "
                                   f"{seen[key]}); expected each key once")
             seen[key] = line
-        _check_duplicate_keys(value_node, path, name, seen_nodes)
+        _check_duplicate_keys(value_node, path, name)
 
 
 def _check_size(root: Any, path: Path) -> None:

@@ -84,6 +84,14 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
             return False
 
 
+def refuse_same_file(source: str, out: str, source_option: str, out_option: str) -> None:
+    """BadArgumentError when ``out`` names the file ``source`` names: writing the output
+    (``out_option``) would destroy the input (``source_option``) it comes from."""
+    if same_file(source, out):
+        raise BadArgumentError(f"{out_option} {out} is the same file as {source_option} {source}: "
+                               f"it would be overwritten; give {out_option} another file name")
+
+
 def _unsupported(file: Path, allowed: tuple[str, ...]) -> BadArgumentError:
     what = f"a {file.suffix} file" if file.suffix else "a file without an extension"
     names = allowed[0] if len(allowed) == 1 else f"{', '.join(allowed[:-1])} or {allowed[-1]}"

@@ -234,7 +234,6 @@ def _rebuild_by_service(service: dict[str, Any]) -> dict[str, Any] | None:
             "source": "the running service", "failed": dict(done.get("failed", {}))}
 
 
-
 class ProgressBar:
     """``progress(done, total, name)`` drawn on a terminal, or a line a second to a log."""
 

@@ -203,7 +203,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if args.text is not None:
         check_question(args.text)
     if args.wav and args.out:
-        check_not_same_file(args.wav, args.out, "--wav", "--out")
+        from daemon.audio.filewrite import refuse_same_file
+
+        refuse_same_file(args.wav, args.out, "--wav", "--out")
     if _uses_service(args):
         remote = _try_remote(args)
         if remote is not None:
@@ -215,15 +217,6 @@ def cmd_ask(args: argparse.Namespace) -> int:
     sink = _output_sink(args, cfg)                       # no device / bad --out: likewise
     result = asyncio.run(_ask_local(args, one_shot(cfg), emotion, audio, sink))
     return _print_result(args, result)
-
-
-def check_not_same_file(source: str, out: str, source_option: str, out_option: str) -> None:
-    """Writing the reply over the file it answers would destroy the question."""
-    from daemon.audio.filewrite import same_file
-
-    if same_file(source, out):
-        raise BadArgumentError(f"{out_option} {out} is the same file as {source_option} {source}: "
-                               f"the reply would overwrite it; give {out_option} another file name")
 
 
 def check_question(text: str) -> None:

@@ -192,13 +192,11 @@ class Service:
         """``--output`` is emptied when it is opened: the recording ``--input`` names must
         not be the same file."""
         from daemon.audio.devices import is_file_spec
-        from daemon.audio.filewrite import same_file
-        from daemon.errors import BadArgumentError
+        from daemon.audio.filewrite import refuse_same_file
 
         audio = self.cfg.audio
-        if is_file_spec(audio.input) and is_file_spec(audio.output) and same_file(audio.input, audio.output):
-            raise BadArgumentError(f"--output {audio.output} is the same file as --input {audio.input}: "
-                                   "it would be overwritten; give --output another file name")
+        if is_file_spec(audio.input) and is_file_spec(audio.output):
+            refuse_same_file(audio.input, audio.output, "--input", "--output")
 
     async def _load_again(self, ctl: Any, notifier: Any) -> None:
         """A reload after a failed start (``ctl.loader``): the models with the config now
